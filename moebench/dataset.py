@@ -1,0 +1,113 @@
+"""The ``Dataset`` interface and the arrays a dataset produces."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from .errors import DataError
+from .params import NoParams, Params
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model family by registered name, with its hyper-parameters (``k``, activation, ...)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Train/test arrays of one dataset instance.
+
+    Attributes
+    ----------
+    X_train, X_test
+        Inputs, shape ``(n, d)``, floating point.
+    y_train, y_test
+        Targets, shape ``(n,)``: real values for regression, integer labels for classification.
+    task
+        ``"regression"`` or ``"classification"``.
+    model
+        The model family that generated the data (synthetic) or that fits it by default (real).
+    truth
+        Ground-truth parameters in ``model``'s layout, when known; otherwise ``None``.
+    meta
+        Provenance: ``source``, ``citation``, units, standardisation statistics, ...
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    task: Task
+    model: ModelSpec
+    truth: dict[str, np.ndarray] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            X = getattr(self, f"X_{split}")
+            y = getattr(self, f"y_{split}")
+            if not isinstance(X, np.ndarray) or X.ndim != 2:
+                raise DataError(f"X_{split} must be a 2-d array (n, d), got {_shape(X)}")
+            if not isinstance(y, np.ndarray) or y.ndim != 1:
+                raise DataError(f"y_{split} must be a 1-d array (n,), got {_shape(y)}")
+            if X.shape[0] != y.shape[0]:
+                raise DataError(
+                    f"X_{split} has {X.shape[0]} rows but y_{split} has {y.shape[0]}"
+                )
+            if X.shape[0] == 0:
+                raise DataError(f"the {split} split is empty")
+            for name, a in ((f"X_{split}", X), (f"y_{split}", y)):
+                if not np.issubdtype(a.dtype, np.number):
+                    raise DataError(f"{name} is not numeric (dtype {a.dtype})")
+                if not np.all(np.isfinite(a)):
+                    bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                    raise DataError(f"{name} contains {bad} NaN or infinite values")
+        if self.X_train.shape[1] != self.X_test.shape[1]:
+            raise DataError(
+                f"X_train has {self.X_train.shape[1]} features but X_test has "
+                f"{self.X_test.shape[1]}"
+            )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+
+def _shape(a: object) -> str:
+    return f"shape {a.shape}" if hasattr(a, "shape") else type(a).__name__
+
+
+class Dataset(ABC):
+    """A source of :class:`Data`: a generator (synthetic) or a loader (real data).
+
+    Subclasses set ``name``, ``summary`` and ``Params`` (a :class:`moebench.params.Params`
+    model documenting every parameter) and implement :meth:`load`. The same ``seed`` must give
+    the same arrays.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    task: ClassVar[Task] = "regression"
+    Params: ClassVar[type[Params]] = NoParams
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def load(self, seed: int) -> Data:
+        """Produce the train/test arrays for this ``seed``.
+
+        Raises
+        ------
+        moebench.errors.DataUnavailable
+            The files are not on this machine; the message says where to put them.
+        """

@@ -1,0 +1,68 @@
+"""The ``Metric`` interface and the evaluation context metrics read from."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from .model import Model, ParamDict
+from .params import NoParams, Params
+
+
+@dataclass
+class EvalContext:
+    """Everything a metric may look at, with a per-evaluation cache for shared work."""
+
+    model: Model
+    params: ParamDict
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    truth: ParamDict | None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Compute once per evaluation (e.g. test log-likelihoods used by two metrics)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+
+class Metric(ABC):
+    """A scalar score of fitted parameters.
+
+    ``direction`` says whether lower (``"min"``) or higher (``"max"``) is better;
+    ``requires_truth`` metrics give NaN on data without ground truth; ``tasks`` lists the tasks
+    the metric applies to.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    direction: ClassVar[Literal["min", "max"]] = "min"
+    requires_truth: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
+    Params: ClassVar[type[Params]] = NoParams
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def applies_to(self, ctx: EvalContext) -> bool:
+        """Whether the metric is defined for this model and data."""
+        if self.requires_truth and ctx.truth is None:
+            return False
+        return ctx.model.task in self.tasks
+
+    @abstractmethod
+    def compute(self, ctx: EvalContext) -> float:
+        """The metric's value."""
+
+    def __call__(self, ctx: EvalContext) -> float:
+        if not self.applies_to(ctx):
+            return float("nan")
+        with torch.no_grad():
+            return float(self.compute(ctx))

@@ -1,0 +1,111 @@
+"""The ``Model`` interface: an MoE model family (experts + gate) over torch tensors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .params import NoParams, Params
+
+#: Model parameters: named tensors on the model's device (e.g. ``{"A": (k, d), "W": (k, d)}``).
+ParamDict = dict[str, torch.Tensor]
+
+
+class InitSpec(BaseModel):
+    """How to initialise parameters; shared by every algorithm of an experiment.
+
+    ``random``: Gaussian entries with standard deviation ``scale / sqrt(d)``.
+    ``unit-rows``: Gaussian rows rescaled to norm ``scale`` (Fruytier et al.'s "unit norm").
+    ``near-truth``: the truth plus a random perturbation of Frobenius norm ``radius`` per block
+    (needs a dataset with known truth).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["random", "unit-rows", "near-truth"] = "random"
+    scale: float = Field(1.0, gt=0, description="scale of random/unit-rows initialisations")
+    radius: float = Field(0.5, ge=0, description="distance from the truth for near-truth")
+
+
+class Model(ABC):
+    """An MoE model family with fixed hyper-parameters.
+
+    Parameters
+    ----------
+    params
+        The family's hyper-parameters (number of experts, activation, noise model, ...).
+    n_features
+        Input dimension ``d`` of the data it will be fitted to.
+    n_classes
+        Number of classes for classification families (``None`` for regression).
+    device, dtype
+        Where and in which precision parameters and data live.
+
+    Every method takes and returns tensors on ``device``; log-likelihoods are per sample and
+    computed with log-sum-exp so that they stay finite for separable posteriors.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    task: ClassVar[Literal["regression", "classification"]] = "regression"
+    Params: ClassVar[type[Params]] = NoParams
+
+    def __init__(
+        self,
+        params: Params | None = None,
+        *,
+        n_features: int,
+        n_classes: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ):
+        self.params = params if params is not None else self.Params()
+        self.n_features = int(n_features)
+        self.n_classes = n_classes
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    @property
+    @abstractmethod
+    def n_experts(self) -> int:
+        """Number of experts ``k``."""
+
+    @abstractmethod
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every parameter tensor, by name."""
+
+    @abstractmethod
+    def init_params(
+        self, spec: InitSpec, generator: torch.Generator, truth: ParamDict | None = None
+    ) -> ParamDict:
+        """Initial parameters drawn with ``generator`` according to ``spec``."""
+
+    @abstractmethod
+    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``log p(y_n | x_n)``, shape ``(n,)``; differentiable in ``params``."""
+
+    @abstractmethod
+    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Responsibilities ``p(z_n = i | x_n, y_n)``, shape ``(n, k)``, rows summing to one."""
+
+    @abstractmethod
+    def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """``E[y | x]`` for regression (shape ``(n,)``), class probabilities ``(n, C)`` otherwise."""
+
+    @abstractmethod
+    def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:
+        """Distance to the truth, minimised over permutations of the experts."""
+
+    def nll(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood (a scalar tensor)."""
+        return -self.log_likelihood(params, X, y).mean()
+
+    def as_tensors(self, arrays: dict) -> ParamDict:
+        """Copy a dict of arrays onto this model's device and dtype."""
+        return {
+            k: torch.as_tensor(v).to(device=self.device, dtype=self.dtype)
+            for k, v in arrays.items()
+        }

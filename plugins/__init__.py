@@ -1,0 +1,1 @@
+"""moebench first-party plugins, registered through the ``moebench`` entry-point group."""

@@ -1,0 +1,1 @@
+"""First-party moebench plugins."""

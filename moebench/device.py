@@ -45,6 +45,20 @@ class Device(ABC):
         """A one-line description (model name, memory) for manifests."""
         return self.name
 
+    def warm_up(self) -> None:
+        """Pay one-off costs (lazy imports, library loading) before any clock starts.
+
+        Runs a tiny autograd step, an optimiser step and a Cholesky solve on this device.
+        """
+        dev, dtype = self.torch_device(), self.default_dtype
+        x = torch.ones(4, 3, dtype=dtype, device=dev, requires_grad=True)
+        opt = torch.optim.SGD([x], lr=0.0)
+        torch.logsumexp(x @ x.T, dim=1).sum().backward()
+        opt.step()
+        m = torch.eye(3, dtype=dtype, device=dev)
+        torch.cholesky_solve(torch.ones(3, 1, dtype=dtype, device=dev), torch.linalg.cholesky(m))
+        self.synchronize()
+
     def tensor(self, array, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Copy a numpy array (or tensor) to this device, floating arrays as ``dtype``."""
         t = torch.as_tensor(array)

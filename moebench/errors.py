@@ -33,8 +33,8 @@ class DataError(MoebenchError):
 
 
 class DataUnavailable(MoebenchError):
-    """A dataset's files are not on this machine. Cells that need it are skipped, with this reason."""
+    """A dataset's files are not here; cells that need it are skipped with this reason."""
 
 
 class UnsupportedProblem(MoebenchError):
-    """An algorithm cannot fit the requested model family; its cells are skipped with this reason."""
+    """An algorithm cannot fit the requested model family; its cells are skipped (reason)."""

@@ -93,11 +93,18 @@ class Model(ABC):
 
     @abstractmethod
     def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
-        """``E[y | x]`` for regression (shape ``(n,)``), class probabilities ``(n, C)`` otherwise."""
+        """``E[y | x]`` for regression ``(n,)``; class probabilities ``(n, C)`` otherwise."""
 
     @abstractmethod
     def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:
         """Distance to the truth, minimised over permutations of the experts."""
+
+    def trainable(self, params: ParamDict) -> list[str]:
+        """Names of the parameters a gradient method should update (default: all).
+
+        Families with fixed parameters (a known noise level, say) return fewer names.
+        """
+        return list(params)
 
     def nll(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood (a scalar tensor)."""

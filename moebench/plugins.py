@@ -99,7 +99,12 @@ def load_plugins() -> Registry:
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
         allow = _allowlist()
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        # First-party plugins first, so that they keep their names if a third party collides.
+        def order(ep):
+            dist = getattr(ep, "dist", None)
+            return (getattr(dist, "name", None) != "moebench", ep.name)
+
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=order):
             if allow is not None and ep.name not in allow:
                 continue
             dist = getattr(ep, "dist", None)

@@ -34,6 +34,7 @@ from .algorithm import Iterate, Problem
 from .dataset import Data
 from .device import DTYPES, Device
 from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
+from .leaderboard import write_leaderboards
 from .metric import EvalContext, Metric
 from .model import Model, ParamDict
 from .results import ResultsStore
@@ -83,6 +84,9 @@ def build_model(data: Data, choice, device: Device, dtype: torch.dtype) -> Model
     )
 
 
+_WARM: set[str] = set()  # devices warmed up in this process
+
+
 def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None = None):
     """Run every algorithm of ``unit``; returns one list of rows per cell."""
     exp, ds = unit.experiment, unit.dataset
@@ -100,6 +104,9 @@ def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None 
         "data_seed": data_seed,
         "init_seed": init_seed,
     }
+    if unit.device not in _WARM:
+        device.warm_up()
+        _WARM.add(unit.device)
     metrics: list[Metric] = [plugins.get("metrics", m)() for m in exp.metrics]
     cells: list[list[dict[str, Any]]] = []
 
@@ -123,7 +130,7 @@ def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None 
         truth = model.as_tensors(data.truth) if data.truth is not None else None
         init = model.init_params(exp.init, torch_generator(init_seed, "cpu"), truth)
         init = {k: v.to(device.torch_device()) for k, v in init.items()}
-    except DataUnavailable as exc:
+    except (DataUnavailable, UnsupportedProblem) as exc:
         fail_all("skipped", str(exc))
         return cells
     except Exception as exc:
@@ -223,7 +230,7 @@ def _run_cell(
             return False
         if budget.timeout is not None and state["elapsed"] >= budget.timeout:
             state["status"] = "timeout"
-            state["message"] = f"stopped after {state['elapsed']:.3g} s (timeout {budget.timeout} s)"
+            state["message"] = f"stopped after {state['elapsed']:.3g} s (budget {budget.timeout} s)"
             return False
         device.synchronize()
         state["t0"] = time.perf_counter()
@@ -346,6 +353,8 @@ def run_suite(
     manifest["started"] = datetime.now(UTC).isoformat()
     manifest["jobs"] = jobs
     manifest["cells"] = total
+    manifest["rank_by"] = {e.name: e.rank_by for e in experiments}
+    manifest["metrics"] = {e.name: e.metrics for e in experiments}
     done = 0
 
     def on_cell(rows: list[dict[str, Any]]) -> None:
@@ -377,7 +386,8 @@ def run_suite(
         manifest["status_counts"] = {
             s: sum(r["status"] == s for r in finals) for s in sorted({r["status"] for r in finals})
         }
+        store.write_manifest(manifest)
         if store.rows:
             store.write_table()
-        store.write_manifest(manifest)
+            write_leaderboards(store.directory)
     return store.directory

@@ -201,9 +201,12 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         raise SuiteError([(where, f"malformed YAML: {problem}")], source) from None
     if not isinstance(raw, dict):
         raise SuiteError([("(top level)", "a suite must be a YAML mapping")], source)
-    problems = _Problems(source, _yaml_lines(text))
+    lines = _yaml_lines(text)
+    problems = _Problems(source, lines)
     try:
-        return Suite.model_validate(raw)
+        suite = Suite.model_validate(raw)
+        suite._lines = lines
+        return suite
     except ValidationError as exc:
         for err in exc.errors():
             msg = err["msg"]
@@ -221,10 +224,7 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError([("(file)", f"no such suite file: {path}")], str(path))
-    text = path.read_text()
-    suite = parse_suite(text, str(path))
-    suite._lines = _yaml_lines(text)
-    return suite
+    return parse_suite(path.read_text(), str(path))
 
 
 def _variant_id(entry: Component, point: dict[str, Any]) -> str:

@@ -1,0 +1,172 @@
+"""The ``moebench`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from . import __version__, plugins
+from .errors import MoebenchError, SuiteError
+from .params import describe_params
+
+console = Console()
+err_console = Console(stderr=True)
+
+KIND_CHOICES = ["algorithms", "datasets", "devices", "metrics", "models"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="moebench")
+def main() -> None:
+    """Benchmark algorithms that learn Mixture-of-Experts models."""
+
+
+def print_leaderboard(board) -> None:
+    from .leaderboard import HEADERS, format_rows
+
+    for (exp, ds), group in board.groupby(["experiment", "dataset"], sort=False):
+        metric = group["metric"].iloc[0]
+        table = Table(title=escape(f"{exp} — {ds}  (ranked by {metric})"), title_justify="left")
+        for h in HEADERS:
+            wide = h in ("algorithm", "mean ± std")
+            table.add_column(h, overflow="fold", no_wrap=wide, min_width=4)
+        for row in format_rows(group):
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="parent results folder")
+@click.option("--device", default=None, help="override the suite's device (cpu, cuda, ...)")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="override the number of repetitions (seeds) of every experiment")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="worker processes")
+def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs: int) -> None:
+    """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/."""
+    from .results import read_results as _read
+    from .runner import run_suite
+    from .suite import load_suite
+
+    try:
+        suite = load_suite(suite_file)
+        updates = {}
+        if device:
+            updates["device"] = device
+        if seeds:
+            updates["repetitions"] = seeds
+            if suite.experiments:
+                updates["experiments"] = [e.model_copy(update={"repetitions": seeds})
+                                          for e in suite.experiments]
+        if updates:
+            lines = suite._lines
+            suite = suite.model_copy(update=updates)
+            suite._lines = lines
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err_console, transient=False,
+        ) as bar:
+            task = bar.add_task(f"{suite.name}", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            directory = run_suite(suite, out, jobs=jobs, suite_path=str(suite_file),
+                                  progress=progress)
+    except SuiteError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    from .leaderboard import leaderboard, rank_metrics
+
+    results = _read(directory)
+    print_leaderboard(leaderboard(results, rank_metrics(directory, results)))
+    finals = results[results["record"] == "final"]
+    counts = finals["status"].value_counts().to_dict()
+    console.print(f"results in {directory}  ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+    for row in finals[finals["status"] == "error"].head(5).itertuples():
+        first = str(row.message).splitlines()[0] if row.message else ""
+        err_console.print(f"[yellow]error[/yellow] {row.experiment}/{row.dataset}/"
+                          f"{row.algorithm}#{row.repetition}: {first}", highlight=False)
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins_cmd(as_json: bool) -> None:
+    """List installed plugins, their versions, what they register, and failures."""
+    infos = plugins.plugin_infos()
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in infos], indent=2))
+        return
+    table = Table(title="moebench plugins")
+    for h in ("plugin", "distribution", "version", "status", "registers"):
+        table.add_column(h, overflow="fold")
+    for p in infos:
+        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
+        status = ("[green]loaded[/green]" if p.status == "loaded"
+                  else f"[red]failed[/red] {escape(p.error or '')}")
+        table.add_row(p.name, p.distribution or "-", p.version or "-", status, escape(what))
+    console.print(table)
+
+
+@main.command("list")
+@click.argument("kind", type=click.Choice(KIND_CHOICES))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_cmd(kind: str, as_json: bool) -> None:
+    """List registered ALGORITHMS, DATASETS, DEVICES, METRICS or MODELS with their parameters."""
+    found = plugins.components(kind)
+    if as_json:
+        out = [{"name": n, "summary": c.summary, "plugin": plugins.load_plugins().owners[kind][n],
+                "parameters": describe_params(c.Params)} for n, c in found.items()]
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for name, cls in found.items():
+        owner = plugins.load_plugins().owners[kind][name]
+        console.print(f"[bold]{name}[/bold]  {cls.summary}  [dim](plugin {owner})[/dim]")
+        extra = []
+        if kind == "metrics":
+            extra.append(f"{'lower' if cls.direction == 'min' else 'higher'} is better"
+                         + (", needs ground truth" if cls.requires_truth else ""))
+        for line in extra:
+            console.print(f"    {line}")
+        for p in describe_params(cls.Params):
+            default = "required" if p["required"] else f"default {p['default']!r}"
+            console.print(f"    {p['name']}: {p['type']} = {default}  {p['description']}",
+                          highlight=False)
+
+
+@main.command("leaderboard")
+@click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def leaderboard_cmd(results_dir: Path) -> None:
+    """Recompute and print the leaderboards of RESULTS_DIR (also rewrites the csv/md files)."""
+    from .leaderboard import write_leaderboards
+
+    try:
+        board = write_leaderboards(results_dir)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    print_leaderboard(board)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

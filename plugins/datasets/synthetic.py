@@ -1,0 +1,151 @@
+"""Synthetic data from the mixture of regression experts of Makkuva et al. (2019), eq. 1.
+
+``x ~ N(0, I_d)``; ``z ~ softmax(W x)`` with ``w_k = 0``; ``y = g(a_z . x) + sigma * eps``. The
+regressors ``a_i`` are uniform on the unit sphere; the free gate vectors have norm
+``gate_norm`` and, with ``gating="orthogonal"``, are orthogonal to the span of the regressors (the
+setting of the paper's theory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Self
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from moebench import Data, Dataset, ModelSpec, Params, hookimpl
+
+__all__ = ["SyntheticMoE", "SyntheticSample", "activation_np"]
+
+CITATION = (
+    "A. V. Makkuva, S. Oh, S. Kannan, P. Viswanath. Breaking the gridlock in Mixture-of-Experts: "
+    "Consistent and Efficient Algorithms. ICML 2019, PMLR 97:4304-4313."
+)
+
+
+def activation_np(t: np.ndarray, activation: str) -> np.ndarray:
+    """The expert non-linearity ``g`` on numpy arrays."""
+    if activation == "linear":
+        return t
+    if activation == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * t))  # overflow-free logistic
+    if activation == "relu":
+        return np.maximum(t, 0.0)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """Everything drawn for one seed: parameters, inputs, latent experts and targets.
+
+    ``X``, ``z`` and ``y`` hold the training rows first, then the test rows.
+    """
+
+    A: np.ndarray
+    W: np.ndarray
+    X: np.ndarray
+    z: np.ndarray
+    y: np.ndarray
+
+
+class SyntheticMoE(Dataset):
+    """Samples from a k-expert regression MoE with known parameters."""
+
+    name = "synthetic-moe"
+    summary = "k regression experts with a softmax gate, x ~ N(0, I) (Makkuva et al. 2019, eq. 1)"
+    task = "regression"
+
+    class Params(Params):
+        """Parameters of the synthetic MoE generator."""
+
+        n: int = Field(2000, ge=1, description="number of training samples")
+        n_test: int = Field(1000, ge=1, description="number of test samples")
+        d: int = Field(10, ge=1, description="input dimension")
+        k: int = Field(2, ge=1, description="number of experts")
+        sigma: float = Field(0.1, gt=0, description="noise standard deviation")
+        activation: Literal["linear", "sigmoid", "relu"] = Field(
+            "linear", description="expert non-linearity g"
+        )
+        gating: Literal["orthogonal", "generic"] = Field(
+            "orthogonal",
+            description="orthogonal: gate vectors orthogonal to the span of the regressors "
+            "(needs d >= 2k - 1); generic: independent random directions",
+        )
+        gate_norm: float = Field(1.0, ge=0, description="norm of each free gate vector")
+        inputs: Literal["gaussian"] = Field("gaussian", description="input distribution: N(0, I_d)")
+
+        @model_validator(mode="after")
+        def _check_dimension(self) -> Self:
+            if self.gating == "orthogonal" and self.d < 2 * self.k - 1:
+                raise ValueError(
+                    f"gating='orthogonal' needs d >= 2k - 1 = {2 * self.k - 1} (got d={self.d}, "
+                    f"k={self.k}); raise d or use gating='generic'"
+                )
+            return self
+
+    def generate(self, seed: int) -> SyntheticSample:
+        """Draw parameters and ``n + n_test`` samples with ``np.random.default_rng(seed)``.
+
+        Parameters
+        ----------
+        seed
+            Seed of the numpy generator; the same seed gives identical arrays.
+
+        Returns
+        -------
+        SyntheticSample
+            Parameters, inputs, latent expert indices and targets.
+        """
+        p = self.params
+        rng = np.random.default_rng(seed)
+        k, d, m = p.k, p.d, p.n + p.n_test
+        A = rng.standard_normal((k, d))
+        A /= np.linalg.norm(A, axis=1, keepdims=True)
+        G = rng.standard_normal((k - 1, d))
+        if p.gating == "orthogonal":
+            Q, _ = np.linalg.qr(A.T)  # orthonormal basis of span(a_1..a_k), shape (d, k)
+            G = G - (G @ Q) @ Q.T
+        G *= p.gate_norm / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-300)
+        W = np.vstack([G, np.zeros((1, d))])
+        X = rng.standard_normal((m, d))
+        # Gumbel-max: argmax_i (logit_i + Gumbel noise) ~ softmax(logits).
+        z = np.argmax(X @ W.T + rng.gumbel(size=(m, k)), axis=1)
+        u = np.einsum("nd,nd->n", X, A[z])
+        y = activation_np(u, p.activation) + p.sigma * rng.standard_normal(m)
+        return SyntheticSample(A=A, W=W, X=X, z=z, y=y)
+
+    def load(self, seed: int) -> Data:
+        """Train/test arrays, the generating model and its true parameters."""
+        p = self.params
+        s = self.generate(seed)
+        n = p.n
+        return Data(
+            X_train=s.X[:n],
+            y_train=s.y[:n],
+            X_test=s.X[n:],
+            y_test=s.y[n:],
+            task="regression",
+            model=ModelSpec(
+                "regression-moe",
+                {"k": p.k, "activation": p.activation, "noise": "known", "sigma": p.sigma},
+            ),
+            truth={"A": s.A, "W": s.W, "log_sigma": np.full(p.k, np.log(p.sigma))},
+            meta={
+                "n": p.n,
+                "n_test": p.n_test,
+                "d": p.d,
+                "k": p.k,
+                "gating": p.gating,
+                "gate_norm": p.gate_norm,
+                "source": "synthetic (Makkuva et al. 2019, eq. 1)",
+                "citation": CITATION,
+            },
+        )
+
+
+@hookimpl
+def register_datasets(register: Callable[[type], None]) -> None:
+    """Register :class:`SyntheticMoE`."""
+    register(SyntheticMoE)

@@ -1,0 +1,481 @@
+"""Mixture of regression experts with a softmax gate (Makkuva et al. 2019, eq. 1).
+
+.. math::
+
+    p(z = i \\mid x) = \\mathrm{softmax}(W x)_i, \\qquad
+    y \\mid x, z = i \\sim \\mathcal{N}\\big(g(a_i^\\top x), \\sigma_i^2\\big),
+
+with the last gate row ``w_k`` fixed at zero (softmax is invariant to adding a common vector to
+all rows) and ``g`` linear, sigmoid or ReLU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from scipy.optimize import linear_sum_assignment
+
+from moebench import InitSpec, Model, ParamDict, Params
+from moebench.errors import UnsupportedProblem
+
+__all__ = ["InitError", "RegressionMoE"]
+
+Activation = Literal["linear", "sigmoid", "relu"]
+_LOG_2PI = math.log(2.0 * math.pi)
+#: Exhaustive search over permutations up to this many experts (7! = 5040), Hungarian beyond.
+_MAX_EXHAUSTIVE_K = 7
+
+
+class InitError(UnsupportedProblem, ValueError):
+    """An initialisation scheme cannot be used for this problem (e.g. near-truth without truth)."""
+
+
+def activate(t: torch.Tensor, activation: str) -> torch.Tensor:
+    """The expert non-linearity ``g`` applied elementwise."""
+    if activation == "linear":
+        return t
+    if activation == "sigmoid":
+        return torch.sigmoid(t)
+    if activation == "relu":
+        return torch.relu(t)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def activate_grad(t: torch.Tensor, activation: str) -> torch.Tensor:
+    """The derivative ``g'`` applied elementwise (0 at the kink of the ReLU)."""
+    if activation == "linear":
+        return torch.ones_like(t)
+    if activation == "sigmoid":
+        s = torch.sigmoid(t)
+        return s * (1 - s)
+    if activation == "relu":
+        return (t > 0).to(t.dtype)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+class RegressionMoE(Model):
+    """Mixture of ``k`` regression experts ``N(g(a_i . x), sigma_i^2)`` with a softmax gate.
+
+    Parameters are ``{"A": (k, d'), "W": (k, d'), "log_sigma": (k,)}`` where ``d' = d`` or
+    ``d + 1`` with an intercept; ``W[-1]`` is always zero. ``log_sigma`` is always present: it stays
+    at ``log(sigma)`` for ``noise="known"`` and has equal entries for ``noise="shared"``.
+    """
+
+    name = "regression-moe"
+    summary = "k regression experts N(g(a_i.x), sigma_i^2) with a softmax gate (Makkuva et al.)"
+    task = "regression"
+
+    class Params(Params):
+        """Hyper-parameters of the regression MoE family."""
+
+        k: int = Field(2, ge=1, description="number of experts")
+        activation: Activation = Field(
+            "linear", description="expert non-linearity g: linear, sigmoid or relu"
+        )
+        noise: Literal["known", "shared", "per_expert"] = Field(
+            "known",
+            description="noise std: known (fixed at sigma), shared (one estimated std) or "
+            "per_expert (one estimated std per expert)",
+        )
+        sigma: float = Field(
+            1.0, gt=0, description="the known noise std, or the start value when estimated"
+        )
+        intercept: bool = Field(
+            False, description="append a constant-1 feature to the inputs of experts and gate"
+        )
+
+    # ------------------------------------------------------------------ shapes and features
+
+    @property
+    def n_experts(self) -> int:
+        """Number of experts ``k``."""
+        return int(self.params.k)
+
+    @property
+    def dim(self) -> int:
+        """Number of columns ``d'`` of ``A`` and ``W`` (``d``, plus one with an intercept)."""
+        return self.n_features + int(self.params.intercept)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of ``A``, ``W`` and ``log_sigma``."""
+        k, d = self.n_experts, self.dim
+        return {"A": (k, d), "W": (k, d), "log_sigma": (k,)}
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """Inputs as seen by experts and gate: ``X`` with a column of ones appended if configured.
+
+        Parameters
+        ----------
+        X
+            Inputs, shape ``(n, d)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(n, d')``.
+        """
+        if not self.params.intercept:
+            return X
+        return torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
+
+    # ------------------------------------------------------------------ initialisation
+
+    def _randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        t = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
+        return t.to(self.device, self.dtype)
+
+    def _initial_log_sigma(self) -> torch.Tensor:
+        return torch.full(
+            (self.n_experts,), math.log(self.params.sigma), dtype=self.dtype, device=self.device
+        )
+
+    def init_params(
+        self, spec: InitSpec, generator: torch.Generator, truth: ParamDict | None = None
+    ) -> ParamDict:
+        """Initial parameters drawn with ``generator``.
+
+        Parameters
+        ----------
+        spec
+            ``random``: Gaussian entries with std ``scale / sqrt(d')``; ``unit-rows``: Gaussian
+            rows rescaled to norm ``scale``; ``near-truth``: the truth plus a random perturbation of
+            Frobenius norm ``radius`` on ``A`` and on the free gate rows ``W[:-1]``.
+        generator
+            Source of randomness.
+        truth
+            Ground truth (needed by ``near-truth``).
+
+        Returns
+        -------
+        ParamDict
+            ``A``, ``W`` (last row zero) and ``log_sigma`` (at ``log(sigma)``).
+
+        Raises
+        ------
+        InitError
+            ``near-truth`` without ground truth, or with truth of the wrong shape.
+        """
+        k, d = self.n_experts, self.dim
+        if spec.scheme == "random":
+            A = self._randn((k, d), generator) * (spec.scale / math.sqrt(d))
+            W = self._randn((k, d), generator) * (spec.scale / math.sqrt(d))
+        elif spec.scheme == "unit-rows":
+            A = _rows_to_norm(self._randn((k, d), generator), spec.scale)
+            W = _rows_to_norm(self._randn((k, d), generator), spec.scale)
+        elif spec.scheme == "near-truth":
+            if truth is None:
+                raise InitError(
+                    "init scheme 'near-truth' needs ground-truth parameters, but this dataset "
+                    "has none; use scheme 'random' or 'unit-rows'"
+                )
+            for name in ("A", "W"):
+                if name not in truth or tuple(truth[name].shape) != (k, d):
+                    got = tuple(truth[name].shape) if name in truth else "missing"
+                    raise InitError(
+                        f"truth[{name!r}] has shape {got}, expected {(k, d)} for k={k} experts "
+                        f"and d'={d} columns"
+                    )
+            A_t = truth["A"].to(self.device, self.dtype)
+            W_t = truth["W"].to(self.device, self.dtype)
+            W_t = W_t - W_t[-1:]
+            A = A_t + _to_frobenius(self._randn((k, d), generator), spec.radius)
+            W = W_t.clone()
+            if k > 1:
+                W[:-1] += _to_frobenius(self._randn((k - 1, d), generator), spec.radius)
+        else:  # pragma: no cover - InitSpec validates the scheme
+            raise InitError(f"unknown init scheme {spec.scheme!r}")
+        W = W.clone()
+        W[-1] = 0
+        return {"A": A, "W": W, "log_sigma": self._initial_log_sigma()}
+
+    # ------------------------------------------------------------------ densities
+
+    def expert_means(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """Expert predictions ``g(a_i . x_n)``, shape ``(n, k)``."""
+        return activate(self.features(X) @ params["A"].T, self.params.activation)
+
+    def gate_log_probs(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """Gate log-probabilities ``log softmax(W x_n)_i``, shape ``(n, k)``.
+
+        Parameters
+        ----------
+        params
+            Model parameters (``W`` is used).
+        X
+            Inputs, shape ``(n, d)``.
+        """
+        return torch.log_softmax(self.features(X) @ params["W"].T, dim=1)
+
+    def expert_log_densities(
+        self, params: ParamDict, X: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Gaussian log-densities ``log N(y_n; g(a_i . x_n), sigma_i^2)``, shape ``(n, k)``.
+
+        Parameters
+        ----------
+        params
+            Model parameters (``A`` and ``log_sigma`` are used).
+        X, y
+            Inputs ``(n, d)`` and targets ``(n,)``.
+        """
+        log_sigma = params["log_sigma"]
+        z = (y[:, None] - self.expert_means(params, X)) * torch.exp(-log_sigma)
+        return -0.5 * _LOG_2PI - log_sigma - 0.5 * z * z
+
+    def joint_log_probs(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``."""
+        return self.gate_log_probs(params, X) + self.expert_log_densities(params, X, y)
+
+    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over experts, shape ``(n,)``."""
+        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
+
+    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Responsibilities ``p(z_n = i | x_n, y_n)``, shape ``(n, k)``, rows summing to one."""
+        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
+
+    def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """``E[y | x] = sum_i softmax(W x)_i g(a_i . x)``, shape ``(n,)``."""
+        gate = torch.softmax(self.features(X) @ params["W"].T, dim=1)
+        return (gate * self.expert_means(params, X)).sum(dim=1)
+
+    # ------------------------------------------------------------------ parameter error
+
+    def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:
+        """``E(A, W)``: the distance to the truth, minimised over permutations of the experts.
+
+        .. math::
+
+            E = \\min_\\pi \\lVert A_\\pi - A^* \\rVert_F
+                + \\lVert (W_\\pi - \\mathbf{1} w_{\\pi(k)}^\\top)
+                          - (W^* - \\mathbf{1} w_{k}^{*\\top}) \\rVert_F
+
+        The gates are compared after re-referencing to the expert that comes last (after the
+        permutation), since softmax is invariant to adding a common vector to all rows. The search
+        is exhaustive for ``k <= 7``; beyond, the permutation is the optimal assignment of the rows
+        of ``A`` (Hungarian algorithm on squared distances).
+
+        Parameters
+        ----------
+        params
+            Estimated parameters.
+        truth
+            True parameters (same layout).
+
+        Returns
+        -------
+        float
+            The error.
+        """
+        A = params["A"].detach().to("cpu", torch.float64)
+        W = params["W"].detach().to("cpu", torch.float64)
+        A_t = truth["A"].detach().to("cpu", torch.float64)
+        W_t = truth["W"].detach().to("cpu", torch.float64)
+        if A.shape != A_t.shape or W.shape != W_t.shape:
+            raise ValueError(
+                f"parameter shapes A {tuple(A.shape)}, W {tuple(W.shape)} differ from the "
+                f"truth's A {tuple(A_t.shape)}, W {tuple(W_t.shape)}"
+            )
+        k, d = A.shape
+        W_t = W_t - W_t[-1:]
+        if k <= _MAX_EXHAUSTIVE_K:
+            perms = torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long)
+        else:
+            cost = torch.cdist(A, A_t).square().numpy()
+            rows, cols = linear_sum_assignment(cost)
+            perm = np.empty(k, dtype=np.int64)
+            perm[cols] = rows
+            perms = torch.as_tensor(perm)[None, :]
+        best = math.inf
+        chunk = max(1, 2_000_000 // max(1, k * d))
+        for start in range(0, perms.shape[0], chunk):
+            P = perms[start : start + chunk]
+            Ap, Wp = A[P], W[P]  # (m, k, d)
+            Wp = Wp - Wp[:, -1:, :]
+            err = (Ap - A_t).square().sum(dim=(1, 2)).sqrt()
+            err = err + (Wp - W_t).square().sum(dim=(1, 2)).sqrt()
+            best = min(best, float(err.min()))
+        return best
+
+    # ------------------------------------------------------------------ EM and GD helpers
+
+    def trainable(self, params: ParamDict) -> list[str]:
+        """Names of the parameters a generic optimiser should update.
+
+        ``log_sigma`` is included only when the noise is estimated. The constraints (``W[-1] = 0``,
+        equal entries of ``log_sigma`` for shared noise) are expressed by :meth:`free_params` and
+        :meth:`from_free`.
+        """
+        names = ["A", "W"]
+        if self.params.noise != "known":
+            names.append("log_sigma")
+        return names
+
+    def free_params(self, params: ParamDict) -> dict[str, torch.Tensor]:
+        """The unconstrained trainable tensors: ``A``, the free gate rows ``W[:-1]`` and, when
+        estimated, ``log_sigma`` (a single entry for shared noise).
+
+        Parameters
+        ----------
+        params
+            Parameters in the model's layout.
+
+        Returns
+        -------
+        dict
+            Copies (detached) of the free tensors, by name.
+        """
+        free = {"A": params["A"].detach().clone(), "W_free": params["W"][:-1].detach().clone()}
+        if self.params.noise == "shared":
+            free["log_sigma"] = params["log_sigma"][:1].detach().clone()
+        elif self.params.noise == "per_expert":
+            free["log_sigma"] = params["log_sigma"].detach().clone()
+        return free
+
+    def from_free(self, free: dict[str, torch.Tensor], params: ParamDict) -> ParamDict:
+        """Rebuild the full parameters from :meth:`free_params` (differentiably).
+
+        Parameters
+        ----------
+        free
+            The free tensors.
+        params
+            Parameters providing the fixed parts (``log_sigma`` for known noise).
+        """
+        Wf = free["W_free"]
+        W = torch.cat([Wf, Wf.new_zeros(1, Wf.shape[1])], dim=0)
+        if "log_sigma" in free:
+            log_sigma = free["log_sigma"].expand(self.n_experts)
+        else:
+            log_sigma = params["log_sigma"]
+        return {"A": free["A"], "W": W, "log_sigma": log_sigma}
+
+    def m_step_experts(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        R: torch.Tensor,
+        params: ParamDict,
+        *,
+        gn_steps: int = 5,
+    ) -> ParamDict:
+        """EM M-step for the experts and the noise, the gate left unchanged.
+
+        For linear experts, each ``a_i`` is the weighted least-squares fit with weights
+        ``R[:, i]`` (plus a tiny ridge for stability). For sigmoid and ReLU experts, ``gn_steps``
+        damped Gauss-Newton steps on the weighted squared error are taken from the current
+        ``a_i``. A new ``a_i`` is kept only if it does not increase the weighted squared error, so
+        the expected complete-data log-likelihood never decreases. The noise is then updated:
+        ``shared``: pooled weighted residual variance; ``per_expert``: weighted residual variance
+        of each expert; ``known``: unchanged.
+
+        Parameters
+        ----------
+        X, y
+            Inputs ``(n, d)`` and targets ``(n,)``.
+        R
+            Responsibilities ``(n, k)``.
+        params
+            Current parameters.
+        gn_steps
+            Gauss-Newton steps for non-linear experts.
+
+        Returns
+        -------
+        ParamDict
+            New parameters (``W`` copied unchanged).
+        """
+        F = self.features(X)
+        n, d = F.shape
+        act = self.params.activation
+        A_old = params["A"]
+        A = A_old.clone()
+        eye = torch.eye(d, dtype=F.dtype, device=F.device)
+        mass = R.sum(dim=0)
+        for i in range(self.n_experts):
+            r = R[:, i]
+            if float(mass[i]) <= 1e-12 * n:
+                continue  # an expert without responsibility keeps its parameters
+            old_sse = _weighted_sse(F, y, r, A_old[i], act)
+            if act == "linear":
+                G = F.T @ (r[:, None] * F)
+                lam = 1e-10 * (G.diagonal().mean() + 1e-300)
+                cand = _solve_sym(G + lam * eye, F.T @ (r * y))
+                if torch.isfinite(cand).all() and _weighted_sse(F, y, r, cand, act) <= old_sse:
+                    A[i] = cand
+            else:
+                A[i] = _gauss_newton(F, y, r, A_old[i], act, gn_steps, eye)
+        log_sigma = params["log_sigma"].clone()
+        if self.params.noise != "known":
+            res2 = (y[:, None] - activate(F @ A.T, act)).square()
+            floor = 1e-12 * (y.square().mean() + 1e-300)
+            if self.params.noise == "shared":
+                s2 = ((R * res2).sum() / R.sum()).clamp_min(floor)
+                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
+            else:
+                s2 = ((R * res2).sum(dim=0) / mass.clamp_min(1e-300)).clamp_min(floor)
+                ok = mass > 1e-12 * n
+                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+        return {"A": A, "W": params["W"].clone(), "log_sigma": log_sigma}
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _rows_to_norm(M: torch.Tensor, norm: float) -> torch.Tensor:
+    return M * (norm / M.norm(dim=1, keepdim=True).clamp_min(1e-300))
+
+
+def _to_frobenius(M: torch.Tensor, norm: float) -> torch.Tensor:
+    return M * (norm / M.norm().clamp_min(1e-300))
+
+
+def _weighted_sse(
+    F: torch.Tensor, y: torch.Tensor, r: torch.Tensor, a: torch.Tensor, act: str
+) -> float:
+    return float((r * (y - activate(F @ a, act)).square()).sum())
+
+
+def _solve_sym(G: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    L, info = torch.linalg.cholesky_ex(G)
+    if int(info) == 0:
+        return torch.cholesky_solve(b[:, None], L)[:, 0]
+    return torch.linalg.lstsq(G, b[:, None]).solution[:, 0]
+
+
+def _gauss_newton(
+    F: torch.Tensor,
+    y: torch.Tensor,
+    r: torch.Tensor,
+    a: torch.Tensor,
+    act: str,
+    steps: int,
+    eye: torch.Tensor,
+) -> torch.Tensor:
+    """Damped Gauss-Newton on ``sum_n r_n (y_n - g(f_n . a))^2``; only decreasing steps."""
+    sse = _weighted_sse(F, y, r, a, act)
+    for _ in range(steps):
+        u = F @ a
+        res = y - activate(u, act)
+        J = activate_grad(u, act)[:, None] * F
+        G = J.T @ (r[:, None] * J)
+        lam = 1e-8 * (G.diagonal().mean() + 1e-300)
+        delta = _solve_sym(G + lam * eye, J.T @ (r * res))
+        if not torch.isfinite(delta).all():
+            break
+        t, improved = 1.0, False
+        for _ in range(20):
+            cand = a + t * delta
+            new = _weighted_sse(F, y, r, cand, act)
+            if new < sse:
+                a, sse, improved = cand, new, True
+                break
+            t *= 0.5
+        if not improved:
+            break
+    return a

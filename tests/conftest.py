@@ -1,0 +1,128 @@
+"""Shared fixtures: data location, fresh plugin registries, and extra test plugins."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from moebench import plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+if "MOEBENCH_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["MOEBENCH_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """Forget loaded plugins before and after a test that changes what is discoverable."""
+    plugins.reset_plugins()
+    yield
+    plugins.reset_plugins()
+
+
+TEST_PLUGIN_MODULES = {
+    "mb_test_components": '''
+        import torch
+        from moebench import Algorithm, Dataset, Params, hookimpl
+        from moebench.algorithm import Iterate
+        from moebench.errors import DataUnavailable
+        from pydantic import Field
+
+
+        class Explode(Algorithm):
+            """Raises at a chosen iteration, like a buggy plugin."""
+            name = "explode"
+            summary = "raises RuntimeError"
+
+            class Params(Params):
+                at: int = Field(1, description="iteration that raises")
+                interrupt: bool = Field(False, description="raise KeyboardInterrupt instead")
+
+            def fit(self, problem, init, callback):
+                for t in range(10**6):
+                    if t == self.params.at:
+                        if self.params.interrupt:
+                            raise KeyboardInterrupt
+                        raise RuntimeError("boom: the plugin failed")
+                    if not callback(Iterate(t, init)):
+                        return init
+                return init
+
+
+        class Blowup(Algorithm):
+            """Parameters become NaN after one step."""
+            name = "blowup"
+
+            def fit(self, problem, init, callback):
+                params = dict(init)
+                t = 0
+                while callback(Iterate(t, params)):
+                    t += 1
+                    params = {k: v * float("nan") for k, v in params.items()}
+                return params
+
+
+        class MissingData(Dataset):
+            name = "missing-data"
+            summary = "always unavailable"
+
+            def load(self, seed):
+                raise DataUnavailable("missing-data: files not found; put them in /nowhere")
+
+
+        @hookimpl
+        def register_algorithms(register):
+            register(Explode)
+            register(Blowup)
+
+
+        @hookimpl
+        def register_datasets(register):
+            register(MissingData)
+    ''',
+    "mb_test_broken_import": '''
+        raise ImportError("this plugin needs a package that is not installed")
+    ''',
+    "mb_test_broken_hook": '''
+        from moebench import hookimpl
+
+        @hookimpl
+        def register_algorithms(register):
+            raise ValueError("registration exploded")
+    ''',
+    "mb_test_duplicate": '''
+        from moebench import hookimpl
+        from moebench_plugins.devices.cpu import CPU
+
+        @hookimpl
+        def register_devices(register):
+            register(CPU)
+    ''',
+}
+
+
+@pytest.fixture
+def test_plugins(tmp_path, monkeypatch, fresh_plugins):
+    """Make a fake installed distribution with good and broken plugins discoverable."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for module, source in TEST_PLUGIN_MODULES.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / "mb_test_plugins-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-test-plugins\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[moebench]\n"
+        "test-components = mb_test_components\n"
+        "test-broken-import = mb_test_broken_import\n"
+        "test-broken-hook = mb_test_broken_hook\n"
+        "test-duplicate = mb_test_duplicate\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset_plugins()
+    return site

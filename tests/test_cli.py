@@ -1,0 +1,84 @@
+"""The command line, as a user drives it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from moebench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_plugins_json_lists_first_party_with_versions(fresh_plugins):
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0
+    found = {p["name"]: p for p in json.loads(result.output)}
+    assert found["joint-em"]["status"] == "loaded"
+    assert found["joint-em"]["version"]
+    assert found["joint-em"]["registered"] == {"algorithms": ["joint-em"]}
+
+
+def test_plugins_table(fresh_plugins):
+    result = invoke("plugins")
+    assert result.exit_code == 0 and "joint-em" in result.output and "loaded" in result.output
+
+
+def test_list_shows_parameters_and_defaults(fresh_plugins):
+    result = invoke("list", "algorithms")
+    assert result.exit_code == 0
+    assert "joint-em" in result.output and "gd" in result.output
+    assert "lr: float = default 0.1" in result.output
+    data = json.loads(invoke("list", "datasets", "--json").output)
+    synth = next(d for d in data if d["name"] == "synthetic-moe")
+    assert {"n", "d", "k", "sigma"} <= {p["name"] for p in synth["parameters"]}
+    metrics = invoke("list", "metrics").output
+    assert "param_error" in metrics and "needs ground truth" in metrics
+
+
+def test_invalid_suite_exits_nonzero_naming_the_field(fresh_plugins, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "suites" / "smoke.yaml").read_text().replace("max_iter", "maxiter"))
+    result = CliRunner().invoke(main, ["run", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "budget.maxiter" in result.output and "unknown key" in result.output
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_unavailable_device_is_a_clear_error(fresh_plugins, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    result = CliRunner().invoke(main, ["run", str(ROOT / "suites" / "smoke.yaml"), "--out",
+                                       str(tmp_path), "--device", "cuda"])
+    assert result.exit_code == 1 and "--device cpu" in result.output
+
+
+def test_run_smoke_and_leaderboard(fresh_plugins, tmp_path):
+    result = invoke("run", str(ROOT / "suites" / "smoke.yaml"), "--out", str(tmp_path),
+                    "--seeds", "1")
+    assert result.exit_code == 0, result.output
+    directory = tmp_path / "smoke"
+    for name in ("results.parquet", "leaderboard.csv", "leaderboard.md", "manifest.json"):
+        assert (directory / name).is_file()
+    assert "ranked by test_mse" in result.output and "joint-em" in result.output
+    again = invoke("leaderboard", str(directory))
+    assert again.exit_code == 0 and "joint-em" in again.output
+    md = (directory / "leaderboard.md").read_text()
+    assert "| rank | algorithm | mean ± std |" in md
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "moebench"
+    assert exe.is_file(), f"the moebench console script is not installed beside {sys.executable}"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert "moebench" in out.stdout

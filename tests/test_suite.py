@@ -1,0 +1,151 @@
+"""Suite validation: every mistake is caught before anything runs, with its YAML path."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from moebench.errors import SuiteError
+from moebench.suite import load_suite, parse_suite, resolve
+
+GOOD = """
+name: tiny
+seed: 1
+repetitions: 2
+budget: {max_iter: 5, timeout: 10}
+metrics: [param_error, test_mse]
+leaderboard: {rank_by: test_mse}
+datasets:
+  - name: synthetic-moe
+    params: {n: 200, d: 5, sigma: 0.3}
+    grid: {k: [2, 3]}
+algorithms:
+  - name: joint-em
+  - name: gd
+    grid: {lr: [0.1, 0.5]}
+"""
+
+
+def problems(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(SuiteError) as info:
+        resolve(parse_suite(textwrap.dedent(text), "s.yaml"), "s.yaml")
+    return info.value.problems
+
+
+def test_good_suite_expands_its_grids(fresh_plugins):
+    (exp,) = resolve(parse_suite(GOOD))
+    assert [d.id for d in exp.datasets] == ["synthetic-moe[k=2]", "synthetic-moe[k=3]"]
+    assert [a.id for a in exp.algorithms] == ["joint-em", "gd[lr=0.1]", "gd[lr=0.5]"]
+    assert exp.datasets[1].params == {"n": 200, "d": 5, "sigma": 0.3, "k": 3}
+    assert exp.repetitions == 2 and exp.budget.max_iter == 5 and exp.rank_by == "test_mse"
+
+
+def test_unknown_key_is_named_with_its_line(fresh_plugins):
+    found = problems(GOOD.replace("budget:", "budgt:"))
+    assert found == [("budgt (line 5)", "unknown key (check its spelling)")]
+
+
+def test_nested_unknown_key(fresh_plugins):
+    found = problems(GOOD.replace("max_iter: 5", "max_iters: 5"))
+    assert found[0][0].startswith("budget.max_iters")
+
+
+def test_unknown_algorithm_lists_valid_names(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("name: gd", "name: gradient-descnt"))
+    assert where.startswith("algorithms[1].name (line")
+    assert "unknown algorithm 'gradient-descnt'" in message
+    assert "gd" in message and "joint-em" in message
+
+
+def test_unknown_dataset(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("synthetic-moe", "synthetc"))
+    assert where.startswith("datasets[0].name") and "valid names" in message
+
+
+def test_wrong_type_names_the_field(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("repetitions: 2", "repetitions: two"))
+    assert where.startswith("repetitions (line 4)")
+    assert "integer" in message
+
+
+def test_empty_grid_is_rejected(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("{k: [2, 3]}", "{k: []}"))
+    assert where.startswith("datasets[0].grid.k")
+    assert "at least 1" in message
+
+
+def test_empty_algorithm_list_is_rejected(fresh_plugins):
+    text = GOOD.split("algorithms:")[0] + "algorithms: []\n"
+    ((where, message),) = problems(text)
+    assert where.startswith("algorithms") and "at least 1" in message
+
+
+def test_unknown_plugin_parameter(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("- name: joint-em", "- name: joint-em\n"
+                                                "    params: {tolerance: 0.1}"))
+    assert where.startswith("algorithms[0].params.tolerance")
+    assert "unknown parameter of algorithm 'joint-em'" in message and "tol" in message
+
+
+def test_bad_grid_value_points_at_the_value(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("{k: [2, 3]}", "{k: [2, three]}"))
+    assert where.startswith("datasets[0].grid.k[1]")
+
+
+def test_unknown_metric_and_bad_rank(fresh_plugins):
+    found = problems(GOOD.replace("[param_error, test_mse]", "[param_error, test_mase]"))
+    wheres = [w for w, _ in found]
+    assert any(w.startswith("metrics[1]") for w in wheres)
+    assert any(w.startswith("leaderboard.rank_by") for w in wheres)
+
+
+def test_unknown_device(fresh_plugins):
+    ((where, message),) = problems(GOOD.replace("seed: 1", "seed: 1\ndevice: tpu"))
+    assert where.startswith("device") and "cpu" in message
+
+
+def test_malformed_yaml_gives_line_and_column(fresh_plugins):
+    with pytest.raises(SuiteError) as info:
+        parse_suite("name: x\ndatasets: [unclosed\n", "bad.yaml")
+    ((where, message),) = info.value.problems
+    assert where.startswith("line 3") or where.startswith("line 2")
+    assert "malformed YAML" in message
+
+
+def test_duplicate_ids_need_labels(fresh_plugins):
+    text = GOOD.replace("- name: joint-em", "- name: joint-em\n  - name: joint-em")
+    ((where, message),) = problems(text)
+    assert "joint-em" in message and "labels" in message
+
+
+def test_experiments_inherit_top_level_settings(fresh_plugins):
+    text = """
+    name: multi
+    budget: {max_iter: 7}
+    metrics: [test_mse]
+    experiments:
+      - name: a
+        datasets: [{name: synthetic-moe}]
+        algorithms: [{name: gd}]
+      - name: b
+        budget: {max_iter: 3}
+        metrics: [train_nll]
+        datasets: [{name: synthetic-moe}]
+        algorithms: [{name: joint-em}]
+    """
+    a, b = resolve(parse_suite(textwrap.dedent(text)))
+    assert (a.budget.max_iter, a.rank_by) == (7, "test_mse")
+    assert (b.budget.max_iter, b.rank_by) == (3, "train_nll")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SuiteError, match="no such suite file"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_shipped_suites_are_valid(fresh_plugins):
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "suites").glob("*.yaml")):
+        resolve(load_suite(path), str(path))

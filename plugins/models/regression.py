@@ -20,8 +20,11 @@ import torch
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
-from moebench import InitSpec, Model, ParamDict, Params
+from moebench import InitSpec, ParamDict, Params
 from moebench.errors import UnsupportedProblem
+
+from .em import GateOptions, SupportsEM
+from .gate import fit_softmax_gate
 
 __all__ = ["InitError", "RegressionMoE"]
 
@@ -58,7 +61,7 @@ def activate_grad(t: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
-class RegressionMoE(Model):
+class RegressionMoE(SupportsEM):
     """Mixture of ``k`` regression experts ``N(g(a_i . x), sigma_i^2)`` with a softmax gate.
 
     Parameters are ``{"A": (k, d'), "W": (k, d'), "log_sigma": (k,)}`` where ``d' = d`` or
@@ -355,6 +358,36 @@ class RegressionMoE(Model):
             log_sigma = params["log_sigma"]
         return {"A": free["A"], "W": W, "log_sigma": log_sigma}
 
+    def param_groups(self) -> dict[str, list[str]]:
+        """Experts: ``A`` and ``log_sigma``; gate: ``W``."""
+        return {"experts": ["A", "log_sigma"], "gate": ["W"]}
+
+    def m_step(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        R: torch.Tensor,
+        params: ParamDict,
+        gate: GateOptions,
+        eta: float = 1.0,
+    ) -> tuple[ParamDict, dict[str, float]]:
+        """Experts by (weighted) least squares, gate by damped Newton (see :class:`SupportsEM`).
+
+        The ridge makes the gate M-step maximise a penalised objective; to keep EM's guarantee
+        for the unpenalised likelihood, a gate that lowers the unpenalised gate part of ``Q`` is
+        refused (``gate_rejected``).
+        """
+        if eta != 1.0:
+            raise NotImplementedError("mirror steps with eta != 1 for regression-moe")
+        F = self.features(X)
+        new = self.m_step_experts(X, y, R, params)
+        W, info = fit_softmax_gate(F, R, params["W"], ridge=gate.ridge, max_steps=gate.max_steps)
+        old_q = _gate_q(torch.log_softmax(F @ params["W"].T, dim=1), R)
+        new_q = _gate_q(torch.log_softmax(F @ W.T, dim=1), R)
+        rejected = not (new_q >= old_q)
+        new["W"] = params["W"].clone() if rejected else W
+        return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
+
     def m_step_experts(
         self,
         X: torch.Tensor,
@@ -425,6 +458,11 @@ class RegressionMoE(Model):
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _gate_q(log_gate: torch.Tensor, R: torch.Tensor) -> float:
+    """Unpenalised gate part of the EM objective, ``sum_n sum_i R_ni log p_i(x_n)``."""
+    return float(torch.where(R > 0, R * log_gate, torch.zeros_like(log_gate)).sum())
 
 
 def _rows_to_norm(M: torch.Tensor, norm: float) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 
+from .density import GaussianMixtureDensity
 from .model import Model, ParamDict
 from .params import NoParams, Params
 
@@ -55,13 +56,18 @@ class Problem:
     X, y
         Training inputs ``(n, d)`` and targets ``(n,)`` on the model's device.
     generator
-        The only source of randomness an algorithm may use (seeded by the runner).
+        The only source of randomness an algorithm may use (seeded by the runner, on the run's
+        device: draw with ``torch.rand(..., generator=g, device=g.device)``).
+    input_density
+        The density of the inputs when the dataset knows it (score-function methods); ``None``
+        when unknown.
     """
 
     model: Model
     X: torch.Tensor
     y: torch.Tensor
     generator: torch.Generator
+    input_density: GaussianMixtureDensity | None = None
 
 
 class Algorithm(ABC):

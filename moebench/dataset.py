@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from .density import GaussianMixtureDensity
 from .errors import DataError
 from .params import NoParams, Params
 
@@ -39,7 +40,11 @@ class Data:
     truth
         Ground-truth parameters in ``model``'s layout, when known; otherwise ``None``.
     meta
-        Provenance: ``source``, ``citation``, units, standardisation statistics, ...
+        Provenance: ``source``, ``citation``, units, standardisation statistics
+        (``y_mean``, ``y_scale`` for targets standardised with training statistics), ...
+    input_density
+        The inputs' density when it is known (synthetic data), for score-function methods;
+        ``None`` when unknown.
     """
 
     X_train: np.ndarray
@@ -50,6 +55,7 @@ class Data:
     model: ModelSpec
     truth: dict[str, np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    input_density: GaussianMixtureDensity | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

@@ -15,7 +15,10 @@ from .params import NoParams, Params
 
 @dataclass
 class EvalContext:
-    """Everything a metric may look at, with a per-evaluation cache for shared work."""
+    """Everything a metric may look at, with a per-evaluation cache for shared work.
+
+    ``meta`` is the dataset's metadata (e.g. ``y_scale`` to report errors in original units).
+    """
 
     model: Model
     params: ParamDict
@@ -24,6 +27,7 @@ class EvalContext:
     X_test: torch.Tensor
     y_test: torch.Tensor
     truth: ParamDict | None
+    meta: dict[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -140,7 +140,7 @@ def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None 
     base["model_params"] = _json(model.params.model_dump())
 
     for alg in exp.algorithms:
-        finish(_run_cell(unit, base, alg, model, tensors, truth, init, metrics, device))
+        finish(_run_cell(unit, base, alg, model, data, tensors, truth, init, metrics, device))
     return cells
 
 
@@ -170,6 +170,7 @@ def _run_cell(
     base: dict[str, Any],
     alg: Variant,
     model: Model,
+    data: Data,
     tensors: dict[str, torch.Tensor],
     truth: ParamDict | None,
     init: ParamDict,
@@ -177,6 +178,7 @@ def _run_cell(
     device: Device,
 ) -> list[dict[str, Any]]:
     budget = unit.experiment.budget
+    meta, density = data.meta, data.input_density
     seed = derive_seed(unit.suite_seed, unit.experiment.name, unit.dataset.id, alg.id,
                        unit.repetition)
     try:
@@ -190,11 +192,11 @@ def _run_cell(
 
     def evaluate(params: ParamDict) -> dict[str, float]:
         ctx = EvalContext(model, params, tensors["X_train"], tensors["y_train"],
-                          tensors["X_test"], tensors["y_test"], truth)
+                          tensors["X_test"], tensors["y_test"], truth, meta)
         return {m.name: m(ctx) for m in metrics}
 
     probe = EvalContext(model, init, tensors["X_train"], tensors["y_train"],
-                        tensors["X_test"], tensors["y_test"], truth)
+                        tensors["X_test"], tensors["y_test"], truth, meta)
     checked = [m.name for m in metrics if m.applies_to(probe)]
     rows: list[dict[str, Any]] = []
     state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None}
@@ -237,7 +239,7 @@ def _run_cell(
         return True
 
     problem = Problem(model, tensors["X_train"], tensors["y_train"],
-                      torch_generator(seed, device.torch_device()))
+                      torch_generator(seed, device.torch_device()), density)
     start = {k: v.clone() for k, v in init.items()}
     device.synchronize()
     state["t0"] = time.perf_counter()

@@ -58,7 +58,10 @@ def print_leaderboard(board) -> None:
               help="override the number of repetitions (seeds) of every experiment")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
-def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs: int) -> None:
+@click.option("--quick", is_flag=True,
+              help="apply the suite's quick settings (fewer seeds, smaller n): a smoke run")
+def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs: int,
+        quick: bool) -> None:
     """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/."""
     from .results import read_results as _read
     from .runner import run_suite
@@ -66,17 +69,9 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
 
     try:
         suite = load_suite(suite_file)
-        updates = {}
         if device:
-            updates["device"] = device
-        if seeds:
-            updates["repetitions"] = seeds
-            if suite.experiments:
-                updates["experiments"] = [e.model_copy(update={"repetitions": seeds})
-                                          for e in suite.experiments]
-        if updates:
             lines = suite._lines
-            suite = suite.model_copy(update=updates)
+            suite = suite.model_copy(update={"device": device})
             suite._lines = lines
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -88,8 +83,8 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            directory = run_suite(suite, out, jobs=jobs, suite_path=str(suite_file),
-                                  progress=progress)
+            directory = run_suite(suite, out, jobs=jobs, quick=quick, seeds=seeds,
+                                  suite_path=str(suite_file), progress=progress)
     except SuiteError as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         sys.exit(2)

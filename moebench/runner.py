@@ -322,6 +322,8 @@ def run_suite(
     out: str | Path,
     *,
     jobs: int = 1,
+    quick: bool = False,
+    seeds: int | None = None,
     suite_path: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -335,6 +337,10 @@ def run_suite(
         Parent folder of the results folder.
     jobs
         Worker processes (1 runs in this process).
+    quick
+        Apply the suite's ``quick`` overrides (fewer seeds, smaller problems).
+    seeds
+        Number of repetitions of every experiment, overriding the suite.
     progress
         Called with ``(cells_done, cells_total)`` after each cell.
 
@@ -343,7 +349,7 @@ def run_suite(
     Path
         The results folder.
     """
-    experiments = resolve(suite, suite_path or "<suite>")
+    experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds)
     device_cls = plugins.get("devices", suite.device)
     device = device_cls()
     if not device.is_available():
@@ -354,6 +360,7 @@ def run_suite(
     manifest = manifest_base(suite, suite_path, device)
     manifest["started"] = datetime.now(UTC).isoformat()
     manifest["jobs"] = jobs
+    manifest["quick"] = quick
     manifest["cells"] = total
     manifest["rank_by"] = {e.name: e.rank_by for e in experiments}
     manifest["metrics"] = {e.name: e.metrics for e in experiments}

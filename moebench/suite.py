@@ -45,12 +45,17 @@ class ModelChoice(_Strict):
 
 
 class Component(_Strict):
-    """A plugin by name with fixed ``params`` and a ``grid`` of values to sweep."""
+    """A plugin by name with fixed ``params`` and a ``grid`` of values to sweep.
+
+    ``quick`` holds parameter values that replace ``params`` and grid values under
+    ``moebench run --quick`` (smaller ``n``, say).
+    """
 
     name: str
     label: str | None = Field(None, description="id on leaderboards (default: name + grid)")
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, GridValues] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _grid_and_params_disjoint(self) -> Component:
@@ -72,7 +77,15 @@ class Leaderboard(_Strict):
     rank_by: str = Field(description="metric the leaderboard ranks by")
 
 
+class Quick(_Strict):
+    """Overrides applied by ``moebench run --quick`` (a fast smoke run of a big suite)."""
+
+    repetitions: int | None = Field(None, ge=1)
+    budget: Budget | None = None
+
+
 class _Settings(_Strict):
+    quick: Quick | None = None
     repetitions: int | None = Field(None, ge=1)
     budget: Budget | None = None
     init: InitSpec | None = None
@@ -242,7 +255,7 @@ def _short(value: Any) -> str:
 
 
 def _expand(
-    entry: Component, kind: str, loc: tuple[Any, ...], problems: _Problems
+    entry: Component, kind: str, loc: tuple[Any, ...], problems: _Problems, quick: bool = False
 ) -> list[Variant]:
     try:
         cls = plugins.get(kind, entry.name)
@@ -254,12 +267,16 @@ def _expand(
     for values in itertools.product(*(entry.grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
         merged = {**entry.params, **point}
+        if quick:
+            merged.update(entry.quick)
         try:
             cls.Params.model_validate(merged)
         except ValidationError as exc:
             for err in exc.errors():
                 field = err["loc"][0] if err["loc"] else None
-                if field in point:
+                if quick and field in entry.quick:
+                    where = loc + ("quick", field)
+                elif field in point:
                     where = loc + ("grid", field, entry.grid[field].index(point[field]))
                 else:
                     where = loc + ("params",) + tuple(err["loc"])
@@ -274,8 +291,14 @@ def _expand(
     return variants
 
 
-def resolve(suite: Suite, source: str = "<suite>") -> list[ResolvedExperiment]:
+def resolve(
+    suite: Suite, source: str = "<suite>", quick: bool = False, seeds: int | None = None
+) -> list[ResolvedExperiment]:
     """Check a parsed suite against the registered plugins and expand every grid.
+
+    With ``quick``, the suite's and experiments' ``quick`` settings and the components'
+    ``quick`` parameters replace the normal ones; ``seeds`` (the CLI's ``--seeds``) replaces
+    every experiment's number of repetitions.
 
     Raises
     ------
@@ -319,21 +342,24 @@ def resolve(suite: Suite, source: str = "<suite>") -> list[ResolvedExperiment]:
             )
         datasets, algorithms = [], []
         for j, entry in enumerate(exp.datasets):
-            datasets += _expand(entry, "datasets", loc + ("datasets",) + (j,), problems)
+            datasets += _expand(entry, "datasets", loc + ("datasets",) + (j,), problems, quick)
         for j, entry in enumerate(exp.algorithms):
-            algorithms += _expand(entry, "algorithms", loc + ("algorithms",) + (j,), problems)
+            algorithms += _expand(entry, "algorithms", loc + ("algorithms",) + (j,), problems,
+                                  quick)
         for what, variants in (("datasets", datasets), ("algorithms", algorithms)):
             ids = [v.id for v in variants]
             for dup in sorted({x for x in ids if ids.count(x) > 1}):
                 problems.add(
                     loc + (what,), f"two entries have the id {dup!r}; give them distinct labels"
                 )
+        fast = (exp.quick or suite.quick or Quick()) if quick else Quick()
         resolved.append(
             ResolvedExperiment(
                 name=exp.name,
                 description=exp.description or suite.description,
-                repetitions=exp.repetitions or suite.repetitions or 1,
-                budget=exp.budget or suite.budget or Budget(),
+                repetitions=(seeds or fast.repetitions or exp.repetitions or suite.repetitions
+                             or 1),
+                budget=fast.budget or exp.budget or suite.budget or Budget(),
                 init=exp.init or suite.init or InitSpec(),
                 metrics=list(metrics),
                 rank_by=rank_by,

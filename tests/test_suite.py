@@ -149,3 +149,24 @@ def test_shipped_suites_are_valid(fresh_plugins):
 
     for path in sorted((Path(__file__).parents[1] / "suites").glob("*.yaml")):
         resolve(load_suite(path), str(path))
+
+
+def test_quick_mode_overrides_sizes_and_seeds(fresh_plugins):
+    text = GOOD.replace("repetitions: 2", "repetitions: 5\nquick: {repetitions: 1, budget: "
+                        "{max_iter: 2}}").replace("params: {n: 200, d: 5, sigma: 0.3}",
+                                                  "params: {n: 200, d: 5, sigma: 0.3}\n"
+                                                  "    quick: {n: 50}")
+    (full,) = resolve(parse_suite(text))
+    (fast,) = resolve(parse_suite(text), quick=True)
+    assert (full.repetitions, full.budget.max_iter, full.datasets[0].params["n"]) == (5, 5, 200)
+    assert (fast.repetitions, fast.budget.max_iter, fast.datasets[0].params["n"]) == (1, 2, 50)
+    (seeded,) = resolve(parse_suite(text), quick=True, seeds=3)
+    assert seeded.repetitions == 3
+
+
+def test_bad_quick_parameter_is_named(fresh_plugins):
+    text = GOOD.replace("params: {n: 200, d: 5, sigma: 0.3}",
+                        "params: {n: 200, d: 5, sigma: 0.3}\n    quick: {n: tiny}")
+    with pytest.raises(SuiteError) as info:
+        resolve(parse_suite(text, "s.yaml"), "s.yaml", quick=True)
+    assert info.value.problems[0][0].startswith("datasets[0].quick.n")

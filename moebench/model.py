@@ -106,6 +106,19 @@ class Model(ABC):
         """
         return list(params)
 
+    def free_params(self, params: ParamDict) -> dict[str, torch.Tensor]:
+        """Unconstrained tensors a gradient method optimises (detached copies).
+
+        The default is the :meth:`trainable` parameters themselves; families with constraints
+        (a gate row fixed at zero, a shared noise level) return a smaller parametrisation and
+        map it back in :meth:`from_free`.
+        """
+        return {name: params[name].detach().clone() for name in self.trainable(params)}
+
+    def from_free(self, free: dict[str, torch.Tensor], params: ParamDict) -> ParamDict:
+        """Full parameters from :meth:`free_params`, differentiably; ``params`` gives the rest."""
+        return {**params, **free}
+
     def nll(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood (a scalar tensor)."""
         return -self.log_likelihood(params, X, y).mean()

@@ -1,9 +1,8 @@
 """Gradient descent (or Adam) on the negative log-likelihood, with autograd.
 
-Generic over model families: the tensors to optimise come from the model. A model may expose
-``free_params(params)`` / ``from_free(free, params)`` (unconstrained tensors and a differentiable
-map back to its layout, as :class:`~moebench_plugins.models.regression.RegressionMoE` does);
-otherwise ``trainable(params)`` names the tensors to optimise; otherwise all of them are.
+Generic over model families: the tensors to optimise are the model's ``free_params(params)``
+(unconstrained tensors) and ``from_free(free, params)`` maps them back, differentiably, to the
+model's layout (see :class:`moebench.Model`).
 """
 
 from __future__ import annotations
@@ -26,13 +25,8 @@ class _Parametrisation:
     def __init__(self, model: Model, init: ParamDict):
         self.model = model
         self.fixed = {k: v.detach().clone() for k, v in init.items()}
-        if hasattr(model, "free_params") and hasattr(model, "from_free"):
-            free = model.free_params(self.fixed)
-            self._build = lambda f: model.from_free(f, self.fixed)
-        else:
-            names = model.trainable(self.fixed) if hasattr(model, "trainable") else list(init)
-            free = {n: self.fixed[n] for n in names}
-            self._build = lambda f: {**self.fixed, **f}
+        free = model.free_params(self.fixed)
+        self._build = lambda f: model.from_free(f, self.fixed)
         self.free = {k: v.detach().clone().requires_grad_(True) for k, v in free.items()}
 
     def params(self) -> ParamDict:

@@ -127,7 +127,7 @@ def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None 
             name: device.tensor(getattr(data, name), dtype)
             for name in ("X_train", "y_train", "X_test", "y_test")
         }
-        truth = model.as_tensors(data.truth) if data.truth is not None else None
+        truth = _truth_for(model, data)
         init = model.init_params(exp.init, torch_generator(init_seed, "cpu"), truth)
         init = {k: v.to(device.torch_device()) for k, v in init.items()}
     except (DataUnavailable, UnsupportedProblem) as exc:
@@ -142,6 +142,22 @@ def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None 
     for alg in exp.algorithms:
         finish(_run_cell(unit, base, alg, model, data, tensors, truth, init, metrics, device))
     return cells
+
+
+def _truth_for(model: Model, data: Data) -> ParamDict | None:
+    """The ground truth when it is expressed in ``model``'s layout, else ``None``.
+
+    A suite may fit another family (or another ``k``) than the one that generated the data;
+    then there is no truth to compare with.
+    """
+    if data.truth is None:
+        return None
+    shapes = model.shapes()
+    if set(data.truth) != set(shapes) or any(
+        tuple(np.shape(data.truth[k])) != tuple(shapes[k]) for k in shapes
+    ):
+        return None
+    return model.as_tensors(data.truth)
 
 
 def _describe(exc: BaseException) -> str:

@@ -125,3 +125,12 @@ def test_parallel_jobs_match_serial(fresh_plugins, tmp_path):
     parallel = finals(run_suite(suite(text), tmp_path / "p", jobs=2))
     np.testing.assert_allclose(parallel.sort_index()["test_mse"],
                                serial.sort_index()["test_mse"], rtol=1e-9)
+
+
+def test_mismatched_model_has_no_truth(fresh_plugins, tmp_path):
+    text = BASE.replace("params: {n: 300, n_test: 200, d: 3, k: 2, sigma: 0.3}",
+                        "params: {n: 300, n_test: 200, d: 3, k: 2, sigma: 0.3}\n"
+                        "    model: {params: {k: 3}}")
+    fin = finals(run_suite(suite("- name: joint-em\n", text), tmp_path))
+    assert set(fin["status"]) == {"max_iter"}
+    assert fin["param_error"].isna().all() and np.isfinite(fin["test_mse"]).all()

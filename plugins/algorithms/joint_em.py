@@ -14,21 +14,19 @@ from collections.abc import Callable
 
 import torch
 
-from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Params, Problem, hookimpl
+from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import GATE_FIELDS, GateOptions, SupportsEM
+from ..models.em import EMParams, GateOptions, SupportsEM
 
-__all__ = ["JointEM", "relative_decrease"]
+__all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em"]
+
+#: ``hook(params_old, params_new, R) -> extras``: further diagnostics of one EM / mirror step.
+ExtrasHook = Callable[[ParamDict, ParamDict, torch.Tensor], dict[str, float]]
 
 
-class JointEMParams(Params):
-    """Parameters of joint EM."""
-
-    tol: float = GATE_FIELDS["tol"]
-    gate_ridge: float = GATE_FIELDS["gate_ridge"]
-    gate_radius: float | None = GATE_FIELDS["gate_radius"]
-    gate_steps: int = GATE_FIELDS["gate_steps"]
+class JointEMParams(EMParams):
+    """Parameters of joint EM (``tol`` and the gate M-step's; see :class:`EMParams`)."""
 
 
 class JointEM(Algorithm):
@@ -45,6 +43,7 @@ class JointEM(Algorithm):
         return f"{self.name} needs a model family with an M-step; {model.name!r} has none"
 
     def gate_options(self) -> GateOptions:
+        """The gate M-step settings from this algorithm's parameters."""
         p = self.params
         return GateOptions(ridge=p.gate_ridge, radius=p.gate_radius, max_steps=p.gate_steps)
 
@@ -59,9 +58,38 @@ class JointEM(Algorithm):
 
 
 def run_em(
-    algorithm: Algorithm, problem: Problem, init: ParamDict, callback: Callback, eta: float
+    algorithm: Algorithm,
+    problem: Problem,
+    init: ParamDict,
+    callback: Callback,
+    eta: float,
+    *,
+    extras_hook: ExtrasHook | None = None,
 ) -> ParamDict:
-    """The EM / mirror-descent loop shared by ``joint-em`` and ``mirror-em``."""
+    """The EM / mirror-descent loop shared by ``joint-em`` and ``mirror-em``.
+
+    Parameters
+    ----------
+    algorithm
+        Provides ``unsupported_reason``, ``gate_options()`` and ``params.tol``.
+    problem
+        Model (a :class:`SupportsEM`), data and generator.
+    init
+        Starting parameters (copied).
+    callback
+        Called with iteration 0 and after every step; the objective is the training NLL and
+        ``extras`` the M-step's diagnostics.
+    eta
+        Step size of the mirror step (``1`` is EM).
+    extras_hook
+        Optional ``hook(params_old, params_new, R)`` whose returned diagnostics are added to
+        ``extras``; it must not modify its arguments.
+
+    Returns
+    -------
+    ParamDict
+        The last parameters.
+    """
     model = problem.model
     reason = algorithm.unsupported_reason(model)
     if reason:
@@ -76,7 +104,10 @@ def run_em(
     while True:
         t += 1
         R = model.posterior(params, X, y)
+        old = params
         params, extras = model.m_step(X, y, R, params, gate, eta=eta)
+        if extras_hook is not None:
+            extras = {**extras, **extras_hook(old, params, R)}
         new_nll = float(model.nll(params, X, y))
         if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
             return params

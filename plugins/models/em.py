@@ -8,12 +8,42 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from moebench import Model, ParamDict
+from moebench import Model, ParamDict, Params
+
+__all__ = ["GATE_FIELDS", "EMParams", "GateOptions", "SupportsEM", "check_gate_safeguard"]
+
+
+def check_gate_safeguard(ridge: float, radius: float | None) -> None:
+    """Reject a gate M-step that could diverge: no ridge and no norm ball.
+
+    Parameters
+    ----------
+    ridge
+        The gate ridge (``gate_ridge``); must be non-negative.
+    radius
+        The norm-ball radius (``gate_radius``), or ``None``.
+
+    Raises
+    ------
+    ValueError
+        ``ridge < 0``, ``radius <= 0``, or ``ridge == 0`` without a radius (the soft-label softmax
+        regression has no finite maximiser when the posteriors are separable).
+    """
+    if ridge < 0:
+        raise ValueError(f"gate_ridge must be >= 0 (got {ridge})")
+    if radius is not None and not radius > 0:
+        raise ValueError(f"gate_radius must be positive or None (got {radius})")
+    if ridge == 0 and radius is None:
+        raise ValueError(
+            "gate_ridge=0 needs a gate_radius: without a ridge or a norm ball the gate M-step "
+            "has no finite maximiser when the posteriors are separable; set gate_ridge > 0 or "
+            "gate_radius"
+        )
 
 
 @dataclass(frozen=True)
@@ -26,7 +56,8 @@ class GateOptions:
         Coefficient of ``ridge / 2 * ||W||_F^2``: keeps the soft-label softmax regression
         strongly concave, hence its maximiser finite when the posteriors are nearly separable.
     radius
-        If set, the feasible set ``||w_i|| <= radius`` of Makkuva et al. (projected steps).
+        If set, the feasible set ``||w_i|| <= radius`` of Makkuva et al. (projected steps);
+        ``ridge`` may then be 0. ``ridge = 0`` without a radius is rejected.
     max_steps
         Newton (or inner gradient) steps per gate M-step.
     """
@@ -34,6 +65,9 @@ class GateOptions:
     ridge: float = 1e-6
     radius: float | None = None
     max_steps: int = 20
+
+    def __post_init__(self) -> None:
+        check_gate_safeguard(self.ridge, self.radius)
 
 
 GATE_FIELDS: dict[str, Any] = {
@@ -51,6 +85,30 @@ GATE_FIELDS: dict[str, Any] = {
     ),
     "gate_steps": Field(20, ge=1, description="maximum Newton steps per gate M-step"),
 }
+
+
+class EMParams(Params):
+    """Parameters shared by the EM-family algorithms (``tol`` and the gate M-step's settings).
+
+    A validator rejects ``gate_ridge=0`` without ``gate_radius``, so a suite asking for it fails
+    when it is loaded, before anything runs.
+    """
+
+    tol: float = GATE_FIELDS["tol"]
+    gate_ridge: float = GATE_FIELDS["gate_ridge"]
+    gate_radius: float | None = GATE_FIELDS["gate_radius"]
+    gate_steps: int = GATE_FIELDS["gate_steps"]
+
+    @model_validator(mode="after")
+    def _check_gate(self) -> Self:
+        check_gate_safeguard(self.gate_ridge, self.gate_radius)
+        return self
+
+    def gate_options(self) -> GateOptions:
+        """The :class:`GateOptions` these parameters describe."""
+        return GateOptions(
+            ridge=self.gate_ridge, radius=self.gate_radius, max_steps=self.gate_steps
+        )
 
 
 class SupportsEM(Model):
@@ -81,7 +139,29 @@ class SupportsEM(Model):
         geometry of the complete-data model: the expected sufficient statistics are
         ``eta * S(R) + (1 - eta) * grad A(theta_t)``, i.e. responsibilities mixed with the
         model's own predictions at ``theta_t``. No step may decrease its objective.
+
+        A family that cannot take steps with ``eta != 1`` raises
+        :class:`moebench.errors.UnsupportedProblem` (and says so in
+        :meth:`mirror_step_unsupported`).
         """
+
+    def mirror_step_unsupported(self) -> str | None:
+        """``None`` if :meth:`m_step` supports ``eta < 1`` for this family, else why not.
+
+        The default assumes it does; families override it.
+        """
+        return None
+
+    def complete_data_kl(
+        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample ``KL(p(y, z | x_n; old) || p(y, z | x_n; new))``, shape ``(n,)``.
+
+        Averaged over samples this is the Bregman divergence ``D_A(new, old)`` of the mirror map
+        of Fruytier et al. (the mean complete-data log-partition). Optional: the default raises
+        ``NotImplementedError`` and ``mirror-em`` then omits ``kl_step`` and ``md_objective``.
+        """
+        raise NotImplementedError(f"{self.name} has no closed-form complete-data KL")
 
     def q_value(
         self, params: ParamDict, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor

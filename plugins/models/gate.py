@@ -11,6 +11,14 @@ M-step of EM maximises the ridge-penalised, averaged expected complete-data log-
 over ``W`` with its last row fixed at zero. ``J`` is strongly concave in the free rows thanks to
 the ridge ``lambda``, so a damped Newton method with an Armijo line search converges globally,
 and every accepted step increases ``J`` (which keeps EM monotone).
+
+With a ``radius`` the maximisation is restricted to the feasible set ``||w_i|| <= radius`` of the
+free rows (the projection of Makkuva et al.; "projected" mirror descent of Fruytier et al.). Then
+``lambda = 0`` is allowed: ``J`` is concave and the ball keeps the maximiser finite. Each step is a
+projected Newton step: the quadratic model of ``J`` is maximised over the product of balls (a
+trust-region-like subproblem solved through its per-row Lagrange multipliers), and the segment
+from the current point to that maximiser, feasible by convexity, is backtracked until the Armijo
+condition holds.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["fit_softmax_gate", "gate_objective"]
+__all__ = ["DEFAULT_TOL", "fit_softmax_gate", "gate_objective", "project_rows"]
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
+#: Default stopping threshold on the predicted increase of ``J``. A mirror step of size ``eta``
+#: moves the soft labels by ``O(eta)``, so its predicted increase is ``O(eta^2)``: callers scale
+#: the threshold by ``eta^2``.
+DEFAULT_TOL = 1e-10
 
 
 def gate_objective(X: torch.Tensor, R: torch.Tensor, W: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -77,6 +89,68 @@ def _newton_system(
     return G, M, P
 
 
+def project_rows(V: torch.Tensor, radius: float) -> torch.Tensor:
+    """Euclidean projection of each row of ``V`` onto the ball ``||v|| <= radius``."""
+    norms = V.norm(dim=1, keepdim=True)
+    scale = torch.where(norms > radius, radius / norms.clamp_min(1e-300), torch.ones_like(norms))
+    return V * scale
+
+
+def _ball_qp(
+    M: torch.Tensor, b: torch.Tensor, km1: int, radius: float, *, sweeps: int = 50
+) -> torch.Tensor:
+    """Maximise ``b^T u - u^T M u / 2`` subject to ``||u_a|| <= radius`` for each row ``u_a``.
+
+    ``u`` is flattened row-major (``km1`` rows of length ``d``). The KKT conditions give
+    ``u(mu) = (M + diag(mu) (x) I_d)^{-1} b`` with multipliers ``mu >= 0`` and complementary
+    slackness. The multipliers are found by cyclic coordinate minimisation of the (convex) dual:
+    with the other multipliers fixed, ``u_a(mu_a) = (S + mu_a I)^{-1} c`` for a Schur complement
+    ``S``, so ``1 / ||u_a(mu_a)||`` is concave and increasing and Newton's method on
+    ``1 / ||u_a|| = 1 / radius`` from the left converges monotonically (More and Sorensen's
+    secular equation). Rows are finally scaled into the ball to remove rounding.
+    """
+    d = b.shape[0] // km1
+    eye_d = torch.eye(d, dtype=M.dtype, device=M.device)
+
+    def factor(mu: torch.Tensor) -> torch.Tensor:
+        A = M + torch.kron(torch.diag(mu), eye_d)
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) != 0:  # rounding with a singular M: a little jitter
+            scale = A.diagonal().abs().max().clamp_min(torch.finfo(A.dtype).tiny)
+            L = torch.linalg.cholesky(A + scale * 1e-12 * torch.eye(A.shape[0], dtype=A.dtype))
+        return L
+
+    mu = M.new_zeros(km1)
+    tol = 1e-12
+    for _ in range(sweeps):
+        largest_change = 0.0
+        for a in range(km1):
+            mu_a = mu.clone()
+            mu_a[a] = 0.0
+            for _ in range(100):
+                L = factor(mu_a)
+                U = torch.cholesky_solve(b[:, None], L)[:, 0].reshape(km1, d)
+                norm = float(U[a].norm())
+                if norm <= radius * (1 + tol):
+                    break  # feasible: mu_a[a] = 0 if first iteration, else converged from the left
+                rhs = torch.zeros_like(U)
+                rhs[a] = U[a]
+                Z = torch.cholesky_solve(rhs.reshape(-1, 1), L)[:, 0].reshape(km1, d)
+                slope = float(U[a] @ Z[a]) / norm**3  # d(1/||u_a||)/d mu_a > 0
+                if not slope > 0:
+                    break
+                step = (1.0 / radius - 1.0 / norm) / slope
+                mu_a[a] = mu_a[a] + step
+                if step <= tol * float(mu_a[a]):
+                    break
+            largest_change = max(largest_change, abs(float(mu_a[a] - mu[a])) / (1 + float(mu_a[a])))
+            mu = mu_a
+        if largest_change <= tol or km1 == 1:
+            break
+    U = torch.cholesky_solve(b[:, None], factor(mu))[:, 0].reshape(km1, d)
+    return project_rows(U, radius).reshape(-1)
+
+
 def _solve_pd(M: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Solve ``M x = g`` for a (numerically) positive definite ``M``."""
     L, info = torch.linalg.cholesky_ex(M)
@@ -101,7 +175,8 @@ def fit_softmax_gate(
     *,
     ridge: float = 1e-6,
     max_steps: int = 20,
-    tol: float = 1e-10,
+    tol: float = DEFAULT_TOL,
+    radius: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Maximise the soft-label softmax-regression objective ``J`` by damped Newton.
 
@@ -115,12 +190,16 @@ def fit_softmax_gate(
         Starting point, shape ``(k, d)``; its last row is ignored (the result's is zero).
     ridge
         Coefficient of ``ridge / 2 * ||W||_F^2``; must be positive to keep the problem strongly
-        concave (and the result finite) when ``R`` is separable.
+        concave (and the result finite) when ``R`` is separable, unless ``radius`` is set, in
+        which case ``ridge = 0`` is allowed.
     max_steps
         Maximum number of Newton steps.
     tol
-        Stop when half the squared Newton decrement, the predicted increase of ``J``, is below
-        ``tol``.
+        Stop when the predicted increase of ``J`` (half the squared Newton decrement; with a
+        radius, the increase of the quadratic model over the balls) is below ``tol``.
+    radius
+        If set, maximise over the feasible set ``||w_i|| <= radius`` of the free rows. ``W0`` is
+        first projected onto it; every accepted step stays feasible and increases ``J``.
 
     Returns
     -------
@@ -128,7 +207,8 @@ def fit_softmax_gate(
         The maximiser, shape ``(k, d)``, last row zero.
     info : dict
         ``steps`` (accepted Newton steps), ``J`` (final objective), ``J0`` (initial objective),
-        ``converged`` (whether the decrement criterion was met).
+        ``converged`` (whether the decrement criterion was met), ``projected_start`` (whether
+        ``W0`` had to be projected onto the feasible set).
 
     Notes
     -----
@@ -136,15 +216,30 @@ def fit_softmax_gate(
     ``blockdiag(X^T diag(p_a) X) - Z^T Z`` with ``Z = [p_1 X, ..., p_{k-1} X]`` (scaled by
     ``1/n``) plus ``ridge * I`` and factorised by Cholesky. Steps are backtracked until the Armijo
     condition holds; a step that would not increase ``J`` is never taken.
+
+    With a radius, the direction is ``U - V`` where ``U`` maximises the quadratic model
+    ``g^T (U - V) - (U - V)^T M (U - V) / 2`` over the balls; it equals the Newton step when the
+    Newton point is feasible, and is an ascent direction
+    (``g^T (U - V) >= (U - V)^T M (U - V) / 2``) whose segment stays feasible by convexity.
     """
-    if ridge <= 0:
-        raise ValueError(f"ridge must be positive (got {ridge}); it keeps the gate M-step finite")
+    if ridge < 0 or (ridge == 0 and radius is None):
+        raise ValueError(
+            f"ridge must be positive (got {ridge}), or zero with a radius; it keeps the gate "
+            "M-step finite (set gate_ridge > 0 or gate_radius)"
+        )
+    if radius is not None and not radius > 0:
+        raise ValueError(f"radius must be positive (got {radius})")
     n, d = X.shape
     k = R.shape[1]
     if W0.shape != (k, d):
         raise ValueError(f"W0 has shape {tuple(W0.shape)}, expected {(k, d)}")
     V = W0[:-1].detach().clone()
     zero_row = X.new_zeros(1, d)
+    projected_start = False
+    if radius is not None and k > 1:
+        P0 = project_rows(V, radius)
+        projected_start = not torch.equal(P0, V)
+        V = P0
 
     def objective(V_: torch.Tensor) -> float:
         return float(gate_objective(X, R, torch.cat([V_, zero_row], dim=0), ridge))
@@ -156,10 +251,17 @@ def fit_softmax_gate(
     while not converged and steps < max_steps:
         G, M, _ = _newton_system(X, R, V, ridge)
         g = G.reshape(-1)
-        delta = _solve_pd(M, g)
-        slope = float(g @ delta)  # directional derivative; > 0 for an ascent direction
-        if not (slope > 0) or slope / 2 <= tol:
-            converged = slope / 2 <= tol  # False for NaN: report it as not converged
+        if radius is None:
+            delta = _solve_pd(M, g)
+            slope = float(g @ delta)  # directional derivative; > 0 for an ascent direction
+            gain = slope / 2
+        else:
+            v = V.reshape(-1)
+            delta = _ball_qp(M, M @ v + g, k - 1, radius) - v
+            slope = float(g @ delta)
+            gain = slope - 0.5 * float(delta @ (M @ delta))  # predicted increase of the model
+        if not (slope > 0) or gain <= tol:
+            converged = gain <= tol  # False for NaN: report it as not converged
             break
         D = delta.reshape(V.shape)
         t = 1.0
@@ -178,4 +280,6 @@ def fit_softmax_gate(
         V, J = V_new, J_new
         steps += 1
     W = torch.cat([V, zero_row], dim=0)
-    return W, {"steps": steps, "J": J, "J0": J0, "converged": bool(converged)}
+    info = {"steps": steps, "J": J, "J0": J0, "converged": bool(converged),
+            "projected_start": projected_start}
+    return W, info

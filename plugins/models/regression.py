@@ -24,7 +24,7 @@ from moebench import InitSpec, ParamDict, Params
 from moebench.errors import UnsupportedProblem
 
 from .em import GateOptions, SupportsEM
-from .gate import fit_softmax_gate
+from .gate import DEFAULT_TOL, fit_softmax_gate, project_rows
 
 __all__ = ["InitError", "RegressionMoE"]
 
@@ -362,6 +362,15 @@ class RegressionMoE(SupportsEM):
         """Experts: ``A`` and ``log_sigma``; gate: ``W``."""
         return {"experts": ["A", "log_sigma"], "gate": ["W"]}
 
+    def mirror_step_unsupported(self) -> str | None:
+        """Mirror steps (``eta < 1``) are implemented for linear experts only."""
+        if self.params.activation != "linear":
+            return (
+                f"mirror steps with eta < 1 are implemented for linear experts only, not "
+                f"{self.params.activation!r} ones (use eta = 1, i.e. EM)"
+            )
+        return None
+
     def m_step(
         self,
         X: torch.Tensor,
@@ -371,22 +380,128 @@ class RegressionMoE(SupportsEM):
         gate: GateOptions,
         eta: float = 1.0,
     ) -> tuple[ParamDict, dict[str, float]]:
-        """Experts by (weighted) least squares, gate by damped Newton (see :class:`SupportsEM`).
+        """EM M-step (``eta = 1``) or mirror-descent step (``0 < eta < 1``, linear experts).
 
-        The ridge makes the gate M-step maximise a penalised objective; to keep EM's guarantee
-        for the unpenalised likelihood, a gate that lowers the unpenalised gate part of ``Q`` is
-        refused (``gate_rejected``).
+        ``eta = 1``: experts by (weighted) least squares, gate by damped Newton (projected onto
+        ``||w_i|| <= gate.radius`` when set). The ridge makes the gate M-step maximise a
+        penalised objective; to keep EM's guarantee for the unpenalised likelihood, a gate that
+        lowers the unpenalised gate part of ``Q`` is refused (``gate_rejected``).
+
+        ``0 < eta < 1`` (Fruytier, Mokhtari, Sanghavi, ICML 2025; NOTES.md section 1.4): in the
+        natural coordinates of the complete-data family, ``Q_R(theta) = <theta, S_t> - A(theta)``
+        and ``Q_self(theta) = <theta, grad A(theta_t)> - A(theta)`` up to constants, where
+        ``Q_self`` takes the expectation under the model's own ``p(y, z | x; theta_t)``. Hence
+        the mirror step ``argmin <eta grad L(theta_t), theta> + D_A(theta, theta_t)`` (with
+        ``grad L = grad A - S_t``) is ``argmax eta Q_R + (1 - eta) Q_self`` over the model's
+        parameters (a Bregman projection when the family is curved). With ``P_t`` the gate and
+        ``mu_t`` the expert means at ``theta_t``, and ``E[(y - a.x)^2] = (mu_t - a.x)^2 +
+        sigma_t^2`` under the model:
+
+        * gate: softmax regression with soft labels ``T = eta R + (1 - eta) P_t``;
+        * expert ``i``: weighted least squares with weights ``w = eta R_i + (1 - eta) P_t,i`` and
+          targets ``(eta R_i y + (1 - eta) P_t,i mu_t,i) / w`` (equal to the mixed squared error
+          up to a constant);
+        * noise: ``sigma_i^2 = sum_n [eta R_ni (y_n - a_i.x_n)^2 + (1 - eta) P_t,ni ((mu_t,ni -
+          a_i.x_n)^2 + sigma_t,i^2)] / sum_n w_ni`` (pooled over experts for shared noise).
+
+        The gate ridge is scaled by ``eta`` (composite mirror descent on
+        ``L + ridge / 2 ||W||^2``) and the Newton stopping threshold by ``eta^2`` (the size of the
+        subproblem's increase), so ``eta = 1`` is EM's penalised M-step exactly (same code path).
+        Every block is accepted only if it does not lower its part of
+        ``eta Q_R + (1 - eta) Q_self``, which, as ``Q_self`` is maximal at ``theta_t``, implies
+        ``Q_R`` does not decrease: the NLL is monotone for every ``0 < eta <= 1``.
+
+        Raises
+        ------
+        UnsupportedProblem
+            ``eta != 1`` with sigmoid or ReLU experts.
+        ValueError
+            ``eta`` outside ``(0, 1]``.
         """
-        if eta != 1.0:
-            raise NotImplementedError("mirror steps with eta != 1 for regression-moe")
+        if not 0.0 < eta <= 1.0:
+            raise ValueError(f"eta must be in (0, 1] (got {eta})")
         F = self.features(X)
-        new = self.m_step_experts(X, y, R, params)
-        W, info = fit_softmax_gate(F, R, params["W"], ridge=gate.ridge, max_steps=gate.max_steps)
-        old_q = _gate_q(torch.log_softmax(F @ params["W"].T, dim=1), R)
-        new_q = _gate_q(torch.log_softmax(F @ W.T, dim=1), R)
+        if eta == 1.0:
+            new = self.m_step_experts(X, y, R, params)
+            labels = R
+        else:
+            reason = self.mirror_step_unsupported()
+            if reason:
+                raise UnsupportedProblem(reason)
+            labels = eta * R + (1.0 - eta) * torch.softmax(F @ params["W"].T, dim=1)
+            new = self._mirror_step_experts(X, y, R, params, eta)
+        W, info = fit_softmax_gate(
+            F, labels, params["W"], ridge=eta * gate.ridge, max_steps=gate.max_steps,
+            radius=gate.radius, tol=DEFAULT_TOL * eta**2,
+        )
+        W_old = params["W"]
+        if gate.radius is not None:
+            W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)
+        old_q = _gate_q(torch.log_softmax(F @ W_old.T, dim=1), labels)
+        new_q = _gate_q(torch.log_softmax(F @ W.T, dim=1), labels)
         rejected = not (new_q >= old_q)
-        new["W"] = params["W"].clone() if rejected else W
+        new["W"] = W_old.clone() if rejected else W
         return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
+
+    def _mirror_step_experts(
+        self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict, eta: float
+    ) -> ParamDict:
+        """Expert and noise part of the mirror step for linear experts (see :meth:`m_step`)."""
+        F = self.features(X)
+        n, d = F.shape
+        P = torch.softmax(F @ params["W"].T, dim=1)
+        mu = F @ params["A"].T  # (n, k) expert means at theta_t
+        var_t = torch.exp(2.0 * params["log_sigma"])  # (k,)
+        Wt = eta * R + (1.0 - eta) * P  # mixed weights, > 0 where P > 0
+        Y = (eta * R * y[:, None] + (1.0 - eta) * P * mu) / Wt.clamp_min(1e-300)
+        A_old = params["A"]
+        A = A_old.clone()
+        eye = torch.eye(d, dtype=F.dtype, device=F.device)
+        mass = Wt.sum(dim=0)
+        for i in range(self.n_experts):
+            w = Wt[:, i]
+            if float(mass[i]) <= 1e-12 * n:
+                continue
+            old = _weighted_sse(F, Y[:, i], w, A_old[i], "linear")
+            G = F.T @ (w[:, None] * F)
+            lam = 1e-10 * (G.diagonal().mean() + 1e-300)
+            cand = _solve_sym(G + lam * eye, F.T @ (w * Y[:, i]))
+            if torch.isfinite(cand).all() and _weighted_sse(F, Y[:, i], w, cand, "linear") <= old:
+                A[i] = cand
+        log_sigma = params["log_sigma"].clone()
+        if self.params.noise != "known":
+            fit = F @ A.T
+            res2 = eta * R * (y[:, None] - fit).square() + (1.0 - eta) * P * (
+                (mu - fit).square() + var_t
+            )
+            floor = 1e-12 * (y.square().mean() + 1e-300)
+            if self.params.noise == "shared":
+                s2 = (res2.sum() / Wt.sum()).clamp_min(floor)
+                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
+            else:
+                s2 = (res2.sum(dim=0) / mass.clamp_min(1e-300)).clamp_min(floor)
+                ok = mass > 1e-12 * n
+                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+        return {"A": A, "W": params["W"].clone(), "log_sigma": log_sigma}
+
+    def complete_data_kl(
+        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample ``KL(p(y, z | x; old) || p(y, z | x; new))`` in closed form, shape ``(n,)``.
+
+        ``sum_i pi_i^old [log pi_i^old - log pi_i^new + KL(N(m_i^old, s_i^old^2) ||
+        N(m_i^new, s_i^new^2))]`` with the Gaussian KL ``log(s_new / s_old) + (s_old^2 +
+        (m_old - m_new)^2) / (2 s_new^2) - 1/2``.
+        """
+        lg_old = self.gate_log_probs(params_old, X)
+        lg_new = self.gate_log_probs(params_new, X)
+        m_old = self.expert_means(params_old, X)
+        m_new = self.expert_means(params_new, X)
+        ls_old, ls_new = params_old["log_sigma"], params_new["log_sigma"]
+        gauss = (ls_new - ls_old) + 0.5 * (
+            torch.exp(2 * (ls_old - ls_new)) + (m_old - m_new).square() * torch.exp(-2 * ls_new)
+        ) - 0.5
+        return (torch.exp(lg_old) * (lg_old - lg_new + gauss)).sum(dim=1)
 
     def m_step_experts(
         self,

@@ -1,0 +1,230 @@
+"""Tensor + gate EM (Makkuva et al. 2019, Algorithms 1-2).
+
+Stage 1 (Algorithm 1) estimates the regressors ``a_i`` directly from the CQT cross-moment tensors
+``T2``, ``T3`` (see :mod:`moebench_plugins.models.spectral`). Stage 2 (Algorithm 2) runs EM on the
+gate only, the experts held at the tensor estimate: E-step the posteriors from the model's gate
+log-probabilities plus the (fixed) expert log-densities, M-step the exact soft-label softmax
+regression solved by damped Newton (over the norm ball of Makkuva et al. when
+``gate_radius`` is set). Optionally (``refine``) joint EM on all parameters continues from there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
+from moebench.errors import UnsupportedProblem
+
+from ..models.em import EMParams, GateOptions
+from ..models.gate import fit_softmax_gate, project_rows
+from ..models.regression import RegressionMoE
+from ..models.spectral import cqt_coefficients, estimate_regressors, moment_gate_k2, score_for
+from .joint_em import relative_decrease
+
+__all__ = ["TensorEM", "TensorEMParams"]
+
+#: Cap on the gate norm of the moment estimate when no ``gate_radius`` is set.
+_MOMENT_MAX_NORM = 10.0
+
+
+class TensorEMParams(EMParams):
+    """Parameters of tensor-em (plus ``tol`` and the gate M-step's, see :class:`EMParams`)."""
+
+    decomposition: Literal["tpm", "orth-als"] = Field(
+        "tpm",
+        description="decomposition of the whitened third moment: tensor power method with "
+        "restarts and deflation (tpm) or orthogonalized ALS (orth-als, Sharan & Valiant 2017)",
+    )
+    n_restarts: int = Field(10, ge=1, description="random restarts per component (tpm only)")
+    n_power_iter: int = Field(
+        100, ge=1, description="iterations of the tensor decomposition (per phase for tpm)"
+    )
+    chunk_size: int = Field(
+        65536, ge=1, description="rows per chunk when accumulating the moment tensors"
+    )
+    gate_init: Literal["random", "moments"] = Field(
+        "random",
+        description="gate start: the shared random initialisation (random) or the k=2 "
+        "method-of-moments estimate (moments; k=2 only)",
+    )
+    refine: bool = Field(
+        False,
+        description="after gate EM has converged (relative NLL decrease < tol; never with "
+        "tol=0), continue with joint EM on all parameters",
+    )
+
+
+class TensorEM(Algorithm):
+    """Regressors by tensor decomposition, then EM on the gate with the experts fixed.
+
+    Supports :class:`RegressionMoE` without intercept and with known noise (the CQT needs
+    ``sigma``; it is read from the initial ``log_sigma``, which the runner sets from the model).
+    The moment tensors use the score functions of ``problem.input_density`` (standard Gaussian
+    when the dataset does not know its input density).
+    Iteration 0 reports the tensor estimate of ``A`` with the initial gate (the tensor stage is
+    timed as part of it); each further iteration is one gate-EM step (or, with ``refine``, one
+    joint-EM step after gate EM has converged). The objective is the training NLL.
+    """
+
+    name = "tensor-em"
+    summary = "regressors by CQT tensor decomposition, gate by EM (Makkuva et al. 2019)"
+    Params = TensorEMParams
+
+    def unsupported_reason(self, model: Model) -> str | None:
+        """Why ``model`` cannot be fitted, or ``None``."""
+        if not isinstance(model, RegressionMoE):
+            return f"{self.name} fits the regression MoE of Makkuva et al. only, not {model.name!r}"
+        p = model.params
+        if p.intercept:
+            return f"{self.name} needs intercept=False (the moment tensors assume x ~ N(0, I))"
+        if p.noise != "known":
+            return f"{self.name} needs noise='known': the CQT coefficients depend on sigma"
+        if model.n_experts > model.n_features:
+            return (
+                f"{self.name} needs k <= d (got k={model.n_experts}, d={model.n_features}): the "
+                "regressors must be linearly independent"
+            )
+        if self.params.gate_init == "moments" and model.n_experts != 2:
+            return (
+                f"{self.name}: gate_init='moments' is only defined for k = 2 experts "
+                f"(got k={model.n_experts}); use gate_init='random'"
+            )
+        return None
+
+    def gate_options(self) -> GateOptions:
+        """The gate M-step settings from this algorithm's parameters."""
+        return self.params.gate_options()
+
+    @torch.no_grad()
+    def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:
+        """Tensor stage, then gate EM (and joint EM with ``refine``) until stopped.
+
+        Parameters
+        ----------
+        problem
+            Model, data and generator (used for the decomposition's random starts).
+        init
+            Initial parameters: ``log_sigma`` gives the known noise level; ``W`` is the gate
+            start for ``gate_init='random'``; ``A`` is not used.
+        callback
+            Called at iteration 0 and after every EM step; ``False`` stops.
+
+        Returns
+        -------
+        ParamDict
+            The final parameters.
+        """
+        model = problem.model
+        reason = self.unsupported_reason(model)
+        if reason:
+            raise UnsupportedProblem(reason)
+        assert isinstance(model, RegressionMoE)
+        p = self.params
+        X, y = problem.X, problem.y
+        k = model.n_experts
+        log_sigma = init["log_sigma"].detach().clone()
+        sigma = float(torch.exp(log_sigma[0]))
+        coeffs = cqt_coefficients(model.params.activation, sigma)
+        density = problem.input_density
+        if p.gate_init == "moments" and density is not None and not density.is_standard:
+            raise UnsupportedProblem(
+                f"{self.name}: gate_init='moments' assumes x ~ N(0, I); these inputs are a "
+                "Gaussian mixture, use gate_init='random'"
+            )
+        est = estimate_regressors(
+            X, y, k, coeffs, problem.generator,
+            decomposition=p.decomposition, n_restarts=p.n_restarts,
+            n_iter=p.n_power_iter, chunk_size=p.chunk_size, score=score_for(density),
+        )
+        A = est.A.to(model.device, model.dtype)
+        if p.gate_init == "moments":
+            max_norm = p.gate_radius if p.gate_radius is not None else _MOMENT_MAX_NORM
+            W = moment_gate_k2(X, y, A, model.params.activation, max_norm=max_norm)
+            W = W.to(model.device, model.dtype)
+        else:
+            W = init["W"].detach().clone()
+            W = W - W[-1:]
+        if p.gate_radius is not None:
+            W = project_rows(W, p.gate_radius)  # Algorithm 2 starts inside the domain Omega
+        params = {"A": A, "W": W, "log_sigma": log_sigma}
+        # With the experts fixed, log p(y, z | x) = gate_log_probs + (constant) expert densities:
+        # one log-softmax per iteration gives the NLL and the next E-step's posteriors.
+        expert_ld = model.expert_log_densities(params, X, y)
+        joint_lp = model.gate_log_probs(params, X) + expert_ld
+        nll = _nll(joint_lp)
+        if not callback(Iterate(0, params, objective=nll)):
+            return params
+
+        F = model.features(X)
+        t = 0
+        joint = False
+        while True:
+            t += 1
+            if joint:
+                R = model.posterior(params, X, y)
+                params, extras = model.m_step(X, y, R, params, self.gate_options())
+                new_nll = float(model.nll(params, X, y))
+            else:
+                R = torch.softmax(joint_lp, dim=1)
+                W, extras = self._gate_step(F, R, params["W"])
+                params = {**params, "W": W}
+                joint_lp = model.gate_log_probs(params, X) + expert_ld
+                new_nll = _nll(joint_lp)
+            extras = {**extras, "joint": float(joint)}
+            if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
+                return params
+            if not math.isfinite(new_nll):
+                return params
+            if p.tol > 0 and relative_decrease(nll, new_nll) < p.tol:
+                if p.refine and not joint:
+                    joint = True
+                else:
+                    return params
+            nll = new_nll
+
+    def _gate_step(
+        self, F: torch.Tensor, R: torch.Tensor, W_old: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gate M-step (Makkuva et al., Algorithm 2, line 7) that never lowers the gate ``Q``.
+
+        Maximises the ridge-penalised soft-label softmax regression by damped Newton, over
+        ``||w_i|| <= gate_radius`` when set; as in ``RegressionMoE.m_step``, a result that lowers
+        the unpenalised gate part of ``Q`` is refused, so the NLL cannot increase.
+        """
+        gate = self.gate_options()
+        W, info = fit_softmax_gate(
+            F, R, W_old, ridge=gate.ridge, max_steps=gate.max_steps, radius=gate.radius
+        )
+        if info.get("projected_start", False):
+            old_q, new_q = _gate_q(F, R, W_old), _gate_q(F, R, W)
+        else:
+            # gate.py's J = Q / n - ridge / 2 ||W||^2 at both ends of the Newton solve.
+            n = F.shape[0]
+            old_q = n * (info["J0"] + 0.5 * gate.ridge * float(W_old.square().sum()))
+            new_q = n * (info["J"] + 0.5 * gate.ridge * float(W.square().sum()))
+        rejected = not (new_q >= old_q)
+        if rejected:
+            W = W_old.clone()
+        return W, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
+
+
+def _nll(joint_lp: torch.Tensor) -> float:
+    """Mean negative log-likelihood from ``log p(y_n, z_n = i | x_n)``."""
+    return float(-torch.logsumexp(joint_lp, dim=1).mean())
+
+
+def _gate_q(F: torch.Tensor, R: torch.Tensor, W: torch.Tensor) -> float:
+    """Unpenalised gate part of the EM objective, ``sum_n sum_i R_ni log softmax(W f_n)_i``."""
+    logp = torch.log_softmax(F @ W.T, dim=1)
+    return float(torch.where(R > 0, R * logp, torch.zeros_like(logp)).sum())
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    """Register :class:`TensorEM`."""
+    register(TensorEM)

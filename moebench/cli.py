@@ -163,5 +163,89 @@ def leaderboard_cmd(results_dir: Path) -> None:
     print_leaderboard(board)
 
 
+def _data_sources() -> dict:
+    """Data sources of the registered datasets: source name -> (source, dataset names)."""
+    from .datafiles import DataSource
+
+    found: dict = {}
+    for name, cls in plugins.components("datasets").items():
+        source = getattr(cls, "source", None)
+        if isinstance(source, DataSource):
+            found.setdefault(source.name, (source, []))[1].append(name)
+    return found
+
+
+@main.group()
+def data() -> None:
+    """Real datasets' files: where they are found, whether they verify, downloading them."""
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--no-verify", is_flag=True, help="do not compute checksums (faster)")
+def data_list(as_json: bool, no_verify: bool) -> None:
+    """Show each dataset's files: present?, where found, checksums verified."""
+    from .datafiles import status
+
+    rows = []
+    for source, names in _data_sources().values():
+        st = status(source, check=not no_verify)
+        rows.append({
+            "source": source.name,
+            "datasets": names,
+            "present": st.present,
+            "total": st.total,
+            "where": st.where,
+            "path": str(st.root) if st.root else None,
+            "verified": "not checked" if (no_verify and st.root) else st.verified,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="moebench data")
+    for h in ("dataset", "files present", "where", "verified"):
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        complete = r["present"] == r["total"]
+        present = f"{r['present']}/{r['total']}"
+        present = f"[green]{present}[/green]" if complete else f"[red]{present}[/red]"
+        where = f"{r['where']}: {r['path']}" if r["where"] else "-"
+        label = ", ".join(r["datasets"])
+        if label != r["source"]:
+            label += f" ({r['source']})"
+        table.add_row(escape(label), present, escape(where), escape(r["verified"]))
+    console.print(table)
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="download again even if a verified copy exists")
+def data_fetch(name: str, force: bool) -> None:
+    """Download dataset NAME's files into the cache and verify their checksums."""
+    from .datafiles import cache_dir, fetch, status
+
+    sources = _data_sources()
+    by_dataset = {d: src for src, names in sources.values() for d in names}
+    source = sources[name][0] if name in sources else by_dataset.get(name)
+    if source is None:
+        err_console.print(f"[red]error:[/red] no dataset with files called {escape(name)!s}; "
+                          f"choose from {', '.join(sorted(set(sources) | set(by_dataset)))}")
+        sys.exit(2)
+    st = status(source)
+    if st.complete and st.verified == "yes" and not force:
+        console.print(f"{source.name}: all {st.total} files already present and verified in "
+                      f"{st.root} ({st.where}); use --force to download again")
+        return
+    console.print(f"{source.name}: downloading into {cache_dir() / source.subdir} ...")
+    try:
+        root = fetch(source, force=force)
+    except (OSError, MoebenchError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    st = status(source, root)
+    console.print(f"{source.name}: {st.present}/{st.total} files in {root}, verified: "
+                  f"{st.verified}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

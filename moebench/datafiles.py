@@ -40,7 +40,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import DataError, DataUnavailable
+from .errors import DataError, DataUnavailable, MoebenchError
 
 __all__ = [
     "Archive",
@@ -275,7 +275,7 @@ def locate(
         try:
             root = fetch(source, [f.relpath for f in needed])
             return root, "cache (downloaded)"
-        except (OSError, urllib.error.URLError, DataError, ValueError) as exc:
+        except (MoebenchError, OSError, ValueError) as exc:
             problem = f"download failed: {exc}"
     elif explicit is None and not download:
         problem = f"downloads are disabled (${OFFLINE_ENV} is set)"
@@ -304,10 +304,14 @@ def missing_message(source: DataSource, needed: Sequence[DataFile],
         lines.append(f"    {label}: {where}")
     if problem:
         lines.append(f"  {problem}")
-    lines.append(
-        f"  run `moebench data fetch {source.name}` or set ${DATA_ENV} to a directory whose "
-        f"'{source.subdir}/' sub-directory holds these files"
-    )
+    if places and places[0][0] == "explicit path":
+        lines.append(f"  put these files in {places[0][1]}, or drop the dataset's `path` "
+                     f"parameter to use ${DATA_ENV} or the cache")
+    else:
+        lines.append(
+            f"  run `moebench data fetch {source.name}` or set ${DATA_ENV} to a directory "
+            f"whose '{source.subdir}/' sub-directory holds these files"
+        )
     if source.homepage:
         lines.append(f"  (data: {source.homepage})")
     return "\n".join(lines)
@@ -502,10 +506,15 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
     h = hashlib.md5()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "moebench"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
-            for chunk in iter(lambda: r.read(_CHUNK), b""):
-                h.update(chunk)
-                out.write(chunk)
+        try:
+            with (os.fdopen(fd, "wb") as out,
+                  urllib.request.urlopen(request, timeout=timeout) as r):
+                for chunk in iter(lambda: r.read(_CHUNK), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DataUnavailable(f"cannot download {url}: {reason}") from None
         if md5 is not None and h.hexdigest() != md5:
             raise DataError(
                 f"checksum mismatch for {url}: md5 {h.hexdigest()}, expected {md5}; "
@@ -540,8 +549,9 @@ def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool
     Raises
     ------
     DataError
-        A downloaded file's checksum does not match (it is deleted, not kept).
-    urllib.error.URLError, OSError
+        A downloaded file's checksum does not match (it is deleted, not kept), or a file has
+        no known URL.
+    DataUnavailable
         The server cannot be reached.
     """
     root = cache_dir() / source.subdir

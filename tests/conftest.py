@@ -15,6 +15,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 if "MOEBENCH_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["MOEBENCH_DATA"] = str(SHARED_DATA)
+# Tests never download: missing data must show up as a clear skip, not a network wait.
+os.environ.setdefault("MOEBENCH_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -70,7 +70,9 @@ def test_run_smoke_and_leaderboard(fresh_plugins, tmp_path):
     directory = tmp_path / "smoke"
     for name in ("results.parquet", "leaderboard.csv", "leaderboard.md", "manifest.json"):
         assert (directory / name).is_file()
-    assert "ranked by test_mse" in result.output and "joint-em" in result.output
+    assert "ranked by param_error" in result.output and "joint-em" in result.output
+    for name in ("tensor-em", "joint-em", "mirror-em", "gradient-em", "gd"):
+        assert name in result.output
     again = invoke("leaderboard", str(directory))
     assert again.exit_code == 0 and "joint-em" in again.output
     md = (directory / "leaderboard.md").read_text()

@@ -1,9 +1,16 @@
 """Synthetic data from the mixture of regression experts of Makkuva et al. (2019), eq. 1.
 
-``x ~ N(0, I_d)``; ``z ~ softmax(W x)`` with ``w_k = 0``; ``y = g(a_z . x) + sigma * eps``. The
-regressors ``a_i`` are uniform on the unit sphere; the free gate vectors have norm
-``gate_norm`` and, with ``gating="orthogonal"``, are orthogonal to the span of the regressors (the
-setting of the paper's theory).
+``x ~ N(0, I_d)`` (``inputs="gaussian"``) or ``x ~ p N(mu_1, I_d) + (1 - p) N(mu_2, I_d)``
+(``inputs="gmm"``, the non-Gaussian inputs of their Section 4.1 / Table 1, with ``mu_1`` and
+``mu_2`` drawn independently and uniformly on the unit sphere); ``z ~ softmax(W x)`` with
+``w_k = 0``; ``y = g(a_z . x) + sigma * eps``. The regressors ``a_i`` are uniform on the unit
+sphere; the free gate vectors have norm ``gate_norm`` and, with ``gating="orthogonal"``, are
+orthogonal to the span of the regressors (the setting of the paper's theory; ``"generic"`` is the
+non-orthogonal setting of their Section 4.2 / Table 2).
+
+The data carry their input density (``Data.input_density``): ``N(0, I_d)`` or the two-component
+mixture, so that score-function methods (``tensor-em``) use the right ``S_2``, ``S_3``
+(Janzamin, Sedghi & Anandkumar 2014).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
+from moebench.density import GaussianMixtureDensity
 
 __all__ = ["SyntheticMoE", "SyntheticSample", "activation_np"]
 
@@ -48,13 +56,16 @@ class SyntheticSample:
     X: np.ndarray
     z: np.ndarray
     y: np.ndarray
+    density: GaussianMixtureDensity | None = None
+    component: np.ndarray | None = None  #: mixture component of each input (GMM inputs only)
 
 
 class SyntheticMoE(Dataset):
     """Samples from a k-expert regression MoE with known parameters."""
 
     name = "synthetic-moe"
-    summary = "k regression experts with a softmax gate, x ~ N(0, I) (Makkuva et al. 2019, eq. 1)"
+    summary = ("k regression experts with a softmax gate, x ~ N(0, I) or a 2-component Gaussian "
+               "mixture (Makkuva et al. 2019, eq. 1, Tables 1-2)")
     task = "regression"
 
     class Params(Params):
@@ -74,7 +85,14 @@ class SyntheticMoE(Dataset):
             "(needs d >= 2k - 1); generic: independent random directions",
         )
         gate_norm: float = Field(1.0, ge=0, description="norm of each free gate vector")
-        inputs: Literal["gaussian"] = Field("gaussian", description="input distribution: N(0, I_d)")
+        inputs: Literal["gaussian", "gmm"] = Field(
+            "gaussian",
+            description="input distribution: gaussian = N(0, I_d); gmm = p N(mu1, I_d) + "
+            "(1 - p) N(mu2, I_d) with mu1, mu2 drawn uniformly on the unit sphere",
+        )
+        p: float = Field(
+            0.5, gt=0, lt=1, description="weight of the first component (inputs='gmm' only)"
+        )
 
         @model_validator(mode="after")
         def _check_dimension(self) -> Self:
@@ -96,7 +114,13 @@ class SyntheticMoE(Dataset):
         Returns
         -------
         SyntheticSample
-            Parameters, inputs, latent expert indices and targets.
+            Parameters, inputs, latent expert indices, targets and the input density.
+
+        Notes
+        -----
+        The draws are, in order: regressors, gate directions, (GMM inputs only: the two means),
+        inputs, (GMM inputs only: the components), the Gumbel noise of the gate, the output
+        noise. Gaussian inputs therefore give the same arrays as before GMM inputs existed.
         """
         p = self.params
         rng = np.random.default_rng(seed)
@@ -109,12 +133,21 @@ class SyntheticMoE(Dataset):
             G = G - (G @ Q) @ Q.T
         G *= p.gate_norm / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-300)
         W = np.vstack([G, np.zeros((1, d))])
-        X = rng.standard_normal((m, d))
+        if p.inputs == "gmm":
+            means = rng.standard_normal((2, d))
+            means /= np.linalg.norm(means, axis=1, keepdims=True)
+            density = GaussianMixtureDensity(np.array([p.p, 1.0 - p.p]), means)
+            X = rng.standard_normal((m, d))
+            component = (rng.random(m) >= p.p).astype(np.int64)  # 0 with probability p
+            X += means[component]
+        else:
+            density, component = GaussianMixtureDensity.standard(d), None
+            X = rng.standard_normal((m, d))
         # Gumbel-max: argmax_i (logit_i + Gumbel noise) ~ softmax(logits).
         z = np.argmax(X @ W.T + rng.gumbel(size=(m, k)), axis=1)
         u = np.einsum("nd,nd->n", X, A[z])
         y = activation_np(u, p.activation) + p.sigma * rng.standard_normal(m)
-        return SyntheticSample(A=A, W=W, X=X, z=z, y=y)
+        return SyntheticSample(A=A, W=W, X=X, z=z, y=y, density=density, component=component)
 
     def load(self, seed: int) -> Data:
         """Train/test arrays, the generating model and its true parameters."""
@@ -139,9 +172,13 @@ class SyntheticMoE(Dataset):
                 "k": p.k,
                 "gating": p.gating,
                 "gate_norm": p.gate_norm,
+                "inputs": p.inputs,
+                **({"p": p.p} if p.inputs == "gmm" else {}),
+                "task": "regression",
                 "source": "synthetic (Makkuva et al. 2019, eq. 1)",
                 "citation": CITATION,
             },
+            input_density=s.density,
         )
 
 

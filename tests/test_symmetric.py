@@ -252,7 +252,9 @@ def test_mirror_step_is_exact_dual_space_step(name, eta, monkeypatch):
         new, _ = model.m_step(X, y, R, params, gate, eta=eta)
         lhs = dual(model, new, X) - dual(model, params, X)
         rhs = -eta * grad_nll(model, params, X, y)
-        assert torch.allclose(lhs, rhs, atol=1e-9, rtol=1e-7), float((lhs - rhs).abs().max())
+        # Exact in exact arithmetic; the unridged Newton solve amplifies rounding to ~1e-8,
+        # which depends on the BLAS thread count.
+        assert torch.allclose(lhs, rhs, atol=1e-7, rtol=1e-6), float((lhs - rhs).abs().max())
         # (c): the mirror objective is negative at theta+ and equals what mirror-em reports
         delta = flat(new) - flat(params)
         bregman = float(log_partition(model, new, X) - log_partition(model, params, X)

@@ -1,17 +1,37 @@
-"""The conformance kit, run over every registered algorithm on every available device."""
+"""The conformance kit, run over every registered algorithm, on every model family it fits
+and every available device."""
 
 from __future__ import annotations
 
 import pytest
 
 from moebench import plugins
-from moebench.testing import algorithm_checks
+from moebench.errors import UnsupportedProblem
+from moebench.testing import DEFAULT_DATASET, algorithm_checks
 
-CASES = [
-    pytest.param(check, id=f"{name}-{check_id}")
-    for name in plugins.components("algorithms")
-    for check_id, check in algorithm_checks(name)
+DATASETS = [
+    DEFAULT_DATASET,
+    ("symmoline", {"n": 300, "n_test": 50, "d": 4}),
+    ("symmologe", {"n": 300, "n_test": 50, "d": 4}),
+    ("synthetic-logistic-moe", {"n": 300, "n_test": 50, "d": 4, "k": 2, "n_classes": 3}),
 ]
+
+
+def _cases():
+    cases, families = [], {}
+    for name in plugins.components("algorithms"):
+        for dataset in DATASETS:
+            try:
+                checks = list(algorithm_checks(name, dataset=dataset))
+            except UnsupportedProblem:
+                continue
+            families.setdefault(name, []).append(dataset[0])
+            cases += [pytest.param(check, id=f"{name}-{dataset[0]}-{check_id}")
+                      for check_id, check in checks]
+    return cases, families
+
+
+CASES, FAMILIES = _cases()
 
 
 @pytest.mark.parametrize("check", CASES)
@@ -19,6 +39,8 @@ def test_algorithm_conforms(check):
     check()
 
 
-def test_every_first_party_algorithm_is_checked():
-    checked = {case.id.split("-check_")[0] for case in CASES}
-    assert {"joint-em", "gd"} <= checked
+def test_every_algorithm_is_checked_on_the_families_it_fits():
+    assert set(FAMILIES) == {"tensor-em", "joint-em", "mirror-em", "gradient-em", "gd"}
+    assert set(FAMILIES["tensor-em"]) == {"synthetic-moe"}
+    for name in ("joint-em", "mirror-em", "gradient-em", "gd"):
+        assert set(FAMILIES[name]) == {d for d, _ in DATASETS}, name

@@ -213,3 +213,24 @@ def test_core_metrics():
     assert 0 < core_metrics.TrainMSE()(ctx) < float(y.var())
     no_truth = EvalContext(model, init, X, y, Xt, yt, None)
     assert math.isnan(core_metrics.ParamError()(no_truth))
+
+
+def test_linear_regression_baseline_is_least_squares():
+    from moebench_plugins.algorithms.baselines import LinearRegression
+    from moebench_plugins.models.regression import RegressionMoE
+
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.normal(size=(500, 3)))
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 3.0 + 0.1 * torch.as_tensor(
+        rng.normal(size=500))
+    model = RegressionMoE(RegressionMoE.Params(k=3, intercept=True, noise="shared"),
+                          n_features=3)
+    init = model.init_params(InitSpec(), torch.Generator().manual_seed(0))
+    seen = []
+    params = LinearRegression().fit(Problem(model, X, y, torch.Generator()), init,
+                                    lambda it: seen.append(it.iteration) or True)
+    assert seen == [0, 1]
+    expected = np.linalg.lstsq(np.c_[X.numpy(), np.ones(500)], y.numpy(), rcond=None)[0]
+    for i in range(3):
+        np.testing.assert_allclose(params["A"][i].numpy(), expected, atol=1e-10)
+    assert float(torch.exp(params["log_sigma"][0])) == pytest.approx(0.1, rel=0.15)

@@ -294,8 +294,6 @@ def test_moment_gate_init_for_two_experts():
 def test_unsupported_problems():
     algorithm = TensorEM()
     for params, match in [
-        ({"intercept": True}, "intercept"),
-        ({"noise": "shared"}, "noise"),
         ({"k": 5}, "k <= d"),
     ]:
         model = RegressionMoE(RegressionMoE.Params(**params), n_features=4)
@@ -309,6 +307,23 @@ def test_unsupported_problems():
         TensorEM(TensorEM.Params(gate_init="moments")).fit(
             Problem(model, X, y, torch.Generator()), init, lambda it: True
         )
+
+
+def test_intercept_and_estimated_noise_with_refine():
+    """Real-data configuration: intercepts and a shared noise level; refine fits them."""
+    model, truth, X, y, init = make_problem(20_000, 6, 2, gating="orthogonal")
+    y = y + 0.7  # a common offset only the intercepts can absorb
+    fitted = RegressionMoE(RegressionMoE.Params(k=2, intercept=True, noise="shared", sigma=0.5),
+                           n_features=6)
+    assert TensorEM().unsupported_reason(fitted) is None
+    start = fitted.init_params(InitSpec(), torch.Generator().manual_seed(3))
+    final, log = run(fitted, X, y, start, 200, refine=True)
+    A0 = log[0][1]["A"]
+    assert A0.shape == (2, 7) and torch.equal(A0[:, -1], torch.zeros(2, dtype=A0.dtype))
+    nlls = [objective for _, _, objective, _ in log]
+    assert nlls[-1] < nlls[0]
+    assert torch.allclose(final["A"][:, -1], torch.full((2,), 0.7, dtype=A0.dtype), atol=0.05)
+    assert float(torch.exp(final["log_sigma"][0])) == pytest.approx(0.1, rel=0.2)
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,13 @@ class TensorEMParams(EMParams):
 class TensorEM(Algorithm):
     """Regressors by tensor decomposition, then EM on the gate with the experts fixed.
 
-    Supports :class:`RegressionMoE` without intercept and with known noise (the CQT needs
-    ``sigma``; it is read from the initial ``log_sigma``, which the runner sets from the model).
+    Fits :class:`RegressionMoE`. The CQT needs the noise level ``sigma``: it is read from the
+    initial ``log_sigma`` (the runner sets it from the model's ``sigma``), which is the truth for
+    ``noise='known'`` and the user's guess otherwise; during gate EM the experts and the noise
+    stay fixed (estimated noise is updated only by ``refine``). With ``intercept=True`` the
+    moments use the raw inputs and the expert intercepts start at zero: on real data, whose
+    inputs are not Gaussian, the tensor stage is then a heuristic start, as in Makkuva et al.'s
+    real-data experiments, and ``refine`` fits the scale and intercepts.
     The moment tensors use the score functions of ``problem.input_density`` (standard Gaussian
     when the dataset does not know its input density).
     Iteration 0 reports the tensor estimate of ``A`` with the initial gate (the tensor stage is
@@ -79,11 +84,6 @@ class TensorEM(Algorithm):
         """Why ``model`` cannot be fitted, or ``None``."""
         if not isinstance(model, RegressionMoE):
             return f"{self.name} fits the regression MoE of Makkuva et al. only, not {model.name!r}"
-        p = model.params
-        if p.intercept:
-            return f"{self.name} needs intercept=False (the moment tensors assume x ~ N(0, I))"
-        if p.noise != "known":
-            return f"{self.name} needs noise='known': the CQT coefficients depend on sigma"
         if model.n_experts > model.n_features:
             return (
                 f"{self.name} needs k <= d (got k={model.n_experts}, d={model.n_features}): the "
@@ -142,10 +142,14 @@ class TensorEM(Algorithm):
             n_iter=p.n_power_iter, chunk_size=p.chunk_size, score=score_for(density),
         )
         A = est.A.to(model.device, model.dtype)
+        if model.params.intercept:  # expert intercepts (last feature column) start at zero
+            A = torch.cat([A, A.new_zeros(k, 1)], dim=1)
         if p.gate_init == "moments":
             max_norm = p.gate_radius if p.gate_radius is not None else _MOMENT_MAX_NORM
-            W = moment_gate_k2(X, y, A, model.params.activation, max_norm=max_norm)
-            W = W.to(model.device, model.dtype)
+            W = moment_gate_k2(X, y, A[:, : X.shape[1]], model.params.activation,
+                               max_norm=max_norm).to(model.device, model.dtype)
+            if model.params.intercept:
+                W = torch.cat([W, W.new_zeros(k, 1)], dim=1)
         else:
             W = init["W"].detach().clone()
             W = W - W[-1:]

@@ -149,6 +149,22 @@ def list_cmd(kind: str, as_json: bool) -> None:
                           highlight=False)
 
 
+@main.command("report")
+@click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write REPRODUCTION.md and figures/ here (default: RESULTS_DIR)")
+def report_cmd(results_dir: Path, to: Path | None) -> None:
+    """Write REPRODUCTION.md: measurements beside the papers' numbers, with figures."""
+    from .report import write_report
+
+    try:
+        path = write_report(results_dir, to)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    console.print(f"wrote {path}")
+
+
 @main.command("leaderboard")
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def leaderboard_cmd(results_dir: Path) -> None:

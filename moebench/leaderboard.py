@@ -28,7 +28,8 @@ COLUMNS = [
 ]
 
 
-def _direction(metric: str) -> str:
+def metric_direction(metric: str) -> str:
+    """``"min"`` or ``"max"``: which way the registered metric ``metric`` is better."""
     try:
         return plugins.get("metrics", metric).direction
     except Exception:
@@ -79,7 +80,7 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     "statuses": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
                 }
             )
-        sign = -1.0 if _direction(metric) == "max" else 1.0
+        sign = -1.0 if metric_direction(metric) == "max" else 1.0
         block.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not
                                   math.isnan(r["mean"]) else 0.0, r["algorithm"]))
         for i, r in enumerate(block, start=1):
@@ -122,7 +123,7 @@ def to_markdown(board: pd.DataFrame) -> str:
     parts = []
     for (exp, ds), group in board.groupby(["experiment", "dataset"], sort=False):
         metric = group["metric"].iloc[0]
-        arrow = "higher is better" if _direction(metric) == "max" else "lower is better"
+        arrow = "higher is better" if metric_direction(metric) == "max" else "lower is better"
         parts.append(f"### {exp} — {ds}\n\nranked by `{metric}` ({arrow})\n")
         parts.append("| " + " | ".join(HEADERS) + " |")
         parts.append("|" + "---|" * len(HEADERS))

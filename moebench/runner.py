@@ -380,6 +380,7 @@ def run_suite(
     manifest["cells"] = total
     manifest["rank_by"] = {e.name: e.rank_by for e in experiments}
     manifest["metrics"] = {e.name: e.metrics for e in experiments}
+    manifest["experiments"] = [_describe_experiment(e) for e in experiments]
     done = 0
 
     def on_cell(rows: list[dict[str, Any]]) -> None:
@@ -415,4 +416,25 @@ def run_suite(
         if store.rows:
             store.write_table()
             write_leaderboards(store.directory)
+            if any(e.reference or e.figures for e in experiments):
+                from .report import write_report
+
+                write_report(store.directory)
     return store.directory
+
+
+def _describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:
+    """What the report needs to know about an experiment, stored in the manifest."""
+    return {
+        "name": exp.name,
+        "description": exp.description,
+        "repetitions": exp.repetitions,
+        "budget": exp.budget.model_dump(),
+        "init": exp.init.model_dump(),
+        "metrics": exp.metrics,
+        "rank_by": exp.rank_by,
+        "datasets": {v.id: {"name": v.name, "params": v.params} for v in exp.datasets},
+        "algorithms": {v.id: {"name": v.name, "params": v.params} for v in exp.algorithms},
+        "reference": exp.reference.model_dump() if exp.reference else None,
+        "figures": [f.model_dump() for f in exp.figures],
+    }

@@ -84,6 +84,45 @@ class Quick(_Strict):
     budget: Budget | None = None
 
 
+class ReferenceValue(_Strict):
+    """A number a paper reports, to be set beside moebench's measurement."""
+
+    dataset: str = Field(description="dataset variant id, as on the leaderboard")
+    algorithm: str = Field(description="algorithm variant id")
+    metric: str
+    mean: float
+    std: float | None = None
+    iteration: int | None = Field(None, ge=0, description="at this iteration (default: final)")
+
+
+class Claim(_Strict):
+    """A qualitative claim of a paper: ``better`` beats ``than`` on ``metric``."""
+
+    text: str
+    better: str = Field(description="algorithm variant id that should win")
+    than: str = Field(description="algorithm variant id that should lose")
+    metric: str
+    iteration: int | None = Field(None, ge=0, description="compare at this iteration "
+                                  "(default: final values)")
+
+
+class Reference(_Strict):
+    """What the source paper reports for an experiment."""
+
+    source: str = Field(description="e.g. 'Makkuva et al. 2019, Table 1'")
+    note: str = ""
+    values: list[ReferenceValue] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
+
+
+class Figure(_Strict):
+    """A convergence plot: a metric against iterations, mean and spread over seeds."""
+
+    metric: str
+    title: str | None = None
+    log_y: bool = False
+
+
 class _Settings(_Strict):
     quick: Quick | None = None
     repetitions: int | None = Field(None, ge=1)
@@ -96,6 +135,8 @@ class _Settings(_Strict):
 class Experiment(_Settings):
     name: str
     description: str = ""
+    reference: Reference | None = None
+    figures: list[Figure] = Field(default_factory=list)
     datasets: list[DatasetEntry] = Field(min_length=1)
     algorithms: list[AlgorithmEntry] = Field(min_length=1)
 
@@ -149,6 +190,8 @@ class ResolvedExperiment:
     rank_by: str
     datasets: list[Variant]
     algorithms: list[Variant]
+    reference: Reference | None = None
+    figures: tuple[Figure, ...] = ()
 
 
 DEFAULT_METRICS = ["param_error", "train_nll", "test_nll", "test_mse"]
@@ -291,6 +334,38 @@ def _expand(
     return variants
 
 
+def _check_reference(
+    exp: Experiment,
+    loc: tuple[Any, ...],
+    metrics: list[str],
+    datasets: list[Variant],
+    algorithms: list[Variant],
+    problems: _Problems,
+) -> None:
+    """Reference numbers, claims and figures must name this experiment's ids and metrics."""
+    dataset_ids = {v.id for v in datasets}
+    algorithm_ids = {v.id for v in algorithms}
+
+    def check(where: tuple[Any, ...], value: str, valid: set[str], what: str) -> None:
+        if value not in valid:
+            problems.add(where, f"unknown {what} {value!r}; this experiment has: "
+                         f"{', '.join(sorted(valid))}")
+
+    if exp.reference is not None:
+        for j, ref in enumerate(exp.reference.values):
+            here = loc + ("reference", "values", j)
+            check(here + ("dataset",), ref.dataset, dataset_ids, "dataset")
+            check(here + ("algorithm",), ref.algorithm, algorithm_ids, "algorithm")
+            check(here + ("metric",), ref.metric, set(metrics), "metric")
+        for j, claim in enumerate(exp.reference.claims):
+            here = loc + ("reference", "claims", j)
+            check(here + ("better",), claim.better, algorithm_ids, "algorithm")
+            check(here + ("than",), claim.than, algorithm_ids, "algorithm")
+            check(here + ("metric",), claim.metric, set(metrics), "metric")
+    for j, figure in enumerate(exp.figures):
+        check(loc + ("figures", j, "metric"), figure.metric, set(metrics), "metric")
+
+
 def resolve(
     suite: Suite, source: str = "<suite>", quick: bool = False, seeds: int | None = None
 ) -> list[ResolvedExperiment]:
@@ -352,6 +427,7 @@ def resolve(
                 problems.add(
                     loc + (what,), f"two entries have the id {dup!r}; give them distinct labels"
                 )
+        _check_reference(exp, loc, metrics, datasets, algorithms, problems)
         fast = (exp.quick or suite.quick or Quick()) if quick else Quick()
         resolved.append(
             ResolvedExperiment(
@@ -365,6 +441,8 @@ def resolve(
                 rank_by=rank_by,
                 datasets=datasets,
                 algorithms=algorithms,
+                reference=exp.reference,
+                figures=tuple(exp.figures),
             )
         )
     problems.raise_if_any()

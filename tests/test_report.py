@@ -1,0 +1,81 @@
+"""REPRODUCTION.md: paper numbers beside measurements, verdicts, claims and figures."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from moebench.errors import SuiteError
+from moebench.report import verdict, write_report
+from moebench.runner import run_suite
+from moebench.suite import parse_suite, resolve
+
+SUITE = """
+name: report-test
+seed: 3
+repetitions: 2
+budget: {max_iter: 8}
+experiments:
+  - name: tiny
+    description: A tiny experiment.
+    metrics: [param_error, regressor_fit, train_nll]
+    leaderboard: {rank_by: param_error}
+    reference:
+      source: A paper, Table 9
+      values:
+        - {dataset: synthetic-moe, algorithm: joint-em, metric: regressor_fit, mean: 0.5,
+           std: 0.01}
+        - {dataset: synthetic-moe, algorithm: joint-em, metric: param_error, mean: 1.0e-6}
+      claims:
+        - {text: EM beats GD, better: joint-em, than: gd, metric: train_nll}
+        - {text: GD beats EM at iteration 2, better: gd, than: joint-em, metric: train_nll,
+           iteration: 2}
+    figures:
+      - {metric: param_error, log_y: true}
+    datasets:
+      - name: synthetic-moe
+        params: {n: 600, n_test: 100, d: 4, k: 2, sigma: 0.2}
+    algorithms:
+      - name: joint-em
+      - name: gd
+        params: {lr: 0.01}
+"""
+
+
+def test_verdicts():
+    assert verdict(0.95, 0.93, 0.03, 0.01, "max") == "reproduced"
+    assert verdict(0.99, 0.93, 0.03, 0.01, "max") == "better"
+    assert verdict(0.80, 0.93, 0.03, 0.01, "max") == "worse"
+    assert verdict(0.10, 0.50, None, 0.0, "min") == "better"
+    assert verdict(0.51, 0.50, None, 0.0, "min") == "reproduced"  # 5 % without spreads
+
+
+def test_report_sets_paper_numbers_beside_measurements(fresh_plugins, tmp_path):
+    directory = run_suite(parse_suite(textwrap.dedent(SUITE)), tmp_path)
+    report = (directory / "REPRODUCTION.md").read_text()
+    assert "A paper, Table 9" in report and "A tiny experiment." in report
+    assert "| synthetic-moe | joint-em | regressor_fit | 0.5 ± 0.01 |" in report
+    assert "better |" in report  # EM recovers the regressors far better than 0.5
+    assert "| EM beats GD | synthetic-moe | train_nll: joint-em" in report
+    lines = [line for line in report.splitlines() if line.startswith("| EM beats GD")]
+    assert lines and lines[0].endswith("| holds |")
+    lines = [line for line in report.splitlines() if line.startswith("| GD beats EM")]
+    assert lines[0].endswith("| does not hold |")
+    figures = list((directory / "figures").glob("*.png"))
+    assert len(figures) == 1 and figures[0].stat().st_size > 1000
+    assert f"](figures/{figures[0].name})" in report
+    assert "Machine:" in report and "wall time" in report
+    other = write_report(directory, tmp_path / "copy")
+    assert other.read_text() == report
+    assert (tmp_path / "copy" / "figures" / figures[0].name).is_file()
+
+
+def test_reference_must_name_real_ids(fresh_plugins):
+    text = textwrap.dedent(SUITE).replace("algorithm: joint-em, metric: regressor_fit",
+                                          "algorithm: joint-me, metric: regressor_fit")
+    with pytest.raises(SuiteError) as info:
+        resolve(parse_suite(text))
+    ((where, message),) = info.value.problems
+    assert where.startswith("experiments[0].reference.values[0].algorithm")
+    assert "joint-em" in message

@@ -1,0 +1,31 @@
+"""The main job, in quick mode: every experiment of suites/paper.yaml runs and is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moebench.results import read_results
+from moebench.runner import run_suite
+from moebench.suite import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared datasets beside the clone")
+def test_paper_suite_quick(fresh_plugins, tmp_path):
+    suite = load_suite(ROOT / "suites" / "paper.yaml")
+    directory = run_suite(suite, tmp_path, quick=True, suite_path="suites/paper.yaml")
+    finals = read_results(directory).query("record == 'final'")
+    assert set(finals["experiment"]) == {e.name for e in suite.experiments}
+    bad = finals[finals["status"].isin(["error", "diverged"])]
+    assert bad.empty, bad[["experiment", "dataset", "algorithm", "message"]].to_string()
+    skipped = finals[finals["status"] == "skipped"]
+    assert set(skipped["dataset"]) <= {"cifar10"}, skipped[["dataset", "message"]].to_string()
+    report = (directory / "REPRODUCTION.md").read_text()
+    for exp in suite.experiments:
+        assert f"## {exp.name}" in report
+    assert "Makkuva et al. 2019, Table 1" in report and "| reproduced |" in report
+    assert list((directory / "figures").glob("*.png"))

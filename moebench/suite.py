@@ -297,9 +297,42 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+def _check_model_choice(choice: ModelChoice, loc: tuple[Any, ...], problems: _Problems) -> None:
+    """A model override must name a registered family and parameters it accepts.
+
+    Without a ``name`` the family is the dataset's (known only once loaded): the parameters
+    must then be valid for at least one registered family.
+    """
+    if choice.name is not None:
+        try:
+            families = {choice.name: plugins.get("models", choice.name)}
+        except PluginError as exc:
+            problems.add(loc + ("name",), str(exc))
+            return
+    else:
+        families = plugins.components("models")
+    first: ValidationError | None = None
+    for cls in families.values():
+        try:
+            cls.Params.model_validate(choice.params)
+            return
+        except ValidationError as exc:
+            first = first or exc
+    if first is None:
+        return
+    for err in first.errors():
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = ("unknown parameter of model " + (repr(choice.name) if choice.name else
+                   "families " + ", ".join(families)))
+        problems.add(loc + ("params",) + tuple(err["loc"]), msg)
+
+
 def _expand(
     entry: Component, kind: str, loc: tuple[Any, ...], problems: _Problems, quick: bool = False
 ) -> list[Variant]:
+    if isinstance(entry, DatasetEntry) and entry.model is not None:
+        _check_model_choice(entry.model, loc + ("model",), problems)
     try:
         cls = plugins.get(kind, entry.name)
     except PluginError as exc:

@@ -170,3 +170,15 @@ def test_bad_quick_parameter_is_named(fresh_plugins):
     with pytest.raises(SuiteError) as info:
         resolve(parse_suite(text, "s.yaml"), "s.yaml", quick=True)
     assert info.value.problems[0][0].startswith("datasets[0].quick.n")
+
+
+def test_model_override_is_checked_before_running(fresh_plugins):
+    text = GOOD.replace("    grid: {k: [2, 3]}", "    grid: {k: [2, 3]}\n"
+                        "    model: {params: {noize: shared}}")
+    ((where, message),) = problems(text)
+    assert where.startswith("datasets[0].model.params.noize")
+    assert "unknown parameter of model families" in message
+    ((where, message),) = problems(text.replace("{params: {noize: shared}}",
+                                                "{name: regresion-moe}"))
+    assert where.startswith("datasets[0].model.name") and "regression-moe" in message
+    resolve(parse_suite(text.replace("noize", "noise")))

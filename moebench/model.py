@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import UnsupportedProblem
 from .params import NoParams, Params
 
 #: Model parameters: named tensors on the model's device (e.g. ``{"A": (k, d), "W": (k, d)}``).
@@ -64,14 +65,24 @@ class Model(ABC):
     ):
         self.params = params if params is not None else self.Params()
         self.n_features = int(n_features)
-        self.n_classes = n_classes
+        if self.task == "classification" and (n_classes is None or int(n_classes) < 2):
+            raise UnsupportedProblem(
+                f"{self.name} needs classification data with n_classes >= 2 (got {n_classes})"
+            )
+        self.n_classes = int(n_classes) if n_classes is not None else None
         self.device = torch.device(device)
         self.dtype = dtype
 
     @property
-    @abstractmethod
     def n_experts(self) -> int:
-        """Number of experts ``k``."""
+        """Number of experts ``k`` (the ``k`` hyper-parameter unless a family fixes it)."""
+        return int(self.params.k)
+
+    def randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Standard normal draws from ``generator`` (in float64 on the generator's device, so
+        the numbers do not depend on the model's dtype), on the model's device and dtype."""
+        t = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
+        return t.to(self.device, self.dtype)
 
     @abstractmethod
     def shapes(self) -> dict[str, tuple[int, ...]]:

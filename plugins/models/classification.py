@@ -322,30 +322,7 @@ class LogisticMoE(SupportsEM):
             20, ge=1, description="L-BFGS iterations per expert M-step when Newton is too large"
         )
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        n_features: int,
-        n_classes: int | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ):
-        super().__init__(
-            params, n_features=n_features, n_classes=n_classes, device=device, dtype=dtype
-        )
-        if n_classes is None or int(n_classes) < 2:
-            raise UnsupportedProblem(
-                f"{self.name} needs classification data with n_classes >= 2 (got {n_classes})"
-            )
-        self.n_classes = int(n_classes)
-
     # ------------------------------------------------------------------ shapes and features
-
-    @property
-    def n_experts(self) -> int:
-        """Number of experts ``k``."""
-        return int(self.params.k)
 
     @property
     def dim(self) -> int:
@@ -364,10 +341,6 @@ class LogisticMoE(SupportsEM):
         return torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
 
     # ------------------------------------------------------------------ initialisation
-
-    def _randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        t = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
-        return t.to(self.device, self.dtype)
 
     def init_params(
         self, spec: InitSpec, generator: torch.Generator, truth: ParamDict | None = None
@@ -398,11 +371,11 @@ class LogisticMoE(SupportsEM):
         """
         k, C, d = self.n_experts, self.n_classes, self.dim
         if spec.scheme == "random":
-            B = self._randn((k, C, d), generator) * (spec.scale / math.sqrt(d))
-            W = self._randn((k, d), generator) * (spec.scale / math.sqrt(d))
+            B = self.randn((k, C, d), generator) * (spec.scale / math.sqrt(d))
+            W = self.randn((k, d), generator) * (spec.scale / math.sqrt(d))
         elif spec.scheme == "unit-rows":
-            B = _rows_to_norm(self._randn((k, C, d), generator), spec.scale)
-            W = _rows_to_norm(self._randn((k, d), generator), spec.scale)
+            B = _rows_to_norm(self.randn((k, C, d), generator), spec.scale)
+            W = _rows_to_norm(self.randn((k, d), generator), spec.scale)
         elif spec.scheme == "near-truth":
             if truth is None:
                 raise InitError(
@@ -415,10 +388,10 @@ class LogisticMoE(SupportsEM):
                     raise InitError(f"truth[{name!r}] has shape {got}, expected {shape}")
             B_t = truth["B"].to(self.device, self.dtype)
             W_t = truth["W"].to(self.device, self.dtype)
-            B = B_t + _to_frobenius(self._randn((k, C, d), generator), spec.radius)
+            B = B_t + _to_frobenius(self.randn((k, C, d), generator), spec.radius)
             W = W_t - W_t[-1:]
             if k > 1:
-                W[:-1] += _to_frobenius(self._randn((k - 1, d), generator), spec.radius)
+                W[:-1] += _to_frobenius(self.randn((k - 1, d), generator), spec.radius)
         else:  # pragma: no cover - InitSpec validates the scheme
             raise InitError(f"unknown init scheme {spec.scheme!r}")
         W = W.clone()

@@ -72,29 +72,6 @@ class DeepMoE(SupportsEM):
             "adam", description="inner optimiser of the M-step (fresh state every M-step)"
         )
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        n_features: int,
-        n_classes: int | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ):
-        super().__init__(
-            params, n_features=n_features, n_classes=n_classes, device=device, dtype=dtype
-        )
-        if n_classes is None or int(n_classes) < 2:
-            raise UnsupportedProblem(
-                f"{self.name} needs classification data with n_classes >= 2 (got {n_classes})"
-            )
-        self.n_classes = int(n_classes)
-
-    @property
-    def n_experts(self) -> int:
-        """Number of experts ``k``."""
-        return int(self.params.k)
-
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the expert and gate tensors."""
         k, h, d, C = self.n_experts, self.params.hidden, self.n_features, self.n_classes
@@ -104,10 +81,6 @@ class DeepMoE(SupportsEM):
         }
 
     # ------------------------------------------------------------------ initialisation
-
-    def _randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        t = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
-        return t.to(self.device, self.dtype)
 
     def init_params(
         self, spec: InitSpec, generator: torch.Generator, truth: ParamDict | None = None
@@ -148,7 +121,7 @@ class DeepMoE(SupportsEM):
                 )
             out = {}
             for name, shape in shapes.items():
-                noise = self._randn(shape, generator)
+                noise = self.randn(shape, generator)
                 noise = noise * (spec.radius / noise.norm().clamp_min(1e-300))
                 out[name] = truth[name].to(self.device, self.dtype) + noise
             return out
@@ -157,7 +130,7 @@ class DeepMoE(SupportsEM):
             if name not in _WEIGHTS:
                 out[name] = torch.zeros(shape, dtype=self.dtype, device=self.device)
                 continue
-            w = self._randn(shape, generator)
+            w = self.randn(shape, generator)
             if spec.scheme == "random":
                 out[name] = w * (spec.scale / math.sqrt(shape[-1]))
             elif spec.scheme == "unit-rows":

@@ -104,12 +104,6 @@ class _SymmetricMoE(SupportsEM):
 
     # ------------------------------------------------------------------ initialisation
 
-    def _randn(self, generator: torch.Generator) -> torch.Tensor:
-        t = torch.randn(
-            (self.n_features,), generator=generator, dtype=torch.float64, device=generator.device
-        )
-        return t.to(self.device, self.dtype)
-
     def init_params(
         self, spec: InitSpec, generator: torch.Generator, truth: ParamDict | None = None
     ) -> ParamDict:
@@ -138,9 +132,10 @@ class _SymmetricMoE(SupportsEM):
         """
         d = self.n_features
         if spec.scheme == "random":
-            return {n: self._randn(generator) * (spec.scale / math.sqrt(d)) for n in ("beta", "w")}
+            scale = spec.scale / math.sqrt(d)
+            return {n: self.randn((d,), generator) * scale for n in ("beta", "w")}
         if spec.scheme == "unit-rows":
-            return {n: _to_norm(self._randn(generator), spec.scale) for n in ("beta", "w")}
+            return {n: _to_norm(self.randn((d,), generator), spec.scale) for n in ("beta", "w")}
         if spec.scheme == "near-truth":
             if truth is None:
                 raise InitError(
@@ -153,7 +148,7 @@ class _SymmetricMoE(SupportsEM):
                     got = tuple(truth[n].shape) if n in truth else "missing"
                     raise InitError(f"truth[{n!r}] has shape {got}, expected {(d,)}")
                 base = truth[n].to(self.device, self.dtype)
-                out[n] = base + _to_norm(self._randn(generator), spec.radius)
+                out[n] = base + _to_norm(self.randn((d,), generator), spec.radius)
             return out
         raise InitError(f"unknown init scheme {spec.scheme!r}")  # pragma: no cover
 

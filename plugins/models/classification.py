@@ -43,6 +43,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 
 import numpy as np
@@ -287,7 +288,51 @@ def _gate_m_step(
 # ---------------------------------------------------------------------------------- the model
 
 
-class LogisticMoE(SupportsEM):
+class CategoricalExpertsMoE(SupportsEM):
+    """An MoE whose experts output class probabilities (logistic or MLP experts).
+
+    Subclasses give :meth:`gate_log_probs` ``(n, k)`` and :meth:`expert_log_probs`
+    ``(n, k, C)``; the joint, the prediction and the complete-data KL follow from them.
+    """
+
+    task = "classification"
+
+    @abstractmethod
+    def gate_log_probs(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """``log p(z = i | x_n)``, shape ``(n, k)``."""
+
+    @abstractmethod
+    def expert_log_probs(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """``log p(y = c | x_n, z = i)``, shape ``(n, k, C)``."""
+
+    def joint_log_probs(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``."""
+        lp = self.expert_log_probs(params, X)
+        idx = as_labels(y)[:, None, None].expand(-1, lp.shape[1], 1)
+        return self.gate_log_probs(params, X) + lp.gather(2, idx)[:, :, 0]
+
+    def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``sum_i p(z = i | x) p(y = c | x, z = i)``, shape ``(n, C)``."""
+        lp = self.gate_log_probs(params, X)[:, :, None] + self.expert_log_probs(params, X)
+        return torch.exp(torch.logsumexp(lp, dim=1))
+
+    def complete_data_kl(
+        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample ``KL(p(y, z | x_n; old) || p(y, z | x_n; new))``, shape ``(n,)``.
+
+        See :func:`complete_data_kl_from_log_probs`. With it, ``mirror-em``'s ``md_objective``,
+        ``-eta (Q_R(new) - Q_R(old)) + (1 - eta) KL``, equals ``-(F_eta(new) - F_eta(old))``
+        exactly (``<= 0``), since ``F_eta(theta) = eta Q_R(theta) + (1 - eta) Q_self(theta)`` and
+        ``Q_self(new) - Q_self(old) = -KL``.
+        """
+        return complete_data_kl_from_log_probs(
+            self.gate_log_probs(params_old, X), self.gate_log_probs(params_new, X),
+            self.expert_log_probs(params_old, X), self.expert_log_probs(params_new, X),
+        )
+
+
+class LogisticMoE(CategoricalExpertsMoE):
     """Mixture of ``k`` multinomial-logistic experts ``softmax(B_i x)`` with a softmax gate.
 
     Parameters are ``{"B": (k, C, d'), "W": (k, d')}`` with ``d' = d`` (plus one with an
@@ -298,7 +343,6 @@ class LogisticMoE(SupportsEM):
 
     name = "logistic-moe"
     summary = "k multinomial-logistic experts softmax(B_i x) with a softmax gate"
-    task = "classification"
 
     class Params(Params):
         """Hyper-parameters of the logistic MoE family."""
@@ -409,25 +453,6 @@ class LogisticMoE(SupportsEM):
         logits = torch.einsum("nd,kcd->nkc", self.features(X), params["B"])
         return torch.log_softmax(logits, dim=2)
 
-    def joint_log_probs(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``."""
-        lp = self.expert_log_probs(params, X)
-        idx = as_labels(y)[:, None, None].expand(-1, lp.shape[1], 1)
-        return self.gate_log_probs(params, X) + lp.gather(2, idx)[:, :, 0]
-
-    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over experts, shape ``(n,)``."""
-        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
-
-    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Responsibilities ``p(z_n = i | x_n, y_n)``, shape ``(n, k)``, rows summing to one."""
-        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
-
-    def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``sum_i softmax(W x)_i softmax(B_i x)``, shape ``(n, C)``."""
-        lp = self.gate_log_probs(params, X)[:, :, None] + self.expert_log_probs(params, X)
-        return torch.exp(torch.logsumexp(lp, dim=1))
-
     # ------------------------------------------------------------------ parameter error
 
     def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:
@@ -524,21 +549,6 @@ class LogisticMoE(SupportsEM):
         """``F_eta(theta)`` for the targets of :meth:`m_step_targets` (``Q / n`` at ``eta = 1``)."""
         return soft_target_objective(
             self.gate_log_probs(params, X), self.expert_log_probs(params, X), G, T
-        )
-
-    def complete_data_kl(
-        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
-    ) -> torch.Tensor:
-        """Per-sample ``KL(p(y, z | x_n; old) || p(y, z | x_n; new))``, shape ``(n,)``.
-
-        See :func:`complete_data_kl_from_log_probs`. With it, ``mirror-em``'s ``md_objective``,
-        ``-eta (Q_R(new) - Q_R(old)) + (1 - eta) KL``, equals ``-(F_eta(new) - F_eta(old))``
-        exactly (``<= 0``), since ``F_eta(theta) = eta Q_R(theta) + (1 - eta) Q_self(theta)`` and
-        ``Q_self(new) - Q_self(old) = -KL``.
-        """
-        return complete_data_kl_from_log_probs(
-            self.gate_log_probs(params_old, X), self.gate_log_probs(params_new, X),
-            self.expert_log_probs(params_old, X), self.expert_log_probs(params_new, X),
         )
 
     def m_step(

@@ -25,14 +25,13 @@ from moebench import InitSpec, ParamDict, Params, hookimpl
 from moebench.errors import UnsupportedProblem
 
 from .classification import (
+    CategoricalExpertsMoE,
     _has_layout,
     _permuted_error,
-    as_labels,
-    complete_data_kl_from_log_probs,
     mirror_targets,
     soft_target_objective,
 )
-from .em import GateOptions, SupportsEM
+from .em import GateOptions
 from .regression import InitError
 
 __all__ = ["DeepMoE"]
@@ -43,7 +42,7 @@ _GATE = ("Ug", "bg", "Vg", "cg")
 _WEIGHTS = ("U", "V", "Ug", "Vg")
 
 
-class DeepMoE(SupportsEM):
+class DeepMoE(CategoricalExpertsMoE):
     """Mixture of ``k`` one-hidden-layer ReLU MLP classifiers with a one-hidden-layer MLP gate.
 
     Parameters (``h = hidden``, ``C`` classes)::
@@ -57,7 +56,6 @@ class DeepMoE(SupportsEM):
 
     name = "deep-moe"
     summary = "k one-hidden-layer ReLU MLP classifiers with an MLP gate (Fruytier et al. 2025)"
-    task = "classification"
 
     class Params(Params):
         """Hyper-parameters of the deep MoE family."""
@@ -152,25 +150,6 @@ class DeepMoE(SupportsEM):
         logits = torch.einsum("nkh,kch->nkc", H, params["V"]) + params["c"]
         return torch.log_softmax(logits, dim=2)
 
-    def joint_log_probs(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``."""
-        lp = self.expert_log_probs(params, X)
-        idx = as_labels(y)[:, None, None].expand(-1, lp.shape[1], 1)
-        return self.gate_log_probs(params, X) + lp.gather(2, idx)[:, :, 0]
-
-    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over experts, shape ``(n,)``."""
-        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
-
-    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Responsibilities ``p(z_n = i | x_n, y_n)``, shape ``(n, k)``, rows summing to one."""
-        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
-
-    def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``sum_i p(z = i | x) p(y = c | x, z = i)``, shape ``(n, C)``."""
-        lp = self.gate_log_probs(params, X)[:, :, None] + self.expert_log_probs(params, X)
-        return torch.exp(torch.logsumexp(lp, dim=1))
-
     # ------------------------------------------------------------------ parameter error
 
     def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:
@@ -241,15 +220,6 @@ class DeepMoE(SupportsEM):
         """``(1/n) [sum G log gate + sum T log expert]`` (``Q / n`` at ``eta = 1``)."""
         return soft_target_objective(
             self.gate_log_probs(params, X), self.expert_log_probs(params, X), G, T
-        )
-
-    def complete_data_kl(
-        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
-    ) -> torch.Tensor:
-        """Per-sample ``KL(p(y, z | x_n; old) || p(y, z | x_n; new))``, shape ``(n,)``."""
-        return complete_data_kl_from_log_probs(
-            self.gate_log_probs(params_old, X), self.gate_log_probs(params_new, X),
-            self.expert_log_probs(params_old, X), self.expert_log_probs(params_new, X),
         )
 
     def m_step(

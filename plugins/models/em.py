@@ -118,6 +118,14 @@ class SupportsEM(Model):
     def joint_log_probs(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``; differentiable in ``params``."""
 
+    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``log p(y_n | x_n)``: log-sum-exp of :meth:`joint_log_probs` over experts."""
+        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
+
+    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Responsibilities ``p(z_n = i | x_n, y_n)``: softmax of :meth:`joint_log_probs`."""
+        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
+
     @abstractmethod
     def param_groups(self) -> dict[str, list[str]]:
         """Parameter names by block: ``{"experts": [...], "gate": [...]}``."""

@@ -167,14 +167,6 @@ class _SymmetricMoE(SupportsEM):
         """``log p(y_n, z | x_n)`` for ``z = +1`` (column 0) and ``z = -1`` (column 1)."""
         return self.gate_log_probs(params, X) + self.expert_log_probs(params, X, y)
 
-    def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over ``z``, shape ``(n,)``."""
-        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
-
-    def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``[tau_n, 1 - tau_n]`` with ``tau_n = P(z = +1 | x_n, y_n)``, shape ``(n, 2)``."""
-        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
-
     # ------------------------------------------------------------------ error and GD helpers
 
     def parameter_error(self, params: ParamDict, truth: ParamDict) -> float:

@@ -1,6 +1,8 @@
-"""Timings of the EM kernels of the regression MoE (E-step, M-steps, a whole iteration).
+"""Timings and peak memory of the EM kernels of the regression MoE, and accuracy tracking.
 
-Run offline with the current environment:  ``asv run --python=same --quick``.
+Every kernel is one implementation (:mod:`moebench_plugins.models.kernels`) shared by all
+algorithms and devices. Run offline with the current environment, e.g.
+``asv run --python=same --quick --bench EMKernels``.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
 
-from .common import regression_problem
+from .common import D_GRID, K_GRID, N_GRID, regression_problem
 
 
 class EMKernels:
-    """E-step, expert M-step, gate Newton M-step and a full EM iteration."""
+    """E-step, expert M-step, one gate Newton step, and a fused EM iteration."""
 
-    params = ([10_000, 100_000], [2, 4], [10])
+    params = (N_GRID, K_GRID, D_GRID)
     param_names = ["n", "k", "d"]
-    timeout = 300
+    timeout = 600
+    number = 1
+    repeat = (3, 7, 60.0)
 
     def setup(self, n, k, d):
         torch.set_grad_enabled(False)
@@ -34,27 +38,41 @@ class EMKernels:
     def time_e_step(self, n, k, d):
         self.model.posterior(self.init, self.X, self.y)
 
+    def peakmem_e_step(self, n, k, d):
+        self.model.posterior(self.init, self.X, self.y)
+
     def time_expert_m_step(self, n, k, d):
+        self.model.m_step_experts(self.X, self.y, self.R, self.init)
+
+    def peakmem_expert_m_step(self, n, k, d):
         self.model.m_step_experts(self.X, self.y, self.R, self.init)
 
     def time_gate_newton_step(self, n, k, d):
         fit_softmax_gate(self.X, self.R, self.init["W"], ridge=1e-6, max_steps=1)
 
+    def peakmem_gate_newton_step(self, n, k, d):
+        fit_softmax_gate(self.X, self.R, self.init["W"], ridge=1e-6, max_steps=1)
+
     def time_em_iteration(self, n, k, d):
-        self.model.m_step(self.X, self.y, self.model.posterior(self.init, self.X, self.y),
-                          self.init, GateOptions())
+        """Fused pass (E-step + every M-step statistic) and one gate Newton step."""
+        self.model.em_step(self.X, self.y, self.init, GateOptions(max_steps=1))
 
     def peakmem_em_iteration(self, n, k, d):
-        self.model.m_step(self.X, self.y, self.model.posterior(self.init, self.X, self.y),
-                          self.init, GateOptions())
+        self.model.em_step(self.X, self.y, self.init, GateOptions(max_steps=1))
+
+    def time_em_iteration_unfused(self, n, k, d):
+        """What ``run_em`` does per iteration: posterior, M-step (gate to convergence), NLL."""
+        R = self.model.posterior(self.init, self.X, self.y)
+        new, _ = self.model.m_step(self.X, self.y, R, self.init, GateOptions())
+        self.model.nll(new, self.X, self.y)
 
 
 class EMAccuracy:
-    """Parameter error of joint EM after a fixed budget: faster-but-wrong shows up here."""
+    """Parameter error after a fixed budget: a change that is faster but wrong shows up here."""
 
     params = ([2, 4],)
     param_names = ["k"]
-    timeout = 300
+    timeout = 600
 
     def track_joint_em_parameter_error(self, k):
         model, X, y, truth, init = regression_problem(20_000, k, 10, seed=1)
@@ -66,3 +84,23 @@ class EMAccuracy:
         return model.parameter_error(params, truth)
 
     track_joint_em_parameter_error.unit = "E(A, W)"
+
+    def track_fused_em_parameter_error(self, k):
+        model, X, y, truth, init = regression_problem(20_000, k, 10, seed=1)
+        params = init
+        with torch.no_grad():
+            for _ in range(50):
+                params, _ = model.em_step(X, y, params, GateOptions())
+        return model.parameter_error(params, truth)
+
+    track_fused_em_parameter_error.unit = "E(A, W)"
+
+    def track_fused_vs_reference_m_step(self, k):
+        """Max difference between the fused step and posterior + M-step (rounding only)."""
+        model, X, y, truth, init = regression_problem(20_000, k, 10, seed=1)
+        with torch.no_grad():
+            a, _ = model.em_step(X, y, init, GateOptions())
+            b, _ = model.m_step(X, y, model.posterior(init, X, y), init, GateOptions())
+        return max(float((a[key] - b[key]).abs().max()) for key in a)
+
+    track_fused_vs_reference_m_step.unit = "max |diff|"

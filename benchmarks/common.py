@@ -1,6 +1,8 @@
-"""Shared set-up for the asv benchmarks: a synthetic regression MoE problem on the CPU."""
+"""Shared set-up for the asv benchmarks: synthetic regression MoE problems on the CPU."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -9,14 +11,20 @@ from moebench.seeding import torch_generator
 from moebench_plugins.datasets.synthetic import SyntheticMoE
 from moebench_plugins.models.regression import RegressionMoE
 
+#: The grid of the kernel benchmarks (numpy / scikit-learn asv conventions: ``params`` lists).
+N_GRID = [10_000, 100_000, 1_000_000]
+K_GRID = [2, 4, 8]
+D_GRID = [10, 100]
 
-def regression_problem(n: int, k: int, d: int, seed: int = 0):
-    """Data, model, truth and a random initialisation (float64, CPU)."""
+
+@functools.lru_cache(maxsize=2)
+def regression_problem(n: int, k: int, d: int, seed: int = 0, sigma: float = 0.5):
+    """Data, model, truth and a random initialisation (float64, CPU), cached per process."""
     gating = "orthogonal" if d >= 2 * k - 1 else "generic"
-    dataset = SyntheticMoE(SyntheticMoE.Params(n=n, n_test=10, d=d, k=k, sigma=0.5,
+    dataset = SyntheticMoE(SyntheticMoE.Params(n=n, n_test=10, d=d, k=k, sigma=sigma,
                                                gating=gating))
     data = dataset.load(seed)
-    model = RegressionMoE(RegressionMoE.Params(k=k, sigma=0.5), n_features=d)
+    model = RegressionMoE(RegressionMoE.Params(k=k, sigma=sigma), n_features=d)
     X = torch.as_tensor(data.X_train)
     y = torch.as_tensor(data.y_train)
     truth = model.as_tensors(data.truth)

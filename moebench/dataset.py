@@ -74,8 +74,8 @@ class Data:
             for name, a in ((f"X_{split}", X), (f"y_{split}", y)):
                 if not np.issubdtype(a.dtype, np.number):
                     raise DataError(f"{name} is not numeric (dtype {a.dtype})")
-                if not np.all(np.isfinite(a)):
-                    bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                bad = _count_nonfinite(a)
+                if bad:
                     raise DataError(f"{name} contains {bad} NaN or infinite values")
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise DataError(
@@ -86,6 +86,19 @@ class Data:
     @property
     def n_features(self) -> int:
         return int(self.X_train.shape[1])
+
+
+#: Rows per block when validating, so that memory-mapped arrays are checked block by block.
+_VALIDATE_ROWS = 1 << 18
+
+
+def _count_nonfinite(a: np.ndarray) -> int:
+    """Number of NaN or infinite entries, counted in row blocks (no array-sized temporary)."""
+    bad = 0
+    for start in range(0, a.shape[0], _VALIDATE_ROWS):
+        block = np.asarray(a[start : start + _VALIDATE_ROWS])
+        bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+    return bad
 
 
 def _shape(a: object) -> str:

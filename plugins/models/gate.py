@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEFAULT_TOL", "fit_softmax_gate", "gate_objective", "project_rows"]
+from .kernels import DEFAULT_CHUNK_SIZE, GateStats, LabelFn, RowChunks, gate_pass
+
+__all__ = ["DEFAULT_TOL", "fit_gate_chunked", "fit_softmax_gate", "gate_objective", "project_rows"]
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
@@ -60,33 +62,6 @@ def gate_objective(X: torch.Tensor, R: torch.Tensor, W: torch.Tensor, ridge: flo
     # 0 * log(0) must count as 0 (a hard label with a saturated gate).
     ll = torch.where(R > 0, R * logp, torch.zeros_like(logp)).sum() / X.shape[0]
     return ll - 0.5 * ridge * (W * W).sum()
-
-
-def _newton_system(
-    X: torch.Tensor, R: torch.Tensor, V: torch.Tensor, ridge: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradient of ``J`` in the free rows ``V`` and the negated Hessian (positive definite).
-
-    Returns ``(G, M, P)`` with ``G`` of shape ``(k-1, d)``, ``M`` of shape ``((k-1) d, (k-1) d)``
-    in row-major order of ``V``, and the gate probabilities ``P`` (``n x k``).
-    """
-    n, d = X.shape
-    km1 = V.shape[0]
-    W = torch.cat([V, V.new_zeros(1, d)], dim=0)
-    P = torch.softmax(X @ W.T, dim=1)
-    s = R.sum(dim=1)  # 1 for proper responsibilities; kept general for weighted samples
-    G = (R[:, :km1] - P[:, :km1] * s[:, None]).T @ X / n - ridge * V
-    # -Hessian = (1/n) sum_n s_n (diag(p) - p p^T) (x) x x^T  + ridge I, on the free block.
-    Ps = P[:, :km1] * s[:, None]
-    Z = (P[:, :km1] * s.clamp_min(0).sqrt()[:, None])[:, :, None] * X[:, None, :]
-    Z = Z.reshape(n, km1 * d)
-    M = -(Z.T @ Z)
-    for a in range(km1):
-        sl = slice(a * d, (a + 1) * d)
-        M[sl, sl] += X.T @ (Ps[:, a : a + 1] * X)
-    M /= n
-    M.diagonal().add_(ridge)
-    return G, M, P
 
 
 def project_rows(V: torch.Tensor, radius: float) -> torch.Tensor:
@@ -177,6 +152,7 @@ def fit_softmax_gate(
     max_steps: int = 20,
     tol: float = DEFAULT_TOL,
     radius: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Maximise the soft-label softmax-regression objective ``J`` by damped Newton.
 
@@ -200,6 +176,8 @@ def fit_softmax_gate(
     radius
         If set, maximise over the feasible set ``||w_i|| <= radius`` of the free rows. ``W0`` is
         first projected onto it; every accepted step stays feasible and increases ``J``.
+    chunk_size
+        Rows per chunk of the passes over the data (:mod:`~moebench_plugins.models.kernels`).
 
     Returns
     -------
@@ -212,15 +190,64 @@ def fit_softmax_gate(
 
     Notes
     -----
-    The negated Hessian of the free ``(k-1) d`` block is assembled as
-    ``blockdiag(X^T diag(p_a) X) - Z^T Z`` with ``Z = [p_1 X, ..., p_{k-1} X]`` (scaled by
-    ``1/n``) plus ``ridge * I`` and factorised by Cholesky. Steps are backtracked until the Armijo
-    condition holds; a step that would not increase ``J`` is never taken.
+    The negated Hessian of the free ``(k-1) d`` block,
+    ``(1/n) sum_n s_n (diag(p_n) - p_n p_n^T) (x) x_n x_n^T + ridge I``, is accumulated chunk by
+    chunk as ``k (k - 1) / 2`` weighted Grams in one GEMM per chunk
+    (:func:`~moebench_plugins.models.kernels.gate_pass`) and factorised by Cholesky. Steps are
+    backtracked until the Armijo condition holds; a step that would not increase ``J`` is never
+    taken. The pass that evaluates a full step also accumulates the Newton system there, so an
+    accepted full step costs one pass.
 
     With a radius, the direction is ``U - V`` where ``U`` maximises the quadratic model
     ``g^T (U - V) - (U - V)^T M (U - V) / 2`` over the balls; it equals the Newton step when the
     Newton point is feasible, and is an ascent direction
     (``g^T (U - V) >= (U - V)^T M (U - V) / 2``) whose segment stays feasible by convexity.
+    """
+    n, d = X.shape
+    k = R.shape[1]
+    if R.shape[0] != n:
+        raise ValueError(f"R has {R.shape[0]} rows, X has {n}")
+    chunks = RowChunks(X, None, chunk_size=chunk_size)
+    return fit_gate_chunked(
+        chunks, R, W0, ridge=ridge, max_steps=max_steps, tol=tol, radius=radius, n_labels=k
+    )
+
+
+def fit_gate_chunked(
+    chunks: RowChunks,
+    labels: torch.Tensor | LabelFn,
+    W0: torch.Tensor,
+    *,
+    ridge: float = 1e-6,
+    max_steps: int = 20,
+    tol: float = DEFAULT_TOL,
+    radius: float | None = None,
+    n_labels: int | None = None,
+    first: GateStats | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """:func:`fit_softmax_gate` on chunked (possibly streamed) gate inputs.
+
+    Parameters
+    ----------
+    chunks
+        The gate inputs (with the intercept row if any); their targets are unused.
+    labels
+        Soft labels ``(n, k)`` or a :data:`~moebench_plugins.models.kernels.LabelFn`
+        recomputing them chunk by chunk.
+    W0
+        Starting point ``(k, d')``.
+    ridge, max_steps, tol, radius
+        As in :func:`fit_softmax_gate`.
+    n_labels
+        ``k`` (checked against ``W0``); default ``W0.shape[0]``.
+    first
+        The gate statistics at ``W0`` with these labels and the Newton system, if a fused pass
+        already computed them (used unless ``W0`` had to be projected).
+
+    Returns
+    -------
+    tuple
+        ``(W, info)`` as :func:`fit_softmax_gate`.
     """
     if ridge < 0 or (ridge == 0 and radius is None):
         raise ValueError(
@@ -229,28 +256,36 @@ def fit_softmax_gate(
         )
     if radius is not None and not radius > 0:
         raise ValueError(f"radius must be positive (got {radius})")
-    n, d = X.shape
-    k = R.shape[1]
+    n, d = chunks.n_rows, chunks.n_features
+    k = n_labels if n_labels is not None else W0.shape[0]
     if W0.shape != (k, d):
         raise ValueError(f"W0 has shape {tuple(W0.shape)}, expected {(k, d)}")
-    V = W0[:-1].detach().clone()
-    zero_row = X.new_zeros(1, d)
+    V = W0[:-1].detach().to(chunks.device, chunks.dtype).clone()
+    zero_row = V.new_zeros(1, d)
     projected_start = False
     if radius is not None and k > 1:
         P0 = project_rows(V, radius)
         projected_start = not torch.equal(P0, V)
         V = P0
 
-    def objective(V_: torch.Tensor) -> float:
-        return float(gate_objective(X, R, torch.cat([V_, zero_row], dim=0), ridge))
+    def evaluate(V_: torch.Tensor, system: bool) -> tuple[float, GateStats]:
+        st = gate_pass(chunks, labels, torch.cat([V_, zero_row], dim=0), system=system)
+        return st.q / n - 0.5 * ridge * float((V_ * V_).sum()), st
 
-    J = objective(V)
+    if first is not None and not projected_start and first.neg_hessian is not None:
+        st = first
+        J = first.q / n - 0.5 * ridge * float((V * V).sum())
+    else:
+        J, st = evaluate(V, k > 1)
     J0 = J
     steps = 0
     converged = k == 1
+    eye = torch.eye((k - 1) * d, dtype=V.dtype, device=V.device)
     while not converged and steps < max_steps:
-        G, M, _ = _newton_system(X, R, V, ridge)
-        g = G.reshape(-1)
+        if st.neg_hessian is None:
+            J, st = evaluate(V, True)
+        g = (st.grad / n - ridge * V).reshape(-1)
+        M = st.neg_hessian / n + ridge * eye
         if radius is None:
             delta = _solve_pd(M, g)
             slope = float(g @ delta)  # directional derivative; > 0 for an ascent direction
@@ -268,7 +303,7 @@ def fit_softmax_gate(
         accepted = False
         for _ in range(_MAX_HALVINGS):
             V_new = V + t * D
-            J_new = objective(V_new)
+            J_new, st_new = evaluate(V_new, t == 1.0)
             if J_new >= J + _ARMIJO * t * slope:
                 accepted = True
                 break
@@ -277,7 +312,7 @@ def fit_softmax_gate(
             # Rounding dominates the predicted increase: we are at the optimum for this precision.
             converged = True
             break
-        V, J = V_new, J_new
+        V, J, st = V_new, J_new, st_new
         steps += 1
     W = torch.cat([V, zero_row], dim=0)
     info = {"steps": steps, "J": J, "J0": J0, "converged": bool(converged),

@@ -24,7 +24,18 @@ from moebench import InitSpec, ParamDict, Params
 from moebench.errors import UnsupportedProblem
 
 from .em import GateOptions, SupportsEM
-from .gate import DEFAULT_TOL, fit_softmax_gate, project_rows
+from .gate import DEFAULT_TOL, fit_gate_chunked, fit_softmax_gate, project_rows
+from .kernels import (
+    DEFAULT_CHUNK_SIZE,
+    ExpertStats,
+    GateStats,
+    LabelFn,
+    RowChunks,
+    em_pass,
+    posterior_labels,
+    solve_experts,
+    weighted_sse_pass,
+)
 
 __all__ = ["InitError", "RegressionMoE"]
 
@@ -90,6 +101,12 @@ class RegressionMoE(SupportsEM):
         )
         intercept: bool = Field(
             False, description="append a constant-1 feature to the inputs of experts and gate"
+        )
+        chunk_size: int = Field(
+            DEFAULT_CHUNK_SIZE, ge=1,
+            description="rows per chunk of the fused E-step / M-step passes over the data "
+            "(memory O(chunk_size (k^2 + d^2)) beyond the data; results do not depend on it "
+            "beyond rounding)",
         )
 
     # ------------------------------------------------------------------ shapes and features
@@ -234,13 +251,57 @@ class RegressionMoE(SupportsEM):
         """``log p(y_n, z_n = i | x_n)``, shape ``(n, k)``."""
         return self.gate_log_probs(params, X) + self.expert_log_densities(params, X, y)
 
+    def chunks(self, X: torch.Tensor, y: torch.Tensor | None) -> RowChunks:
+        """The data as row chunks for the fused kernels (features with the intercept row).
+
+        Parameters
+        ----------
+        X, y
+            Inputs ``(n, d)`` and targets ``(n,)`` (tensors, arrays or memory-mapped arrays).
+        """
+        return RowChunks(X, y, chunk_size=self.params.chunk_size,
+                         intercept=self.params.intercept)
+
+    def _differentiable(self, params: ParamDict, *tensors: torch.Tensor) -> bool:
+        """Whether autograd must see the computation (then the dense formulas are used)."""
+        if not torch.is_grad_enabled():
+            return False
+        return any(v.requires_grad for v in params.values()) or any(
+            t.requires_grad for t in tensors
+        )
+
     def log_likelihood(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over experts, shape ``(n,)``."""
-        return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
+        """Per-sample ``log p(y_n | x_n)`` by log-sum-exp over experts, shape ``(n,)``.
+
+        Without autograd this is the chunked E-step kernel
+        (:func:`~moebench_plugins.models.kernels.em_pass`).
+        """
+        if self._differentiable(params, X, y):
+            return torch.logsumexp(self.joint_log_probs(params, X, y), dim=1)
+        out = X.new_empty(X.shape[0])
+        self._e_step(params, X, y, loglik_out=out)
+        return out
+
+    def nll(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood (a scalar tensor); chunked without autograd."""
+        if self._differentiable(params, X, y):
+            return -self.log_likelihood(params, X, y).mean()
+        st = self._e_step(params, X, y)
+        return X.new_tensor(-st.loglik / X.shape[0])
 
     def posterior(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Responsibilities ``p(z_n = i | x_n, y_n)``, shape ``(n, k)``, rows summing to one."""
-        return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
+        if self._differentiable(params, X, y):
+            return torch.softmax(self.joint_log_probs(params, X, y), dim=1)
+        R = X.new_empty(X.shape[0], self.n_experts)
+        self._e_step(params, X, y, R_out=R)
+        return R
+
+    def _e_step(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor, **out: torch.Tensor):
+        return em_pass(
+            self.chunks(X, y), params["A"].detach(), params["W"].detach(),
+            params["log_sigma"].detach(), activation=self.params.activation, **out,
+        )
 
     def predict(self, params: ParamDict, X: torch.Tensor) -> torch.Tensor:
         """``E[y | x] = sum_i softmax(W x)_i g(a_i . x)``, shape ``(n,)``."""
@@ -420,6 +481,12 @@ class RegressionMoE(SupportsEM):
         """
         if not 0.0 < eta <= 1.0:
             raise ValueError(f"eta must be in (0, 1] (got {eta})")
+        if eta == 1.0 and self.params.activation == "linear":
+            chunks = self.chunks(X, y)
+            stats = em_pass(chunks, params["A"], params["W"], params["log_sigma"], labels=R,
+                            expert_stats=True, gate=True)
+            new = self._experts_from_stats(chunks, R, params, stats.experts)
+            return self._gate_from_stats(chunks, R, params, gate, stats.gate, new)
         F = self.features(X)
         if eta == 1.0:
             new = self.m_step_experts(X, y, R, params)
@@ -439,6 +506,112 @@ class RegressionMoE(SupportsEM):
             W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)
         old_q = _gate_q(torch.log_softmax(F @ W_old.T, dim=1), labels)
         new_q = _gate_q(torch.log_softmax(F @ W.T, dim=1), labels)
+        rejected = not (new_q >= old_q)
+        new["W"] = W_old.clone() if rejected else W
+        return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
+
+    def em_step(
+        self,
+        X: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        params: ParamDict,
+        gate: GateOptions,
+        *,
+        keep_responsibilities: bool = True,
+    ) -> tuple[ParamDict, dict[str, float]]:
+        """One EM iteration, E-step fused with the M-step statistics (one pass for linear experts).
+
+        Equal, up to rounding, to ``m_step(X, y, posterior(params, X, y), params, gate)``: the
+        pass computes the responsibilities ``R``, the log-likelihood at ``params``, every expert
+        statistic and the gate's Newton system at ``params["W"]``; the expert and noise updates
+        are small solves, and the gate Newton iterations make one pass per accepted full step.
+
+        Parameters
+        ----------
+        X, y
+            Inputs ``(n, d)`` and targets ``(n,)``: tensors, or numpy arrays such as the
+            read-only memory maps of ``np.load(path, mmap_mode="r")`` (streamed chunk by chunk
+            to this model's device and dtype, so ``n`` may exceed the memory).
+        params
+            Current parameters.
+        gate
+            Gate M-step settings.
+        keep_responsibilities
+            Keep ``R`` (``n x k`` in memory) for the gate passes; ``False`` recomputes it from
+            ``params`` in every pass instead (streaming, linear experts only).
+
+        Returns
+        -------
+        tuple
+            New parameters and diagnostics, which include ``nll`` (the mean negative
+            log-likelihood at ``params``, a by-product of the E-step).
+        """
+        if isinstance(X, torch.Tensor):
+            chunks = self.chunks(X, y)
+        else:
+            chunks = RowChunks(X, y, chunk_size=self.params.chunk_size,
+                               intercept=self.params.intercept, device=self.device,
+                               dtype=self.dtype)
+        n = chunks.n_rows
+        linear = self.params.activation == "linear"
+        if not keep_responsibilities and not linear:
+            raise UnsupportedProblem("streaming EM steps need linear experts")
+        R = None
+        if keep_responsibilities:
+            R = torch.empty(n, self.n_experts, dtype=chunks.dtype, device=chunks.device)
+        A, W, log_sigma = params["A"], params["W"], params["log_sigma"]
+        if not linear:
+            st = em_pass(chunks, A, W, log_sigma, activation=self.params.activation, R_out=R)
+            new, extras = self.m_step(torch.as_tensor(X), torch.as_tensor(y), R, params, gate)
+            return new, {**extras, "nll": -st.loglik / n}
+        stats = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True)
+        labels = R if R is not None else posterior_labels(A, W, log_sigma)
+        new = self._experts_from_stats(chunks, labels, params, stats.experts)
+        new, extras = self._gate_from_stats(chunks, labels, params, gate, stats.gate, new)
+        return new, {**extras, "nll": -stats.loglik / n}
+
+    def _experts_from_stats(
+        self, chunks: RowChunks, R: torch.Tensor | LabelFn, params: ParamDict,
+        stats: ExpertStats,
+    ) -> ParamDict:
+        """Linear experts and noise from the sufficient statistics (see :meth:`m_step_experts`)."""
+        n = chunks.n_rows
+        A = solve_experts(stats, params["A"], n)
+        log_sigma = params["log_sigma"].clone()
+        if self.params.noise != "known":
+            res2 = stats.sse(A)
+            if bool((res2 <= 1e-6 * stats.yy).any()):
+                # Cancellation in yy - 2 a.b + a'Ga: sum the residuals exactly.
+                res2 = weighted_sse_pass(chunks, A, R)
+            res2 = res2.clamp_min(0.0)
+            mass = stats.mass
+            # mean(y^2) when the responsibilities sum to one per sample, as in the dense path
+            floor = 1e-12 * (float(stats.yy.sum() / mass.sum().clamp_min(1e-300)) + 1e-300)
+            if self.params.noise == "shared":
+                s2 = (res2.sum() / mass.sum()).clamp_min(floor)
+                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
+            else:
+                s2 = (res2 / mass.clamp_min(1e-300)).clamp_min(floor)
+                ok = mass > 1e-12 * n
+                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+        return {"A": A, "W": params["W"].clone(), "log_sigma": log_sigma}
+
+    def _gate_from_stats(
+        self, chunks: RowChunks, R: torch.Tensor | LabelFn, params: ParamDict,
+        gate: GateOptions, first: GateStats | None, new: ParamDict,
+    ) -> tuple[ParamDict, dict[str, float]]:
+        """EM's gate M-step (``eta = 1``) from the fused pass's Newton system, safeguarded."""
+        n = chunks.n_rows
+        W, info = fit_gate_chunked(
+            chunks, R, params["W"], ridge=gate.ridge, max_steps=gate.max_steps,
+            radius=gate.radius, tol=DEFAULT_TOL, first=first,
+        )
+        W_old = params["W"]
+        if gate.radius is not None:
+            W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)
+        # J = q / n - ridge / 2 ||W||^2 at both ends of the Newton solve: compare the unpenalised q.
+        old_q = n * (info["J0"] + 0.5 * gate.ridge * float(W_old.square().sum()))
+        new_q = n * (info["J"] + 0.5 * gate.ridge * float(W.square().sum()))
         rejected = not (new_q >= old_q)
         new["W"] = W_old.clone() if rejected else W
         return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
@@ -538,6 +711,11 @@ class RegressionMoE(SupportsEM):
         ParamDict
             New parameters (``W`` copied unchanged).
         """
+        if self.params.activation == "linear":
+            chunks = self.chunks(X, y)
+            stats = em_pass(chunks, params["A"], params["W"], params["log_sigma"], labels=R,
+                            expert_stats=True)
+            return self._experts_from_stats(chunks, R, params, stats.experts)
         F = self.features(X)
         n, d = F.shape
         act = self.params.activation

@@ -1,0 +1,109 @@
+"""Kernel times against the machine's DGEMM peak, measured in one run (the README table).
+
+Usage::
+
+    python -m benchmarks.measure_kernels [--n 1000000] [--k 4] [--d 10] [--repeat 7]
+
+The bound of a kernel is its GEMM-shaped floating-point work (symmetric Grams counted once)
+divided by the float64 GEMM rate measured in the same process on a square 2000 x 2000 product;
+the ratio column is ``time / bound``. Times are medians over ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from moebench.seeding import torch_generator
+from moebench_plugins.models.em import GateOptions
+from moebench_plugins.models.gate import fit_softmax_gate
+from moebench_plugins.models.spectral import (
+    cqt_coefficients,
+    orth_als,
+    tensor_power_method,
+    whitened_moments,
+)
+
+from .common import regression_problem
+
+
+def median_ms(f: Callable[[], object], repeat: int) -> float:
+    f()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def gemm_peak(repeat: int) -> float:
+    """float64 GEMM rate in FLOP/s (best of ``repeat``)."""
+    a = torch.randn(2000, 2000, dtype=torch.float64)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeat))
+    return 2 * 2000**3 / best
+
+
+def _timed(f: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--d", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args(argv)
+    n, k, d, rep = args.n, args.k, args.d, args.repeat
+    torch.set_grad_enabled(False)
+    model, X, y, _, init = regression_problem(n, k, d)
+    R = model.posterior(init, X, y)
+    coeffs = cqt_coefficients("linear", 0.5)
+    T3 = whitened_moments(X, y, k, coeffs).T3
+    peak = gemm_peak(rep)
+    sym = d * (d + 1)  # flops of one symmetric weighted Gram per sample (d(d+1)/2 FMAs)
+    pairs = (k - 1) * k // 2
+    flops = {
+        "E-step (posterior)": 2 * n * d * 2 * k,
+        "expert M-step": n * k * (d + 1) * (d + 2),
+        "gate Newton step (system + trial)": 2 * n * (pairs * sym + 2 * (k - 1) * d),
+        "fused EM iteration (1 pass + 1 Newton)": 2 * n * d * 2 * k + n * k * (d + 1) * (d + 2)
+        + n * pairs * (d + 1) * (d + 2) + n * (pairs * sym + 2 * k * d),
+        "whitened third moment": 2 * n * (d * (d + 1) // 2 + d * k + k**3),
+        "tensor power method": 0,
+        "Orth-ALS": 0,
+    }
+    kernels = {
+        "E-step (posterior)": lambda: model.posterior(init, X, y),
+        "expert M-step": lambda: model.m_step_experts(X, y, R, init),
+        "gate Newton step (system + trial)":
+            lambda: fit_softmax_gate(X, R, init["W"], max_steps=1),
+        "fused EM iteration (1 pass + 1 Newton)":
+            lambda: model.em_step(X, y, init, GateOptions(max_steps=1)),
+        "whitened third moment": lambda: whitened_moments(X, y, k, coeffs),
+        "tensor power method": lambda: tensor_power_method(T3, k, 10, 100, torch_generator(0)),
+        "Orth-ALS": lambda: orth_als(T3, k, 100, torch_generator(0)),
+    }
+    print(f"n={n} k={k} d={d} float64, {torch.get_num_threads()} torch threads, "
+          f"measured DGEMM peak {peak / 1e9:.1f} GFLOP/s")
+    print("| kernel | size | time (ms) | bound (ms) | ratio |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, f in kernels.items():
+        ms = median_ms(f, rep)
+        bound = 1e3 * flops[name] / peak
+        ratio = f"{ms / bound:.1f}" if bound > 0 else "-"
+        bound_s = f"{bound:.1f}" if bound > 0 else "-"
+        size = f"n={n:.0e}, k={k}, d={d}" if flops[name] else f"k={k} ({k}x{k}x{k} tensor)"
+        print(f"| {name} | {size} | {ms:.1f} | {bound_s} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

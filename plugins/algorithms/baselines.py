@@ -45,7 +45,12 @@ class LinearRegression(Algorithm):
                                                                       problem.y)))):
             return params
         F = model.features(problem.X)
-        beta = torch.linalg.lstsq(F, problem.y[:, None]).solution[:, 0]
+        # Normal equations by Cholesky (deterministic, unlike LAPACK's lstsq across threads),
+        # with a 1e-12 relative ridge so that constant or collinear columns (naval) are solvable.
+        G = F.T @ F
+        G = G + 1e-12 * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype,
+                                                          device=G.device)
+        beta = torch.cholesky_solve((F.T @ problem.y)[:, None], torch.linalg.cholesky(G))[:, 0]
         k = model.n_experts
         params = {"A": beta.expand(k, -1).clone(), "W": torch.zeros_like(init["W"]),
                   "log_sigma": init["log_sigma"].clone()}

@@ -103,11 +103,16 @@ def run_em(
     t = 0
     while True:
         t += 1
-        R = model.posterior(params, X, y)
-        old = params
-        params, extras = model.m_step(X, y, R, params, gate, eta=eta)
-        if extras_hook is not None:
-            extras = {**extras, **extras_hook(old, params, R)}
+        if eta == 1.0 and extras_hook is None:
+            # EM proper: the family's em_step fuses the E-step with the M-step statistics.
+            params, extras = model.em_step(X, y, params, gate)
+            extras.pop("nll", None)  # the NLL at the previous parameters, reported already
+        else:
+            R = model.posterior(params, X, y)
+            old = params
+            params, extras = model.m_step(X, y, R, params, gate, eta=eta)
+            if extras_hook is not None:
+                extras = {**extras, **extras_hook(old, params, R)}
         new_nll = float(model.nll(params, X, y))
         if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
             return params

@@ -171,6 +171,23 @@ class SupportsEM(Model):
         """
         raise NotImplementedError(f"{self.name} has no closed-form complete-data KL")
 
+    def em_step(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        params: ParamDict,
+        gate: GateOptions,
+        *,
+        keep_responsibilities: bool = True,
+    ) -> tuple[ParamDict, dict[str, float]]:
+        """One EM iteration: E-step then :meth:`m_step` with ``eta = 1``.
+
+        Families with a fused kernel (E-step and M-step statistics in one pass over the data)
+        override it; ``keep_responsibilities`` then lets them stream data larger than memory.
+        """
+        R = self.posterior(params, X, y)
+        return self.m_step(X, y, R, params, gate)
+
     def q_value(
         self, params: ParamDict, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor
     ) -> torch.Tensor:

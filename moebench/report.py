@@ -20,6 +20,8 @@ from .leaderboard import HEADERS, format_rows, leaderboard, metric_direction
 from .results import SUCCESS, read_manifest, read_results
 
 REPORT_FILE = "REPRODUCTION.md"
+#: Claims whose two means differ by less than this fraction are reported as a tie.
+TIE = 1e-3
 FIGURE_DIR = "figures"
 
 
@@ -123,7 +125,7 @@ def _header(manifest: dict[str, Any]) -> list[str]:
         "Verdicts: *reproduced* when moebench's mean is within the larger of the paper's and "
         "moebench's standard deviations of the paper's mean (5 % when neither is given); "
         "otherwise *better* or *worse* in the metric's direction. Claims are checked on means "
-        "over seeds.",
+        "over seeds (a *tie* when they differ by less than 0.1 %).",
         "",
     ]
 
@@ -168,8 +170,8 @@ def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -
         lines += [f"**Source:** {ref['source']}." + (f" {ref['note']}" if ref.get("note")
                                                      else ""), ""]
         if ref["values"]:
-            lines += ["| dataset | algorithm | metric | paper | moebench (mean ± std, seeds) "
-                      "| verdict |", "|---|---|---|---|---|---|"]
+            lines += ["| dataset | algorithm | metric | paper | moebench mean ± std (seeds) "
+                      "| median [min, max] | verdict |", "|---|---|---|---|---|---|---|"]
             for v in ref["values"]:
                 vals = final_values(results, name, v["dataset"], v["algorithm"], v["metric"],
                                     v.get("iteration"))
@@ -178,12 +180,13 @@ def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -
                 if len(vals):
                     m, s = float(vals.mean()), float(vals.std())
                     ours = f"{m:.3g} ± {s:.2g} ({len(vals)})"
+                    spread = (f"{np.median(vals):.3g} [{vals.min():.3g}, {vals.max():.3g}]")
                     word = verdict(m, v["mean"], v.get("std"), s, metric_direction(v["metric"]))
                 else:
-                    ours, word = "not run", "-"
+                    ours, spread, word = "not run", "-", "-"
                 at = f" @ it {v['iteration']}" if v.get("iteration") is not None else ""
                 lines.append(f"| {v['dataset']} | {v['algorithm']} | {v['metric']}{at} | "
-                             f"{paper} | {ours} | {word} |")
+                             f"{paper} | {ours} | {spread} | {word} |")
             lines.append("")
         if ref["claims"]:
             lines += ["| claim | dataset | measured | verdict |", "|---|---|---|---|"]
@@ -198,12 +201,13 @@ def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -
                         continue
                     ma, mb = float(a.mean()), float(b.mean())
                     wins = ma < mb if metric_direction(c["metric"]) == "min" else ma > mb
+                    tie = abs(ma - mb) <= TIE * max(abs(ma), abs(mb))
                     at = f" at iteration {c['iteration']}" if c.get("iteration") is not None \
                         else ""
                     lines.append(
                         f"| {c['text']} | {dataset} | {c['metric']}{at}: {c['better']} "
                         f"{_fmt(ma)} vs {c['than']} {_fmt(mb)} | "
-                        f"{'holds' if wins else 'does not hold'} |")
+                        f"{'tie' if tie else 'holds' if wins else 'does not hold'} |")
             lines.append("")
     for fig in exp.get("figures", []):
         for dataset in exp["datasets"]:

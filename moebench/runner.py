@@ -86,6 +86,10 @@ def build_model(data: Data, choice, device: Device, dtype: torch.dtype) -> Model
 
 _WARM: set[str] = set()  # devices warmed up in this process
 
+#: A run whose objective (a loss: lower is better) exceeds its initial value by this factor of
+#: ``max(1, |initial|)`` is stopped as ``diverged`` (an unstable step size, typically).
+BLOW_UP = 1e6
+
 
 def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None = None):
     """Run every algorithm of ``unit``; returns one list of rows per cell."""
@@ -243,6 +247,13 @@ def _run_cell(
             state["status"] = "diverged"
             state["message"] = f"non-finite {', '.join(bad)} at iteration {it.iteration}"
             return False
+        if it.objective is not None:
+            start = state.setdefault("objective0", it.objective)
+            if it.objective > start + BLOW_UP * max(1.0, abs(start)):
+                state["status"] = "diverged"
+                state["message"] = (f"objective blew up: {it.objective:.3g} at iteration "
+                                    f"{it.iteration}, from {start:.3g} at iteration 0")
+                return False
         if it.iteration >= budget.max_iter:
             state["status"] = "max_iter"
             return False

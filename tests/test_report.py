@@ -56,6 +56,7 @@ def test_report_sets_paper_numbers_beside_measurements(fresh_plugins, tmp_path):
     report = (directory / "REPRODUCTION.md").read_text()
     assert "A paper, Table 9" in report and "A tiny experiment." in report
     assert "| synthetic-moe | joint-em | regressor_fit | 0.5 ± 0.01 |" in report
+    assert " [" in report  # median [min, max] of the seeds
     assert "better |" in report  # EM recovers the regressors far better than 0.5
     assert "| EM beats GD | synthetic-moe | train_nll: joint-em" in report
     lines = [line for line in report.splitlines() if line.startswith("| EM beats GD")]

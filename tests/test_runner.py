@@ -134,3 +134,9 @@ def test_mismatched_model_has_no_truth(fresh_plugins, tmp_path):
     fin = finals(run_suite(suite("- name: joint-em\n", text), tmp_path))
     assert set(fin["status"]) == {"max_iter"}
     assert fin["param_error"].isna().all() and np.isfinite(fin["test_mse"]).all()
+
+
+def test_blow_up_is_divergence(fresh_plugins, tmp_path):
+    fin = finals(run_suite(suite("- name: gd\n  params: {lr: 50.0}\n"), tmp_path))
+    assert set(fin["status"]) == {"diverged"}
+    assert "blew up" in fin["message"].iloc[0] or "non-finite" in fin["message"].iloc[0]

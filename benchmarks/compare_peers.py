@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("moebench joint-em (converged)", sec_c / its_c, ll_c, its_c))
     params, t0 = init, time.perf_counter()
     for _ in range(T):
-        params, _ = model.em_step(X, y, params, JointEM(JointEM.Params(gate_ridge=1e-12,
-                                  gate_steps=50)).gate_options())
+        params, _ = model.em_step(X, y, params, JointEM.Params(gate_ridge=1e-12,
+                                  gate_steps=50).gate_options())
     sec_f = time.perf_counter() - t0
     rows.append(("moebench fused em_step loop", sec_f / T,
                  -float(model.nll(params, X, y)) * X.shape[0], T))

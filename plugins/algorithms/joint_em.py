@@ -17,7 +17,7 @@ import torch
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import EMParams, GateOptions, SupportsEM
+from ..models.em import EMParams, SupportsEM
 
 __all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em"]
 
@@ -38,14 +38,7 @@ class JointEM(Algorithm):
 
     def unsupported_reason(self, model: Model) -> str | None:
         """``None`` for families implementing :class:`SupportsEM`."""
-        if isinstance(model, SupportsEM):
-            return None
-        return f"{self.name} needs a model family with an M-step; {model.name!r} has none"
-
-    def gate_options(self) -> GateOptions:
-        """The gate M-step settings from this algorithm's parameters."""
-        p = self.params
-        return GateOptions(ridge=p.gate_ridge, radius=p.gate_radius, max_steps=p.gate_steps)
+        return needs_m_step(self.name, model)
 
     @torch.no_grad()
     def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:
@@ -71,7 +64,8 @@ def run_em(
     Parameters
     ----------
     algorithm
-        Provides ``unsupported_reason``, ``gate_options()`` and ``params.tol``.
+        Provides ``unsupported_reason`` and its parameters (:class:`EMParams`: ``tol`` and the
+        gate M-step's settings).
     problem
         Model (a :class:`SupportsEM`), data and generator.
     init
@@ -95,7 +89,7 @@ def run_em(
     if reason:
         raise UnsupportedProblem(reason)
     X, y = problem.X, problem.y
-    gate = algorithm.gate_options()
+    gate = algorithm.params.gate_options()
     params = {k: v.detach().clone() for k, v in init.items()}
     nll = float(model.nll(params, X, y))
     if not callback(Iterate(0, params, objective=nll)):
@@ -122,6 +116,13 @@ def run_em(
         if tol > 0 and relative_decrease(nll, new_nll) < tol:
             return params
         nll = new_nll
+
+
+def needs_m_step(algorithm: str, model: Model) -> str | None:
+    """Why ``algorithm`` (an EM-family method) cannot fit ``model``, or ``None``."""
+    if isinstance(model, SupportsEM):
+        return None
+    return f"{algorithm} needs a model family with an M-step; {model.name!r} has none"
 
 
 def relative_decrease(old: float, new: float) -> float:

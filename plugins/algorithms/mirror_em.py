@@ -29,8 +29,8 @@ from pydantic import Field
 
 from moebench import Algorithm, Callback, Model, ParamDict, Problem, hookimpl
 
-from ..models.em import EMParams, GateOptions, SupportsEM
-from .joint_em import run_em
+from ..models.em import EMParams
+from .joint_em import needs_m_step, run_em
 
 __all__ = ["MirrorEM", "MirrorEMParams"]
 
@@ -77,17 +77,14 @@ class MirrorEM(Algorithm):
 
     def unsupported_reason(self, model: Model) -> str | None:
         """``None`` for :class:`SupportsEM` families that support the requested step size."""
-        if not isinstance(model, SupportsEM):
-            return f"{self.name} needs a model family with an M-step; {model.name!r} has none"
+        reason = needs_m_step(self.name, model)
+        if reason:
+            return reason
         if self.params.eta != 1.0:
             reason = model.mirror_step_unsupported()
             if reason:
                 return f"{self.name} with eta={self.params.eta}: {reason}"
         return None
-
-    def gate_options(self) -> GateOptions:
-        """The gate M-step settings from this algorithm's parameters."""
-        return self.params.gate_options()
 
     @torch.no_grad()
     def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:

@@ -20,7 +20,7 @@ from pydantic import Field
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import EMParams, GateOptions
+from ..models.em import EMParams
 from ..models.gate import fit_softmax_gate, project_rows
 from ..models.regression import RegressionMoE
 from ..models.spectral import cqt_coefficients, estimate_regressors, moment_gate_k2, score_for
@@ -96,10 +96,6 @@ class TensorEM(Algorithm):
             )
         return None
 
-    def gate_options(self) -> GateOptions:
-        """The gate M-step settings from this algorithm's parameters."""
-        return self.params.gate_options()
-
     @torch.no_grad()
     def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:
         """Tensor stage, then gate EM (and joint EM with ``refine``) until stopped.
@@ -171,7 +167,7 @@ class TensorEM(Algorithm):
             t += 1
             if joint:
                 R = model.posterior(params, X, y)
-                params, extras = model.m_step(X, y, R, params, self.gate_options())
+                params, extras = model.m_step(X, y, R, params, self.params.gate_options())
                 new_nll = float(model.nll(params, X, y))
             else:
                 R = torch.softmax(joint_lp, dim=1)
@@ -200,7 +196,7 @@ class TensorEM(Algorithm):
         ``||w_i|| <= gate_radius`` when set; as in ``RegressionMoE.m_step``, a result that lowers
         the unpenalised gate part of ``Q`` is refused, so the NLL cannot increase.
         """
-        gate = self.gate_options()
+        gate = self.params.gate_options()
         W, info = fit_softmax_gate(
             F, R, W_old, ridge=gate.ridge, max_steps=gate.max_steps, radius=gate.radius
         )

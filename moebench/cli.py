@@ -64,6 +64,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         quick: bool) -> None:
     """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/."""
     from .results import read_results as _read
+    from .results import unsuccessful_cells
     from .runner import run_suite
     from .suite import load_suite
 
@@ -98,10 +99,9 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     finals = results[results["record"] == "final"]
     counts = finals["status"].value_counts().to_dict()
     console.print(f"results in {directory}  ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
-    for row in finals[finals["status"] == "error"].head(5).itertuples():
-        first = str(row.message).splitlines()[0] if row.message else ""
-        err_console.print(f"[yellow]error[/yellow] {row.experiment}/{row.dataset}/"
-                          f"{row.algorithm}#{row.repetition}: {first}", highlight=False)
+    for status, reason, count in unsuccessful_cells(results)[:8]:
+        err_console.print(f"[yellow]{status}[/yellow] ({count} cell{'s' if count != 1 else ''})"
+                          f": {escape(reason)}", highlight=False)
 
 
 @main.command("plugins")

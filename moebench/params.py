@@ -7,7 +7,7 @@ and ``moebench list`` documents them from the same declaration.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,8 +27,11 @@ def describe_params(params_cls: type[BaseModel]) -> list[dict[str, Any]]:
     rows = []
     for name, field in params_cls.model_fields.items():
         annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation)
-        type_name = type_name.replace("typing.", "")
+        if get_origin(annotation) is Literal:
+            type_name = " | ".join(repr(v) for v in get_args(annotation))
+        else:
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            type_name = type_name.replace("typing.", "")
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         rows.append(
             {

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .leaderboard import HEADERS, format_rows, leaderboard, metric_direction
-from .results import SUCCESS, read_manifest, read_results
+from .results import SUCCESS, read_manifest, read_results, unsuccessful_cells
 
 REPORT_FILE = "REPRODUCTION.md"
 #: Claims whose two means differ by less than this fraction are reported as a tie.
@@ -61,11 +61,11 @@ def curves(results: pd.DataFrame, experiment: str, dataset: str, metric: str
     return out
 
 
-def verdict(measured: float, paper: float, paper_std: float | None, spread: float,
-            direction: str) -> str:
-    """``reproduced`` within the larger of the two spreads (5 % of the paper's value when
-    neither gives one), else ``better`` or ``worse`` in the metric's direction."""
-    tolerance = max(paper_std or 0.0, spread, 0.0) or 0.05 * abs(paper)
+def verdict(measured: float, paper: float, paper_std: float | None, direction: str) -> str:
+    """``reproduced`` when the measured mean lies within the paper's standard deviation of the
+    paper's mean (within 5 % when the paper gives none), else ``better`` or ``worse`` in the
+    metric's direction."""
+    tolerance = paper_std if paper_std else 0.05 * abs(paper)
     if abs(measured - paper) <= tolerance:
         return "reproduced"
     higher = measured > paper
@@ -106,7 +106,10 @@ def _header(manifest: dict[str, Any]) -> list[str]:
     if started and finished:
         seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started))
         minutes = f"{seconds.total_seconds() / 60:.1f}"
-    command = " ".join(manifest.get("command") or []) or "?"
+    argv = list(manifest.get("command") or [])
+    if argv:
+        argv[0] = Path(argv[0]).name  # "moebench", not the installer's path
+    command = " ".join(argv) or "?"
     return [
         f"# Reproduction report: `{manifest.get('suite', '?')}`",
         "",
@@ -122,9 +125,9 @@ def _header(manifest: dict[str, Any]) -> list[str]:
         f"{manifest.get('dtype', '?')}; Python {manifest.get('python', '?')}, numpy "
         f"{manifest.get('numpy', '?')}, torch {manifest.get('torch', '?')}.",
         "",
-        "Verdicts: *reproduced* when moebench's mean is within the larger of the paper's and "
-        "moebench's standard deviations of the paper's mean (5 % when neither is given); "
-        "otherwise *better* or *worse* in the metric's direction. Claims are checked on means "
+        "Verdicts: *reproduced* when moebench's mean lies within the paper's standard deviation "
+        "of the paper's mean (within 5 % when the paper gives none); otherwise *better* or "
+        "*worse* in the metric's direction. Claims are checked on means "
         "over seeds (a *tie* when they differ by less than 0.1 %).",
         "",
     ]
@@ -163,8 +166,18 @@ def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -
     lines = [f"## {name}", ""]
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
-    lines += [f"{exp['repetitions']} seeds, budget {exp['budget']}, initialisation "
-              f"{exp['init']}.", ""]
+    budget, init = exp["budget"], dict(exp["init"])
+    if init.get("scheme") != "near-truth":
+        init.pop("radius", None)
+    seeds = exp["repetitions"]
+    lines += [f"{seeds} seed{'s' if seeds != 1 else ''}; budget {budget['max_iter']} "
+              f"iterations, {budget['timeout']} s per cell; initialisation "
+              + ", ".join(f"{k} {v}" for k, v in init.items()) + ".", ""]
+    problems = unsuccessful_cells(results[results["experiment"] == name])
+    lines += [f"- {n} cell{'s' if n != 1 else ''} {status}: {reason}"
+              for status, reason, n in problems]
+    if problems:
+        lines.append("")
     ref = exp.get("reference")
     if ref:
         lines += [f"**Source:** {ref['source']}." + (f" {ref['note']}" if ref.get("note")
@@ -181,7 +194,7 @@ def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -
                     m, s = float(vals.mean()), float(vals.std())
                     ours = f"{m:.3g} ± {s:.2g} ({len(vals)})"
                     spread = (f"{np.median(vals):.3g} [{vals.min():.3g}, {vals.max():.3g}]")
-                    word = verdict(m, v["mean"], v.get("std"), s, metric_direction(v["metric"]))
+                    word = verdict(m, v["mean"], v.get("std"), metric_direction(v["metric"]))
                 else:
                     ours, spread, word = "not run", "-", "-"
                 at = f" @ it {v['iteration']}" if v.get("iteration") is not None else ""

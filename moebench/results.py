@@ -110,6 +110,17 @@ def read_results(directory: str | Path) -> pd.DataFrame:
     )
 
 
+def unsuccessful_cells(results: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """``(status, reason, count)`` for the cells that were skipped or failed, one row per
+    distinct status and first line of the message, most frequent first."""
+    finals = results[(results["record"] == "final") & ~results["status"].isin(SUCCESS)]
+    if finals.empty:
+        return []
+    first = finals["message"].fillna("").astype(str).str.split("\n").str[0]
+    counts = finals.assign(reason=first).groupby(["status", "reason"]).size()
+    return [(s, r, int(n)) for (s, r), n in counts.sort_values(ascending=False).items()]
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST_FILE
     return json.loads(path.read_text()) if path.is_file() else {}

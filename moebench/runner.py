@@ -310,10 +310,14 @@ def _worker_init(threads: int) -> None:
 
 
 def _git_commit() -> str | None:
+    """The commit of the moebench source tree that runs (``-dirty`` with local changes);
+    ``None`` for an installed copy outside a git checkout."""
+    source = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
                                timeout=5).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except Exception:

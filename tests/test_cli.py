@@ -84,3 +84,19 @@ def test_console_script_is_installed():
     assert exe.is_file(), f"the moebench console script is not installed beside {sys.executable}"
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert "moebench" in out.stdout
+
+
+def test_run_prints_why_cells_were_skipped(fresh_plugins, tmp_path):
+    suite = tmp_path / "skip.yaml"
+    suite.write_text(
+        "name: skip\nbudget: {max_iter: 2}\nmetrics: [test_accuracy]\n"
+        "datasets:\n  - name: cifar10\n    params: {path: " + str(tmp_path / "nowhere") + "}\n"
+        "algorithms:\n  - name: gd\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(suite), "--out", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "skipped (1 cell): cifar10:" in result.output
+
+
+def test_list_shows_the_choices_of_a_parameter(fresh_plugins):
+    assert "optimizer: 'sgd' | 'adam'" in invoke("list", "algorithms").output

@@ -331,6 +331,29 @@ class CategoricalExpertsMoE(SupportsEM):
             self.expert_log_probs(params_old, X), self.expert_log_probs(params_new, X),
         )
 
+    def m_step_targets(
+        self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft targets ``(G, T)`` of the (mirror) M-step at ``theta_t = params``.
+
+        See :func:`mirror_targets`; with ``eta = 1`` they are ``R`` and ``R_ni 1[y_n = c]``.
+        """
+        if eta == 1.0:
+            return mirror_targets(R, y, self.n_classes, 1.0)
+        return mirror_targets(
+            R, y, self.n_classes, eta,
+            gate_probs=torch.exp(self.gate_log_probs(params, X)),
+            expert_probs=torch.exp(self.expert_log_probs(params, X)),
+        )
+
+    def m_step_objective(
+        self, params: ParamDict, X: torch.Tensor, G: torch.Tensor, T: torch.Tensor
+    ) -> torch.Tensor:
+        """``F_eta(theta)`` for the targets of :meth:`m_step_targets` (``Q / n`` at ``eta = 1``)."""
+        return soft_target_objective(
+            self.gate_log_probs(params, X), self.expert_log_probs(params, X), G, T
+        )
+
 
 class LogisticMoE(CategoricalExpertsMoE):
     """Mixture of ``k`` multinomial-logistic experts ``softmax(B_i x)`` with a softmax gate.
@@ -527,29 +550,6 @@ class LogisticMoE(CategoricalExpertsMoE):
     def param_groups(self) -> dict[str, list[str]]:
         """Experts: ``B``; gate: ``W``."""
         return {"experts": ["B"], "gate": ["W"]}
-
-    def m_step_targets(
-        self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict, eta: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft targets ``(G, T)`` of the (mirror) M-step at ``theta_t = params``.
-
-        See :func:`mirror_targets`; with ``eta = 1`` they are ``R`` and ``R_ni 1[y_n = c]``.
-        """
-        if eta == 1.0:
-            return mirror_targets(R, y, self.n_classes, 1.0)
-        return mirror_targets(
-            R, y, self.n_classes, eta,
-            gate_probs=torch.exp(self.gate_log_probs(params, X)),
-            expert_probs=torch.exp(self.expert_log_probs(params, X)),
-        )
-
-    def m_step_objective(
-        self, params: ParamDict, X: torch.Tensor, G: torch.Tensor, T: torch.Tensor
-    ) -> torch.Tensor:
-        """``F_eta(theta)`` for the targets of :meth:`m_step_targets` (``Q / n`` at ``eta = 1``)."""
-        return soft_target_objective(
-            self.gate_log_probs(params, X), self.expert_log_probs(params, X), G, T
-        )
 
     def m_step(
         self,

@@ -28,8 +28,6 @@ from .classification import (
     CategoricalExpertsMoE,
     _has_layout,
     _permuted_error,
-    mirror_targets,
-    soft_target_objective,
 )
 from .em import GateOptions
 from .regression import InitError
@@ -201,26 +199,6 @@ class DeepMoE(CategoricalExpertsMoE):
     def param_groups(self) -> dict[str, list[str]]:
         """Experts: ``U, b, V, c``; gate: ``Ug, bg, Vg, cg``."""
         return {"experts": list(_EXPERT), "gate": list(_GATE)}
-
-    def m_step_targets(
-        self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict, eta: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft targets ``(G, T)`` of the (mirror) M-step; see :func:`mirror_targets`."""
-        if eta == 1.0:
-            return mirror_targets(R, y, self.n_classes, 1.0)
-        return mirror_targets(
-            R, y, self.n_classes, eta,
-            gate_probs=torch.exp(self.gate_log_probs(params, X)),
-            expert_probs=torch.exp(self.expert_log_probs(params, X)),
-        )
-
-    def m_step_objective(
-        self, params: ParamDict, X: torch.Tensor, G: torch.Tensor, T: torch.Tensor
-    ) -> torch.Tensor:
-        """``(1/n) [sum G log gate + sum T log expert]`` (``Q / n`` at ``eta = 1``)."""
-        return soft_target_objective(
-            self.gate_log_probs(params, X), self.expert_log_probs(params, X), G, T
-        )
 
     def m_step(
         self,

@@ -40,20 +40,16 @@ the training NLL non-increasing, like EM.
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import math
 from abc import abstractmethod
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
 
 from moebench import InitSpec, ParamDict, Params, hookimpl
-from moebench.errors import UnsupportedProblem
 
+from .alignment import permuted_error
 from .em import GateOptions, SupportsEM
 from .gate import fit_softmax_gate
 from .regression import InitError
@@ -66,9 +62,6 @@ __all__ = [
     "soft_target_objective",
 ]
 
-#: Exhaustive search over permutations up to this many experts (7! = 5040), Hungarian beyond.
-_MAX_EXHAUSTIVE_K = 7
-_GATE_TAKES_RADIUS = "radius" in inspect.signature(fit_softmax_gate).parameters
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -268,14 +261,8 @@ def _gate_m_step(
 
     Shared by the linear-gated families of this module.
     """
-    kwargs: dict = {"ridge": gate.ridge, "max_steps": gate.max_steps}
-    if gate.radius is not None:
-        if not _GATE_TAKES_RADIUS:
-            raise UnsupportedProblem(
-                "gate_radius is set but fit_softmax_gate has no radius= option in this version"
-            )
-        kwargs["radius"] = gate.radius
-    W, info = fit_softmax_gate(F, G, W_old, **kwargs)
+    W, info = fit_softmax_gate(F, G, W_old, ridge=gate.ridge, max_steps=gate.max_steps,
+                               radius=gate.radius)
     old_q = _weighted_ce(F, G, W_old)
     new_q = _weighted_ce(F, G, W)
     rejected = not (new_q >= old_q)
@@ -517,7 +504,7 @@ class LogisticMoE(CategoricalExpertsMoE):
         B = (B - B[:, -1:, :]).flatten(1)
         B_t = (B_t - B_t[:, -1:, :]).flatten(1)
         W_t = W_t - W_t[-1:]
-        return _permuted_error(B, B_t, W, W_t)
+        return permuted_error(B, B_t, W, W_t)
 
     # ------------------------------------------------------------------ GD helpers
 
@@ -623,34 +610,6 @@ class LogisticMoE(CategoricalExpertsMoE):
             "experts_rejected": float(rejected),
             "expert_lbfgs": float(not use_newton),
         }
-
-
-def _permuted_error(
-    E: torch.Tensor, E_t: torch.Tensor, W: torch.Tensor, W_t: torch.Tensor
-) -> float:
-    """``min_pi ||E[pi] - E_t||_F + ||W[pi] - W[pi(k)] - W_t||_F`` over permutations ``pi``.
-
-    ``E`` holds one flattened expert per row; ``W_t`` must already be re-referenced.
-    """
-    k = E.shape[0]
-    if k <= _MAX_EXHAUSTIVE_K:
-        perms = torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long)
-    else:
-        cost = torch.cdist(E, E_t).square().numpy()
-        rows, cols = linear_sum_assignment(cost)
-        perm = np.empty(k, dtype=np.int64)
-        perm[cols] = rows
-        perms = torch.as_tensor(perm)[None, :]
-    best = math.inf
-    chunk = max(1, 2_000_000 // max(1, k * (E.shape[1] + W.shape[1])))
-    for start in range(0, perms.shape[0], chunk):
-        P = perms[start : start + chunk]
-        Wp = W[P]
-        Wp = Wp - Wp[:, -1:, :]
-        err = (E[P] - E_t).square().sum(dim=(1, 2)).sqrt()
-        err = err + (Wp - W_t).square().sum(dim=(1, 2)).sqrt()
-        best = min(best, float(err.min()))
-    return best
 
 
 @hookimpl

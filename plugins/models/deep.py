@@ -24,10 +24,10 @@ from pydantic import Field
 from moebench import InitSpec, ParamDict, Params, hookimpl
 from moebench.errors import UnsupportedProblem
 
+from .alignment import permuted_error
 from .classification import (
     CategoricalExpertsMoE,
     _has_layout,
-    _permuted_error,
 )
 from .em import GateOptions
 from .regression import InitError
@@ -186,7 +186,7 @@ class DeepMoE(CategoricalExpertsMoE):
 
         gate = torch.cat([p["Vg"], p["cg"][:, None]], dim=1)
         gate_t = torch.cat([t["Vg"], t["cg"][:, None]], dim=1)
-        err = _permuted_error(experts(p), experts(t), gate, gate_t - gate_t[-1:])
+        err = permuted_error(experts(p), experts(t), gate, gate_t - gate_t[-1:])
         hidden = torch.cat([p["Ug"] - t["Ug"], (p["bg"] - t["bg"])[:, None]], dim=1)
         return err + float(hidden.norm())
 

@@ -11,18 +11,17 @@ all rows) and ``g`` linear, sigmoid or ReLU.
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
 
 from moebench import InitSpec, ParamDict, Params
 from moebench.errors import UnsupportedProblem
 
+from .alignment import permuted_error
 from .em import GateOptions, SupportsEM
 from .gate import DEFAULT_TOL, fit_gate_chunked, fit_softmax_gate, project_rows
 from .kernels import (
@@ -41,8 +40,6 @@ __all__ = ["InitError", "RegressionMoE"]
 
 Activation = Literal["linear", "sigmoid", "relu"]
 _LOG_2PI = math.log(2.0 * math.pi)
-#: Exhaustive search over permutations up to this many experts (7! = 5040), Hungarian beyond.
-_MAX_EXHAUSTIVE_K = 7
 
 
 class InitError(UnsupportedProblem, ValueError):
@@ -345,26 +342,7 @@ class RegressionMoE(SupportsEM):
                 f"parameter shapes A {tuple(A.shape)}, W {tuple(W.shape)} differ from the "
                 f"truth's A {tuple(A_t.shape)}, W {tuple(W_t.shape)}"
             )
-        k, d = A.shape
-        W_t = W_t - W_t[-1:]
-        if k <= _MAX_EXHAUSTIVE_K:
-            perms = torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long)
-        else:
-            cost = torch.cdist(A, A_t).square().numpy()
-            rows, cols = linear_sum_assignment(cost)
-            perm = np.empty(k, dtype=np.int64)
-            perm[cols] = rows
-            perms = torch.as_tensor(perm)[None, :]
-        best = math.inf
-        chunk = max(1, 2_000_000 // max(1, k * d))
-        for start in range(0, perms.shape[0], chunk):
-            P = perms[start : start + chunk]
-            Ap, Wp = A[P], W[P]  # (m, k, d)
-            Wp = Wp - Wp[:, -1:, :]
-            err = (Ap - A_t).square().sum(dim=(1, 2)).sqrt()
-            err = err + (Wp - W_t).square().sum(dim=(1, 2)).sqrt()
-            best = min(best, float(err.min()))
-        return best
+        return permuted_error(A, A_t, W, W_t - W_t[-1:])
 
     # ------------------------------------------------------------------ EM and GD helpers
 

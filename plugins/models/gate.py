@@ -303,7 +303,8 @@ def fit_gate_chunked(
         accepted = False
         for _ in range(_MAX_HALVINGS):
             V_new = V + t * D
-            J_new, st_new = evaluate(V_new, t == 1.0)
+            # The Newton system at the trial point is only needed when another step follows.
+            J_new, st_new = evaluate(V_new, t == 1.0 and steps + 1 < max_steps)
             if J_new >= J + _ARMIJO * t * slope:
                 accepted = True
                 break

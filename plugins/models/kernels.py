@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,10 +45,16 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "chunked_nll_grad",
     "ExpertStats",
+    "COMPILE_MIN_ROWS",
     "GateStats",
+    "KernelSpec",
     "LabelFn",
     "PassStats",
     "RowChunks",
+    "TRANSPOSED_CACHE_MAX_BYTES",
+    "cached_row_chunks",
+    "chunk_kernel",
+    "compile_mode",
     "em_pass",
     "gate_pass",
     "open_npz_memmap",
@@ -82,11 +90,15 @@ class RowChunks:
     device, dtype
         Where and in which precision the chunks are produced (default: ``X``'s for tensors, CPU
         float64 for arrays).
+    transposed_copy
+        Build the whole ``(d' + 1, n)`` transposed copy once and yield views of it, so that
+        repeated passes (EM iterations, see :func:`cached_row_chunks`) skip the per-chunk
+        transposition; ``X`` and ``y`` are not kept.
 
     Notes
     -----
-    Iteration yields ``(start, stop, Z)``; ``Z`` is a view of a buffer reused by the next chunk,
-    so consumers must not keep it.
+    Iteration yields ``(start, stop, Z)``; ``Z`` is a view of a buffer reused by the next chunk
+    (or of the transposed copy), so consumers must neither keep nor modify it.
     """
 
     def __init__(
@@ -98,6 +110,7 @@ class RowChunks:
         intercept: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        transposed_copy: bool = False,
     ):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -116,6 +129,13 @@ class RowChunks:
             self.dtype = dtype or torch.float64
         self.n_rows = int(X.shape[0])
         self.n_features = int(X.shape[1]) + int(self.intercept)
+        self._full: torch.Tensor | None = None
+        if transposed_copy:
+            with torch.no_grad():
+                self._full = self._chunk_buffer(self.n_rows)
+                for s, e, Z in self._copied_chunks():
+                    self._full[:, s:e].copy_(Z)
+            self.X = self.y = None  # the copy replaces them; a cache must not keep them alive
 
     def _rows(self, a: torch.Tensor | np.ndarray, s: int, e: int) -> torch.Tensor:
         part = a[s:e]
@@ -123,13 +143,23 @@ class RowChunks:
             part = torch.from_numpy(np.array(part))  # a writable copy of the chunk
         return part.to(self.device, self.dtype, non_blocking=True)
 
-    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
-        d = int(self.X.shape[1])
-        rows = self.n_features + 1
-        buf = torch.zeros(rows, min(self.chunk_size, self.n_rows), dtype=self.dtype,
-                          device=self.device)
+    def _chunk_buffer(self, columns: int) -> torch.Tensor:
+        buf = torch.zeros(self.n_features + 1, columns, dtype=self.dtype, device=self.device)
         if self.intercept:
-            buf[d].fill_(1.0)
+            buf[self.n_features - 1].fill_(1.0)
+        return buf
+
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        if self._full is not None:
+            for s in range(0, self.n_rows, self.chunk_size):
+                e = min(self.n_rows, s + self.chunk_size)
+                yield s, e, self._full[:, s:e]
+            return
+        yield from self._copied_chunks()
+
+    def _copied_chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        d = int(self.X.shape[1])
+        buf = self._chunk_buffer(min(self.chunk_size, self.n_rows))
         for s in range(0, self.n_rows, self.chunk_size):
             e = min(self.n_rows, s + self.chunk_size)
             Z = buf[:, : e - s]
@@ -137,6 +167,44 @@ class RowChunks:
             if self.y is not None:
                 Z[-1].copy_(self._rows(self.y, s, e))
             yield s, e, Z
+
+
+#: In-memory data up to this size is cached as one transposed copy by :func:`cached_row_chunks`.
+TRANSPOSED_CACHE_MAX_BYTES = 1 << 31
+_TRANSPOSED: dict[tuple[int, int], tuple[Any, Any, tuple, RowChunks]] = {}
+
+
+def cached_row_chunks(
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray | None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    intercept: bool = False,
+) -> RowChunks:
+    """:class:`RowChunks` of in-memory tensors, transposed once and reused while they live.
+
+    An EM run makes several passes per iteration over the same ``(X, y)``; the transposed copy
+    ``[X^T; 1; y]`` (one more copy of the data) is cached per ``(X, y)`` pair, dropped when ``X``
+    is garbage-collected and rebuilt when either tensor was modified in place. Arrays (memory
+    maps among them) and data over :data:`TRANSPOSED_CACHE_MAX_BYTES` are chunked on the fly.
+    """
+    tensors = isinstance(X, torch.Tensor) and (y is None or isinstance(y, torch.Tensor))
+    if not tensors or X.ndim != 2:
+        return RowChunks(X, y, chunk_size=chunk_size, intercept=intercept)
+    nbytes = (X.shape[1] + 2) * X.shape[0] * X.element_size()
+    if nbytes > TRANSPOSED_CACHE_MAX_BYTES or X.requires_grad:
+        return RowChunks(X, y, chunk_size=chunk_size, intercept=intercept)
+    slot = (id(X), id(y))
+    state = (X._version, None if y is None else y._version, chunk_size, intercept)
+    hit = _TRANSPOSED.get(slot)
+    if (hit is not None and hit[0]() is X and (y is None or hit[1]() is y)
+            and hit[2] == state):
+        return hit[3]
+    chunks = RowChunks(X, y, chunk_size=chunk_size, intercept=intercept, transposed_copy=True)
+    x_ref = weakref.ref(X, lambda _ref, slot=slot: _TRANSPOSED.pop(slot, None))
+    y_ref = weakref.ref(y) if y is not None else None
+    _TRANSPOSED[slot] = (x_ref, y_ref, state, chunks)
+    return chunks
 
 
 @dataclass
@@ -212,50 +280,234 @@ class PassStats:
     gate: GateStats | None
 
 
-class _Grams:
-    """Accumulates ``sum_n w_jn z_n z_n^T`` for ``m`` weight rows with one GEMM per chunk."""
+@dataclass(frozen=True)
+class KernelSpec:
+    """What one chunk kernel computes; each spec is one (eager or compiled) kernel variant.
 
-    def __init__(self, m: int, D: int, like: torch.Tensor):
-        self.m, self.D = m, D
-        iu = torch.triu_indices(D, D, device=like.device)
-        self.iu, self.ju = iu[0], iu[1]
-        nq = self.iu.numel()
-        # Packed products z_a z_b (nq per row) against stacked w_j z (m D per row): fewer numbers.
-        self.packed = nq <= m * D
-        shape = (m, nq) if self.packed else (m * D, D)
-        self.acc = torch.zeros(shape, dtype=like.dtype, device=like.device)
-        self.offsets = [0]
-        for a in range(D):
-            self.offsets.append(self.offsets[-1] + D - a)
-        self._buf: torch.Tensor | None = None
+    Attributes
+    ----------
+    k
+        Number of experts.
+    n_features
+        Rows of ``F`` in a chunk (features and the intercept row, if any).
+    activation
+        Expert non-linearity (``"linear"``, ``"sigmoid"`` or ``"relu"``).
+    posterior
+        Compute the E-step at the parameters (else the responsibilities are given).
+    per_sample
+        Return the per-sample log-likelihoods and responsibilities of the E-step.
+    expert_stats
+        Accumulate the linear-expert statistics (mass and weighted Grams of ``[f; y]``).
+    gate
+        Accumulate the gate objective ``q``.
+    gate_system
+        Also the gate gradient and the Hessian weights (weighted Grams of ``f``).
+    """
 
-    def add(self, Wt: torch.Tensor, Z: torch.Tensor) -> None:
-        c = Z.shape[1]
-        if self.packed:
-            rows = self.offsets[-1]
-            if self._buf is None or self._buf.shape[1] < c:
-                self._buf = Z.new_empty(rows, c)
-            Q = self._buf[:, :c]
-            for a in range(self.D):
-                torch.mul(Z[a:], Z[a], out=Q[self.offsets[a] : self.offsets[a + 1]])
-            self.acc.addmm_(Wt, Q.T)
+    k: int
+    n_features: int
+    activation: str = "linear"
+    posterior: bool = True
+    per_sample: bool = False
+    expert_stats: bool = False
+    gate: bool = False
+    gate_system: bool = False
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """Free gate-row pairs ``a <= b < k - 1`` of the Hessian blocks."""
+        if not self.gate_system:
+            return []
+        km1 = self.k - 1
+        return [(a, b) for a in range(km1) for b in range(a, km1)]
+
+    @property
+    def n_weights(self) -> int:
+        """Weight rows of the Grams: ``k`` responsibilities, then the Hessian pair weights."""
+        return (self.k if self.expert_stats else 0) + len(self.pairs)
+
+    @property
+    def gram_rows(self) -> int:
+        """Rows ``D`` of the chunk entering the Grams (``[f; y]`` with expert statistics)."""
+        return self.n_features + 1 if self.expert_stats else self.n_features
+
+    @property
+    def packed(self) -> bool:
+        """Packed products ``z_a z_b`` (``D (D + 1) / 2`` per row) move fewer numbers than the
+        stacked ``w_j z`` (``m D`` per row)."""
+        D = self.gram_rows
+        return D * (D + 1) // 2 <= self.n_weights * D
+
+
+def _max_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Element-wise maximum over a list of rows; non-finite maxima become 0 (log-sum-exp shift)."""
+    mx = rows[0]
+    for r in rows[1:]:
+        mx = torch.maximum(mx, r)
+    return torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+
+
+def _sum_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    out = rows[0]
+    for r in rows[1:]:
+        out = out + r
+    return out
+
+
+def _make_kernel(spec: KernelSpec) -> Callable[..., tuple]:
+    """The chunk kernel of ``spec``: plain torch, written over rows of length ``c``.
+
+    The reductions over the ``k`` experts are unrolled into element-wise operations on rows, so
+    that ``torch.compile`` fuses the whole E-step, the weights and the Gram products of a chunk
+    into one vectorised loop over samples; eagerly it is the same arithmetic op by op.
+
+    The kernel maps ``(Z, AW, const, inv_sigma, labels)`` with ``Z`` the ``(d' + 1, c)`` chunk
+    ``[f; y]``, ``AW`` the expert rows followed by the gate rows (``[A; W]``, just ``W`` without
+    the posterior), ``const = -log(2 pi) / 2 - log sigma``, ``inv_sigma = 1 / sigma`` and
+    ``labels`` the given ``(k, c)`` responsibilities (unused with the posterior) to
+    ``(loglik, ll, R, q, grad, gram, mass)``: the summed log-likelihood, the per-sample
+    log-likelihoods ``(c,)`` and responsibilities ``(k, c)``, the gate objective, the gate
+    gradient ``(k - 1, d')``, the weighted Grams (packed ``(m, D (D + 1) / 2)`` or stacked
+    ``(m D, D)``) and the expert masses ``(k,)``; entries a spec does not ask for are ``None``.
+    """
+    k, nf = spec.k, spec.n_features
+    km1 = k - 1
+    pairs = spec.pairs
+    D = spec.gram_rows
+    need_logits = spec.posterior or spec.gate
+    gate_offset = k if spec.posterior else 0
+    activation = spec.activation
+
+    def kernel(Z, AW, const, inv_sigma, labels):
+        F = Z[:nf]
+        loglik = ll = Rt = q = grad = gram = mass = None
+        if need_logits:
+            L = AW @ F
+            g = [L[gate_offset + i] for i in range(k)]
+            mx = _max_rows(g)
+            eg = [torch.exp(v - mx) for v in g]
+            sg = _sum_rows(eg)
+            lse = mx + torch.log(sg)
+            lg = [v - lse for v in g]  # log softmax(W f)
+        if spec.posterior:
+            y = Z[nf]
+            u = []
+            for i in range(k):
+                z = (y - _activate(L[i], activation)) * inv_sigma[i]
+                u.append(lg[i] + const[i] - 0.5 * z * z)  # log pi_i + log N(y; mu_i, sigma_i^2)
+            mu = _max_rows(u)
+            eu = [torch.exp(v - mu) for v in u]
+            su = _sum_rows(eu)
+            ll = mu + torch.log(su)
+            loglik = ll.sum()
+            R = [v / su for v in eu]
+            if spec.per_sample:
+                Rt = torch.stack(R)
+            else:
+                ll = None
         else:
-            # Column blocks keep the stacked (m D, block) temporary near the cache size.
-            block = max(256, _STACKED_ELEMENTS // (self.m * self.D))
-            for a in range(0, c, block):
-                Zb, Wb = Z[:, a : a + block], Wt[:, a : a + block]
-                S = (Wb[:, None, :] * Zb[None, :, :]).reshape(self.m * self.D, Zb.shape[1])
-                self.acc.addmm_(S, Zb.T)
+            R = [labels[i] for i in range(k)]
+        hw: list[torch.Tensor] = []
+        if spec.gate:
+            q = _sum_rows([torch.where(R[i] > 0, R[i] * lg[i], 0.0) for i in range(k)]).sum()
+            if spec.gate_system and km1 > 0:
+                s = _sum_rows(R)
+                P = [v / sg for v in eg[:km1]]
+                Ps = [s * p for p in P]
+                grad = torch.stack([R[a] - Ps[a] for a in range(km1)]) @ F.T
+                hw = [Ps[a] * (1.0 - P[a]) if a == b else -(Ps[a] * P[b]) for a, b in pairs]
+        weights = (R if spec.expert_stats else []) + hw
+        if weights:
+            Wt = torch.stack(weights)
+            Zg = Z[:D]
+            if spec.packed:
+                Q = torch.cat([Zg[a:] * Zg[a] for a in range(D)])
+                gram = Wt @ Q.T
+            else:
+                S = (Wt[:, None, :] * Zg[None, :, :]).reshape(len(weights) * D, Zg.shape[1])
+                gram = S @ Zg.T
+        if spec.expert_stats:
+            mass = torch.stack([r.sum() for r in R])
+        return loglik, ll, Rt, q, grad, gram, mass
 
-    def result(self) -> torch.Tensor:
-        """The ``(m, D, D)`` symmetric Grams."""
-        if not self.packed:
-            out = self.acc.reshape(self.m, self.D, self.D)
-            return 0.5 * (out + out.transpose(1, 2))
-        out = self.acc.new_zeros(self.m, self.D, self.D)
-        out[:, self.iu, self.ju] = self.acc
-        out[:, self.ju, self.iu] = self.acc
-        return out
+    return kernel
+
+
+#: ``MOEBENCH_COMPILE=auto`` compiles the chunk kernels of passes over at least this many rows.
+COMPILE_MIN_ROWS = 500_000
+_KERNELS: dict[KernelSpec, Callable[..., tuple]] = {}
+_COMPILED: dict[KernelSpec, Callable[..., tuple]] = {}
+_compile_error: list[str] = []
+
+
+def compile_mode() -> str:
+    """``"auto"``, ``"always"`` or ``"never"``, from the ``MOEBENCH_COMPILE`` variable.
+
+    ``auto`` (the default) compiles a kernel with ``torch.compile`` for passes over at least
+    :data:`COMPILE_MIN_ROWS` rows, where its one-off cost (seconds, cached on disk across
+    processes) is repaid within a few iterations; ``always`` and ``never`` force the choice.
+    ``1``/``true`` and ``0``/``false`` are accepted too.
+    """
+    raw = os.environ.get("MOEBENCH_COMPILE", "auto").strip().lower()
+    mode = {"1": "always", "true": "always", "0": "never", "false": "never", "": "auto"}.get(
+        raw, raw)
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"MOEBENCH_COMPILE={raw!r}: use auto, always or never")
+    return mode
+
+
+def chunk_kernel(spec: KernelSpec, n_rows: int) -> Callable[..., tuple]:
+    """The kernel of ``spec`` for a pass over ``n_rows`` rows, compiled or eager.
+
+    Compilation follows :func:`compile_mode`. If ``torch.compile`` fails (no C++ compiler for
+    the CPU backend, no Triton for CUDA), a warning names the reason once and the eager kernel,
+    the same arithmetic, is used from then on.
+    """
+    eager = _KERNELS.get(spec)
+    if eager is None:
+        eager = _KERNELS[spec] = _make_kernel(spec)
+    mode = compile_mode()
+    if _compile_error or mode == "never" or (mode == "auto" and n_rows < COMPILE_MIN_ROWS):
+        return eager
+    compiled = _COMPILED.get(spec)
+    if compiled is None:
+        # One cache entry per spec on the shared kernel code: allow a few dozen variants.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 64)
+        fast = torch.compile(eager, dynamic=True)
+        first = [True]
+
+        def compiled(*args: Any) -> tuple:
+            if not first[0]:
+                return fast(*args)
+            try:
+                out = fast(*args)
+            except Exception as exc:  # the backend is missing, not the arithmetic
+                _compile_error.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                warnings.warn(
+                    f"torch.compile failed ({_compile_error[0]}); moebench runs its kernels "
+                    "eagerly (set MOEBENCH_COMPILE=never to skip the attempt)",
+                    RuntimeWarning, stacklevel=3,
+                )
+                return eager(*args)
+            first[0] = False
+            return out
+
+        _COMPILED[spec] = compiled
+    return compiled
+
+
+def _unpack_grams(flat: torch.Tensor, spec: KernelSpec) -> torch.Tensor:
+    """The ``(m, D, D)`` symmetric Grams from a kernel's packed or stacked accumulator."""
+    m, D = spec.n_weights, spec.gram_rows
+    if not spec.packed:
+        out = flat.reshape(m, D, D)
+        return 0.5 * (out + out.transpose(1, 2))
+    iu = torch.triu_indices(D, D, device=flat.device)
+    out = flat.new_zeros(m, D, D)
+    out[:, iu[0], iu[1]] = flat
+    out[:, iu[1], iu[0]] = flat
+    return out
 
 
 def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
@@ -268,62 +520,76 @@ def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
-def _logsumexp0(Zt: torch.Tensor) -> torch.Tensor:
-    """``log sum_i exp(Z_i)`` over the rows of ``(k, c)``; ``-inf`` columns stay ``-inf``."""
-    mx = Zt.amax(dim=0)
-    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    return (Zt - mx).exp_().sum(dim=0).log_().add_(mx)
+def _run_pass(
+    chunks: RowChunks,
+    spec: KernelSpec,
+    AW: torch.Tensor,
+    const: torch.Tensor,
+    inv_sigma: torch.Tensor,
+    labels: torch.Tensor | LabelFn | None,
+    R_out: torch.Tensor | None = None,
+    loglik_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
+           torch.Tensor | None]:
+    """Run ``spec``'s kernel over every chunk; returns the summed ``(loglik, q, grad, gram, mass)``.
 
-
-def _gate_log_probs_t(W: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
-    """``log softmax(W f_n)`` transposed, ``(k, c)``."""
-    logits = W @ F
-    return logits.sub_(_logsumexp0(logits))
-
-
-class _GateAccumulator:
-    """Per-chunk gate objective, gradient and Hessian weights."""
-
-    def __init__(self, k: int, d: int, like: torch.Tensor, system: bool, grams: _Grams | None,
-                 row0: int):
-        self.k, self.d, self.system = k, d, system
-        self.km1 = k - 1
-        self.pairs = [(a, b) for a in range(self.km1) for b in range(a, self.km1)]
-        self.q = like.new_zeros(())
-        self.grad = like.new_zeros(self.km1, d) if system else None
-        self.grams, self.row0 = grams, row0
-
-    @property
-    def n_weights(self) -> int:
-        return len(self.pairs) if self.system else 0
-
-    def add(self, lg: torch.Tensor, Rt: torch.Tensor, F: torch.Tensor, Wt: torch.Tensor | None
-            ) -> None:
-        self.q += torch.where(Rt > 0, Rt * lg, torch.zeros_like(lg)).sum()
-        if not self.system or self.km1 == 0:
-            return
-        P = lg[: self.km1].exp()
-        s = Rt.sum(dim=0)
-        Ps = P * s
-        self.grad.addmm_(Rt[: self.km1] - Ps, F.T)
-        for j, (a, b) in enumerate(self.pairs):
-            out = Wt[self.row0 + j]
-            if a == b:
-                torch.mul(Ps[a], 1.0 - P[a], out=out)
+    In the stacked Gram layout (large ``d``) a chunk is cut into column blocks so that the
+    ``(m D, block)`` temporary stays near :data:`_STACKED_ELEMENTS`.
+    """
+    dt = chunks.dtype
+    kernel = chunk_kernel(spec, chunks.n_rows)
+    block = None
+    if spec.n_weights and not spec.packed:
+        block = max(256, _STACKED_ELEMENTS // (spec.n_weights * spec.gram_rows))
+    sums: list[torch.Tensor | None] = [None] * 5
+    with torch.no_grad():
+        for s, e, Z in chunks:
+            if labels is None or not callable(labels):
+                Rin = None if labels is None else labels[s:e].T.to(dt)
             else:
-                torch.mul(Ps[a], P[b], out=out).neg_()
+                Rin = labels(s, e, Z)
+            step = block or (e - s)
+            for a in range(0, e - s, step):
+                b = min(e - s, a + step)
+                Zb = Z[:, a:b] if (a, b) != (0, e - s) else Z
+                Rb = None if Rin is None else Rin[:, a:b]
+                loglik, ll, Rt, q, grad, gram, mass = kernel(Zb, AW, const, inv_sigma, Rb)
+                if R_out is not None:
+                    R_out[s + a : s + b].copy_(Rt.T)
+                if loglik_out is not None:
+                    loglik_out[s + a : s + b].copy_(ll)
+                for j, v in enumerate((loglik, q, grad, gram, mass)):
+                    if v is not None:
+                        sums[j] = v.clone() if sums[j] is None else sums[j].add_(v)
+    return tuple(sums)  # type: ignore[return-value]
 
-    def result(self, gram: torch.Tensor | None) -> GateStats:
-        H = None
-        if self.system:
-            d, km1 = self.d, self.km1
-            H = self.q.new_zeros(km1 * d, km1 * d)
-            for j, (a, b) in enumerate(self.pairs):
-                block = gram[self.row0 + j, :d, :d]
-                H[a * d : (a + 1) * d, b * d : (b + 1) * d] = block
-                if a != b:
-                    H[b * d : (b + 1) * d, a * d : (a + 1) * d] = block
-        return GateStats(q=float(self.q), grad=self.grad, neg_hessian=H)
+
+def _gate_stats(spec: KernelSpec, q: torch.Tensor, grad: torch.Tensor | None,
+                gram: torch.Tensor | None, d: int, like: torch.Tensor) -> GateStats:
+    """:class:`GateStats` from a pass's sums (the Hessian blocks follow the expert Grams)."""
+    km1 = spec.k - 1
+    if not spec.gate_system:
+        return GateStats(q=float(q), grad=None, neg_hessian=None)
+    if km1 == 0:
+        return GateStats(q=float(q), grad=like.new_zeros(0, d), neg_hessian=like.new_zeros(0, 0))
+    grams = _unpack_grams(gram, spec)
+    row0 = spec.k if spec.expert_stats else 0
+    H = like.new_zeros(km1 * d, km1 * d)
+    for j, (a, b) in enumerate(spec.pairs):
+        blk = grams[row0 + j, :d, :d]
+        H[a * d : (a + 1) * d, b * d : (b + 1) * d] = blk
+        if a != b:
+            H[b * d : (b + 1) * d, a * d : (a + 1) * d] = blk
+    return GateStats(q=float(q), grad=grad, neg_hessian=H)
+
+
+def _expert_params(A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor,
+                   chunks: RowChunks, posterior: bool, gate: bool) -> tuple[torch.Tensor, ...]:
+    dev, dt = chunks.device, chunks.dtype
+    A, W, log_sigma = A.to(dev, dt), W.to(dev, dt), log_sigma.to(dev, dt)
+    rows = ([A] if posterior else []) + ([W] if posterior or gate else [])
+    AW = torch.cat(rows, dim=0) if rows else A.new_zeros(0, A.shape[1])
+    return AW, -0.5 * _LOG_2PI - log_sigma, torch.exp(-log_sigma)
 
 
 def em_pass(
@@ -372,60 +638,20 @@ def em_pass(
         raise ValueError("expert sufficient statistics exist for linear experts only")
     if labels is not None and (R_out is not None or loglik_out is not None):
         raise ValueError("R_out and loglik_out need labels=None (the posterior of this pass)")
-    dev, dt = chunks.device, chunks.dtype
-    A, W = A.to(dev, dt), W.to(dev, dt)
-    log_sigma = log_sigma.to(dev, dt)
-    AW = torch.cat([A, W], dim=0)
-    const = (-0.5 * _LOG_2PI - log_sigma)[:, None]
-    inv_sigma = torch.exp(-log_sigma)[:, None]
-    like = AW
-    ga = _GateAccumulator(k, d, like, gate_system, None, k if expert_stats else 0) if gate else None
-    m = (k if expert_stats else 0) + (ga.n_weights if ga else 0)
-    grams = _Grams(m, d + 1, like) if m else None
-    loglik = like.new_zeros(())
-    mass = like.new_zeros(k)
-    wbuf = None
-    for s, e, Z in chunks:
-        F, yc = Z[:d], Z[d]
-        L = AW @ F
-        lg = L[k:]
-        lg.sub_(_logsumexp0(lg))
-        if labels is None:
-            mu = _activate(L[:k], activation)
-            z = (yc - mu).mul_(inv_sigma)
-            joint = z.mul_(z).mul_(-0.5).add_(const).add_(lg)
-            ll = _logsumexp0(joint)
-            loglik += ll.sum()
-            Rt = joint.sub_(ll).exp_()
-            if R_out is not None:
-                R_out[s:e].copy_(Rt.T)
-            if loglik_out is not None:
-                loglik_out[s:e].copy_(ll)
-        elif callable(labels):
-            Rt = labels(s, e, Z)
-        else:
-            Rt = labels[s:e].T.to(dt)
-        Wt = None
-        if grams is not None:
-            if wbuf is None or wbuf.shape[1] < e - s:
-                wbuf = Z.new_empty(m, Z.shape[1])
-            Wt = wbuf[:, : e - s]
-            if expert_stats:
-                Wt[:k].copy_(Rt)
-                mass += Rt.sum(dim=1)
-        if ga is not None:
-            ga.add(lg, Rt, F, Wt)
-        if grams is not None:
-            grams.add(Wt, Z)
-    gram = grams.result() if grams is not None else None
+    posterior = labels is None
+    spec = KernelSpec(k=k, n_features=d, activation=activation, posterior=posterior,
+                      per_sample=R_out is not None or loglik_out is not None,
+                      expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system)
+    AW, const, inv_sigma = _expert_params(A, W, log_sigma, chunks, posterior, gate)
+    loglik, q, grad, gram, mass = _run_pass(chunks, spec, AW, const, inv_sigma, labels,
+                                            R_out=R_out, loglik_out=loglik_out)
     experts = None
     if expert_stats:
-        G = gram[:k]
-        experts = ExpertStats(
-            mass=mass, G=G[:, :d, :d].clone(), b=G[:, :d, d].clone(), yy=G[:, d, d].clone()
-        )
-    gate_stats = ga.result(gram) if ga is not None else None
-    ll_value = float(loglik) if labels is None else math.nan
+        G = _unpack_grams(gram, spec)[:k]
+        experts = ExpertStats(mass=mass, G=G[:, :d, :d].clone(), b=G[:, :d, d].clone(),
+                              yy=G[:, d, d].clone())
+    gate_stats = _gate_stats(spec, q, grad, gram, d, AW) if gate else None
+    ll_value = float(loglik) if posterior else math.nan
     return PassStats(loglik=ll_value, experts=experts, gate=gate_stats)
 
 
@@ -451,47 +677,34 @@ def gate_pass(
         Sums over samples.
     """
     k, d = W.shape
-    dt = chunks.dtype
-    W = W.to(chunks.device, dt)
-    ga = _GateAccumulator(k, d, W, system, None, 0)
-    grams = _Grams(ga.n_weights, d, W) if ga.n_weights else None
-    wbuf = None
-    for s, e, Z in chunks:
-        F = Z[:d]
-        lg = _gate_log_probs_t(W, F)
-        Rt = labels(s, e, Z) if callable(labels) else labels[s:e].T.to(dt)
-        Wt = None
-        if grams is not None:
-            if wbuf is None or wbuf.shape[1] < e - s:
-                wbuf = Z.new_empty(grams.m, Z.shape[1])
-            Wt = wbuf[:, : e - s]
-        ga.add(lg, Rt, F, Wt)
-        if grams is not None:
-            grams.add(Wt, F)
-    return ga.result(grams.result() if grams is not None else None)
+    spec = KernelSpec(k=k, n_features=d, posterior=False, gate=True, gate_system=system)
+    W = W.to(chunks.device, chunks.dtype)
+    empty = W.new_zeros(0)
+    _, q, grad, gram, _ = _run_pass(chunks, spec, W, empty, empty, labels)
+    return _gate_stats(spec, q, grad, gram, d, W)
 
 
 def posterior_labels(
-    A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor, activation: str = "linear"
+    A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor, activation: str = "linear",
+    *, n_rows: int = 0,
 ) -> LabelFn:
     """A :data:`LabelFn` recomputing the posterior at fixed parameters chunk by chunk.
 
     Used when the ``(n, k)`` responsibilities are not kept (streaming from disk): each gate pass
-    recomputes them from the parameters of the E-step.
+    recomputes them from the parameters of the E-step. ``n_rows``, the rows of the passes it
+    serves, decides whether its kernel is compiled (:func:`chunk_kernel`).
     """
-    k = A.shape[0]
+    k, d = A.shape
+    spec = KernelSpec(k=k, n_features=d, activation=activation, per_sample=True)
     AW = torch.cat([A, W], dim=0)
-    const = (-0.5 * _LOG_2PI - log_sigma)[:, None]
-    inv_sigma = torch.exp(-log_sigma)[:, None]
 
     def labels(start: int, stop: int, Z: torch.Tensor) -> torch.Tensor:
-        d = AW.shape[1]
-        L = AW.to(Z.dtype) @ Z[:d]
-        lg = L[k:]
-        lg.sub_(_logsumexp0(lg))
-        z = (Z[d] - _activate(L[:k], activation)).mul_(inv_sigma.to(Z.dtype))
-        joint = z.mul_(z).mul_(-0.5).add_(const.to(Z.dtype)).add_(lg)
-        return joint.sub_(_logsumexp0(joint)).exp_()
+        kernel = chunk_kernel(spec, n_rows)
+        dt = Z.dtype
+        with torch.no_grad():
+            out = kernel(Z, AW.to(Z.device, dt), (-0.5 * _LOG_2PI - log_sigma).to(Z.device, dt),
+                         torch.exp(-log_sigma).to(Z.device, dt), None)
+        return out[2]
 
     return labels
 

@@ -30,6 +30,7 @@ from .kernels import (
     GateStats,
     LabelFn,
     RowChunks,
+    cached_row_chunks,
     em_pass,
     posterior_labels,
     solve_experts,
@@ -256,8 +257,8 @@ class RegressionMoE(SupportsEM):
         X, y
             Inputs ``(n, d)`` and targets ``(n,)`` (tensors, arrays or memory-mapped arrays).
         """
-        return RowChunks(X, y, chunk_size=self.params.chunk_size,
-                         intercept=self.params.intercept)
+        return cached_row_chunks(X, y, chunk_size=self.params.chunk_size,
+                                 intercept=self.params.intercept)
 
     def _differentiable(self, params: ParamDict, *tensors: torch.Tensor) -> bool:
         """Whether autograd must see the computation (then the dense formulas are used)."""
@@ -536,14 +537,15 @@ class RegressionMoE(SupportsEM):
             raise UnsupportedProblem("streaming EM steps need linear experts")
         R = None
         if keep_responsibilities:
-            R = torch.empty(n, self.n_experts, dtype=chunks.dtype, device=chunks.device)
+            # (n, k) with samples along the contiguous axis: chunks of R are rows of length c.
+            R = torch.empty(self.n_experts, n, dtype=chunks.dtype, device=chunks.device).T
         A, W, log_sigma = params["A"], params["W"], params["log_sigma"]
         if not linear:
             st = em_pass(chunks, A, W, log_sigma, activation=self.params.activation, R_out=R)
             new, extras = self.m_step(torch.as_tensor(X), torch.as_tensor(y), R, params, gate)
             return new, {**extras, "nll": -st.loglik / n}
         stats = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True)
-        labels = R if R is not None else posterior_labels(A, W, log_sigma)
+        labels = R if R is not None else posterior_labels(A, W, log_sigma, n_rows=n)
         new = self._experts_from_stats(chunks, labels, params, stats.experts)
         new, extras = self._gate_from_stats(chunks, labels, params, gate, stats.gate, new)
         return new, {**extras, "nll": -stats.loglik / n}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from moebench import InitSpec
 from moebench_plugins.devices.cuda import CUDA
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate, gate_objective
+from moebench_plugins.models import kernels
 from moebench_plugins.models.kernels import (
     RowChunks,
+    cached_row_chunks,
     em_pass,
     gate_pass,
     posterior_labels,
@@ -145,3 +149,71 @@ def test_cuda_device_plugin_says_why_it_is_unavailable():
     assert dev.describe() == "cuda (unavailable)"
     reason = dev.unavailable_reason()
     assert "torch.cuda.is_available() is False" in reason and "--device cpu" in reason
+
+
+def _fresh_compile_state(monkeypatch):
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_compile_error", [])
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_kernels_give_the_eager_em_step(monkeypatch):
+    """MOEBENCH_COMPILE=always runs the same kernels through torch.compile (one code path)."""
+    _fresh_compile_state(monkeypatch)
+    model = RegressionMoE(RegressionMoE.Params(k=3, noise="per_expert", chunk_size=300),
+                          n_features=4)
+    _, params, X, y = problem(n=1000, k=3, d=4)  # 1000 = 3 full chunks and a remainder
+    gate = GateOptions(ridge=1e-4, max_steps=1)
+    monkeypatch.setenv("MOEBENCH_COMPILE", "never")
+    eager, e_info = model.em_step(X, y, params, gate)
+    monkeypatch.setenv("MOEBENCH_COMPILE", "always")
+    compiled, c_info = model.em_step(X, y, params, gate)
+    assert not kernels._compile_error, kernels._compile_error
+    assert len(kernels._COMPILED) == 2  # the fused pass and the gate's trial evaluation
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-10, atol=1e-12)
+    assert c_info["nll"] == pytest.approx(e_info["nll"], rel=1e-12)
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
+    _fresh_compile_state(monkeypatch)
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setenv("MOEBENCH_COMPILE", "always")
+    model, params, X, y = problem(n=500, k=3, d=4)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
+        ll = model.nll(params, X, y)
+    monkeypatch.setenv("MOEBENCH_COMPILE", "never")
+    assert float(ll) == float(model.nll(params, X, y))
+
+
+def test_compile_mode_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv("MOEBENCH_COMPILE", "sometimes")
+    with pytest.raises(ValueError, match="MOEBENCH_COMPILE='sometimes': use auto, always or never"):
+        kernels.compile_mode()
+    monkeypatch.setenv("MOEBENCH_COMPILE", "0")
+    assert kernels.compile_mode() == "never"
+
+
+def test_transposed_copy_is_reused_and_invalidated():
+    _, _, X, y = problem(n=300, k=2, d=3)
+    a = cached_row_chunks(X, y, chunk_size=64, intercept=True)
+    assert cached_row_chunks(X, y, chunk_size=64, intercept=True) is a
+    assert a.X is None  # the cache holds the transposed copy only, not the caller's data
+    Z = torch.cat([Zc for _, _, Zc in a], dim=1)
+    torch.testing.assert_close(Z, torch.cat([X.T, torch.ones(1, 300, dtype=X.dtype), y[None]]))
+    X.mul_(2.0)  # modified in place: rebuilt
+    b = cached_row_chunks(X, y, chunk_size=64, intercept=True)
+    assert b is not a
+    torch.testing.assert_close(next(iter(b))[2][:3], X[:64].T)
+    assert cached_row_chunks(X, None, chunk_size=64, intercept=True) is not b
+    n_entries = len(kernels._TRANSPOSED)
+    del X, a, b
+    gc.collect()
+    assert len(kernels._TRANSPOSED) == n_entries - 2  # both entries of X are dropped with it

@@ -1,0 +1,269 @@
+"""Array-like, read-only views of numeric Parquet columns, for streaming EM and GD.
+
+The chunked kernels (:class:`~moebench_plugins.models.kernels.RowChunks`, and through it
+:meth:`RegressionMoE.em_step <moebench_plugins.models.regression.RegressionMoE.em_step>`, as well
+as :func:`~moebench_plugins.models.kernels.chunked_nll_grad`) read ``X`` and ``y`` only through
+``ndim``, ``shape`` and row slices ``a[s:e]`` taken in increasing order of ``s``. A
+:class:`ParquetColumns` offers exactly that over one or several columns of a Parquet file: a slice
+reads only the row groups that overlap it, and the last row group read stays cached, so a
+chunk-by-chunk pass reads every row group once and memory stays that of one row group (plus the
+chunk being returned), whatever the file's size.
+
+Examples
+--------
+>>> X, y = open_parquet("train.parquet", target="y")          # doctest: +SKIP
+>>> for _ in range(50):                                          # doctest: +SKIP
+...     params, info = model.em_step(X, y, params, GateOptions(), keep_responsibilities=False)
+
+This is the Parquet counterpart of :func:`~moebench_plugins.models.kernels.open_npz_memmap`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["ParquetColumns", "open_parquet"]
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+class ParquetColumns:
+    """Read-only, array-like view of numeric columns of a Parquet file, read row group by row group.
+
+    Parameters
+    ----------
+    path
+        The Parquet file.
+    columns
+        One column name (the view is 1-d, shape ``(n,)``) or a sequence of names (2-d, shape
+        ``(n, p)``, columns in the given order).
+    dtype
+        Floating-point dtype of the arrays returned by slicing (default float64). Integer and
+        boolean columns are converted to it.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    columns : tuple of str
+        The columns, in the order of the view's second axis.
+    shape : tuple of int
+        ``(n,)`` or ``(n, p)``.
+    ndim : int
+        1 or 2.
+    dtype : numpy.dtype
+        The dtype of the slices.
+    n_row_groups : int
+        Row groups of the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        A column is missing or not numeric, its metadata reports nulls, or ``dtype`` is not a
+        floating-point type.
+
+    Notes
+    -----
+    Only ``a[start:stop]`` with step 1 is supported (``start``/``stop`` may be omitted or
+    negative, as for numpy arrays); it returns a new ``(stop - start,)`` or
+    ``(stop - start, p)`` numpy array. A slice reads the row groups that overlap it
+    (:meth:`pyarrow.parquet.ParquetFile.read_row_group` restricted to :attr:`columns`); the last
+    row group read is kept, so a pass over increasing, contiguous slices (any chunk size) reads
+    each row group exactly once. Every row group read is checked: nulls, NaN and infinite values
+    raise :class:`ValueError` naming the column and the first offending row.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        columns: str | Sequence[str],
+        *,
+        dtype: Any = np.float64,
+    ):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"no such Parquet file: {self.path}")
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise ValueError(f"dtype must be a floating-point type (e.g. np.float64), got "
+                             f"{self.dtype}")
+        single = isinstance(columns, str)
+        names = (columns,) if single else tuple(columns)
+        if not names:
+            raise ValueError(f"{self.path}: no columns given; name at least one column")
+        bad = [c for c in names if not isinstance(c, str)]
+        if bad:
+            raise TypeError(f"column names must be strings, got {bad[0]!r}")
+        self.columns = names
+        self._file = pq.ParquetFile(self.path)
+        schema = self._file.schema_arrow
+        missing = [c for c in names if schema.get_field_index(c) < 0]
+        if missing:
+            raise ValueError(
+                f"{self.path}: no column {', '.join(map(repr, missing))}; the file has "
+                f"{', '.join(map(repr, schema.names))}. Pass existing column names"
+            )
+        for c in names:
+            kind = schema.field(c).type
+            if not _is_numeric(kind):
+                raise ValueError(
+                    f"{self.path}: column {c!r} is not numeric (type {kind}); convert it to "
+                    "numbers (e.g. encode categories) or leave it out of the columns"
+                )
+        meta = self._file.metadata
+        self.n_row_groups = meta.num_row_groups
+        sizes = [meta.row_group(i).num_rows for i in range(self.n_row_groups)]
+        #: ``_starts[i]`` is the first row of row group ``i``; ``_starts[-1]`` the row count.
+        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._check_null_counts()
+        n = int(self._starts[-1])
+        self.shape: tuple[int, ...] = (n,) if single else (n, len(names))
+        self.ndim = len(self.shape)
+        self._read = list(dict.fromkeys(names))  # the distinct columns, read in one call
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _check_null_counts(self) -> None:
+        """Fail early on nulls that the row groups' statistics already report."""
+        meta = self._file.metadata
+        if self.n_row_groups == 0:
+            return
+        first = meta.row_group(0)
+        leaves = [j for j in range(first.num_columns)
+                  if first.column(j).path_in_schema in self.columns]
+        for i in range(self.n_row_groups):
+            rg = meta.row_group(i)
+            for j in leaves:
+                col = rg.column(j)
+                stats = col.statistics
+                if stats is not None and stats.has_null_count and stats.null_count > 0:
+                    raise self._null_error(col.path_in_schema, stats.null_count, None)
+
+    def _null_error(self, column: str, count: int, first: int | None) -> ValueError:
+        where = f" (first at row {first})" if first is not None else ""
+        return ValueError(
+            f"{self.path}: column {column!r} has {count} null value(s){where}; fill or drop "
+            "them before streaming the file"
+        )
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        cols = self.columns[0] if self.ndim == 1 else list(self.columns)
+        return (f"ParquetColumns({self.path!r}, {cols!r}, shape={self.shape}, "
+                f"dtype={self.dtype}, row_groups={self.n_row_groups})")
+
+    def _row_group(self, i: int) -> np.ndarray:
+        """Row group ``i`` as a validated ``(rows, p)`` array (cached: the last one read)."""
+        if self._cached is not None and self._cached[0] == i:
+            return self._cached[1]
+        self._cached = None  # release the previous row group before reading the next one
+        table = self._file.read_row_group(i, columns=self._read)
+        start = int(self._starts[i])
+        out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype)
+        for j, name in enumerate(self.columns):
+            col = table.column(name)
+            if col.null_count:
+                nulls = col.is_null().to_numpy(zero_copy_only=False)
+                raise self._null_error(name, col.null_count, start + int(np.argmax(nulls)))
+            out[:, j] = col.to_numpy()
+            bad = np.flatnonzero(~np.isfinite(out[:, j]))
+            if bad.size:
+                raise ValueError(
+                    f"{self.path}: column {name!r} has a NaN or infinite value at row "
+                    f"{start + int(bad[0])} (row group {i}); clean or drop those rows before "
+                    "streaming the file"
+                )
+        self._cached = (i, out)
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """The rows ``key.start:key.stop`` as a new numpy array (row slices with step 1 only)."""
+        if not isinstance(key, slice):
+            raise TypeError(
+                f"ParquetColumns supports only row slices a[start:stop] (step 1), got "
+                f"{type(key).__name__} {key!r}; read chunks of rows by slicing"
+            )
+        n = self.shape[0]
+        start, stop, step = key.indices(n)
+        if step != 1:
+            raise TypeError(f"ParquetColumns supports only row slices a[start:stop] with step 1, "
+                            f"got step {key.step}")
+        stop = max(start, stop)
+        out = np.empty((stop - start, len(self.columns)), dtype=self.dtype)
+        if stop > start:
+            first = int(np.searchsorted(self._starts, start, side="right")) - 1
+            last = int(np.searchsorted(self._starts, stop, side="left")) - 1
+            for i in range(first, last + 1):
+                g0, g1 = int(self._starts[i]), int(self._starts[i + 1])
+                lo, hi = max(start, g0), min(stop, g1)
+                out[lo - start : hi - start] = self._row_group(i)[lo - g0 : hi - g0]
+        return out[:, 0] if self.ndim == 1 else out
+
+
+def open_parquet(
+    path: str | os.PathLike[str],
+    target: str,
+    features: Sequence[str] | None = None,
+    dtype: Any = np.float64,
+) -> tuple[ParquetColumns, ParquetColumns]:
+    """Inputs ``X`` and targets ``y`` of a Parquet file as streamable :class:`ParquetColumns`.
+
+    Parameters
+    ----------
+    path
+        The Parquet file.
+    target
+        The target column (``y``, shape ``(n,)``).
+    features
+        The input columns (``X``, shape ``(n, d)``, in this order). Default: every column except
+        ``target``, in file order (columns that only hold a pandas index are left out).
+    dtype
+        Floating-point dtype of the slices (default float64).
+
+    Returns
+    -------
+    tuple
+        ``(X, y)``, to pass to :meth:`RegressionMoE.em_step
+        <moebench_plugins.models.regression.RegressionMoE.em_step>` with
+        ``keep_responsibilities=False`` or to
+        :func:`~moebench_plugins.models.kernels.chunked_nll_grad`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        A column is missing or not numeric, holds nulls, or ``target`` is among ``features``
+        (see :class:`ParquetColumns`); NaN, infinite and null values are reported when the
+        slice that reads them is taken.
+    """
+    y = ParquetColumns(path, target, dtype=dtype)
+    if features is None:
+        schema = y._file.schema_arrow
+        index = set()
+        pandas_meta = schema.pandas_metadata or {}
+        for c in pandas_meta.get("index_columns", []):
+            if isinstance(c, str):
+                index.add(c)
+        features = [c for c in schema.names if c != target and c not in index]
+        if not features:
+            raise ValueError(f"{y.path}: no feature columns besides the target {target!r}")
+    elif isinstance(features, str):
+        raise TypeError(f"features must be a sequence of column names, got the string "
+                        f"{features!r}; use [{features!r}]")
+    elif target in features:
+        raise ValueError(f"{y.path}: the target {target!r} is also listed in features; "
+                         "leave it out of features")
+    X = ParquetColumns(path, list(features), dtype=dtype)
+    return X, y

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.measure_kernels [--n 1000000] [--k 4] [--d 10] [--repeat 7] [--compile always]
+    python -m benchmarks.measure_kernels [--n 1000000] [--k 4] [--d 10] [--repeat 7] \
+        [--compile always|never|auto]
 
 The bound of a kernel is its GEMM-shaped floating-point work (symmetric Grams counted once)
 divided by the float64 GEMM rate measured in the same process on a square 2000 x 2000 product;

@@ -434,7 +434,7 @@ def _make_kernel(spec: KernelSpec) -> Callable[..., tuple]:
 
 
 #: ``MOEBENCH_COMPILE=auto`` compiles the chunk kernels of passes over at least this many rows.
-COMPILE_MIN_ROWS = 500_000
+COMPILE_MIN_ROWS = 100_000
 _KERNELS: dict[KernelSpec, Callable[..., tuple]] = {}
 _COMPILED: dict[KernelSpec, Callable[..., tuple]] = {}
 _compile_error: list[str] = []

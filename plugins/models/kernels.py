@@ -22,7 +22,11 @@ moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d^2))`` for
 optional ``(n, k)`` responsibilities and ``(n,)`` log-likelihoods.
 
 The code is device-generic torch: the same kernels run on the CPU and on CUDA, in float32 and
-float64, and on chunks streamed from memory-mapped files (:class:`RowChunks`).
+float64, and on chunks streamed from memory-mapped files (:class:`RowChunks`). A pass calls one
+per-chunk kernel (:class:`KernelSpec`, :func:`chunk_kernel`) with the sums over the ``k``
+experts unrolled over rows of samples, so that ``torch.compile`` (``MOEBENCH_COMPILE``, see
+:func:`compile_mode`) turns its element-wise part into a single vectorised loop; eager
+execution runs the same arithmetic op by op.
 """
 
 from __future__ import annotations

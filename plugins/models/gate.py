@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .kernels import DEFAULT_CHUNK_SIZE, GateStats, LabelFn, RowChunks, gate_pass
+from .kernels import DEFAULT_CHUNK_SIZE, GateStats, LabelFn, RowChunks, cached_row_chunks, gate_pass
 
 __all__ = ["DEFAULT_TOL", "fit_gate_chunked", "fit_softmax_gate", "gate_objective", "project_rows"]
 
@@ -207,7 +207,7 @@ def fit_softmax_gate(
     k = R.shape[1]
     if R.shape[0] != n:
         raise ValueError(f"R has {R.shape[0]} rows, X has {n}")
-    chunks = RowChunks(X, None, chunk_size=chunk_size)
+    chunks = cached_row_chunks(X, None, chunk_size=chunk_size)
     return fit_gate_chunked(
         chunks, R, W0, ridge=ridge, max_steps=max_steps, tol=tol, radius=radius, n_labels=k
     )

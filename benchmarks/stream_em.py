@@ -87,7 +87,27 @@ def main(argv: list[str] | None = None) -> None:
         sec = time.perf_counter() - t0
         print(f"iteration {it + 1}: {sec:.1f} s, NLL at the start {info['nll']:.6f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(f"peak RSS {peak:.2f} GB (file {os.path.getsize(args.path) / 1e9:.1f} GB)")
+    print(f"peak RSS {peak:.2f} GB (file {os.path.getsize(args.path) / 1e9:.1f} GB; mapped file "
+          f"pages count as resident, the kernel drops them under memory pressure)")
+    status = _proc_status()
+    if status:
+        print("now: " + ", ".join(f"{key} {status[key] / 1e6:.2f} GB" for key in
+                                  ("RssAnon", "RssFile") if key in status))
+
+
+def _proc_status() -> dict[str, float]:
+    """Resident memory by kind from ``/proc/self/status`` (bytes; empty off Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile") and value.strip().endswith("kB"):
+            out[key] = 1e3 * float(value.split()[0])
+    return out
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ execution runs the same arithmetic op by op.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import struct
@@ -45,9 +46,12 @@ import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
+from .native import Pairs, native_supported, weighted_sums
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "chunked_nll_grad",
+    "ChunkedLabels",
     "ExpertStats",
     "COMPILE_MIN_ROWS",
     "GateStats",
@@ -67,8 +71,9 @@ __all__ = [
     "weighted_sse_pass",
 ]
 
-#: Rows per chunk: ``(d' + 1) x chunk_size`` buffers stay in the L2 cache for small ``d``.
-DEFAULT_CHUNK_SIZE = 16384
+#: Rows per chunk: large enough that the fixed cost of a (compiled) kernel call, about 0.1 ms, is
+#: small against the chunk's work, small enough that a chunk's rows stay in the last-level cache.
+DEFAULT_CHUNK_SIZE = 65536
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Elements of the stacked ``[w_j z]`` temporary of one GEMM (large ``d``): 16 MB in float64.
 _STACKED_ELEMENTS = 1 << 21
@@ -326,21 +331,9 @@ class KernelSpec:
         return [(a, b) for a in range(km1) for b in range(a, km1)]
 
     @property
-    def n_weights(self) -> int:
-        """Weight rows of the Grams: ``k`` responsibilities, then the Hessian pair weights."""
-        return (self.k if self.expert_stats else 0) + len(self.pairs)
-
-    @property
     def gram_rows(self) -> int:
-        """Rows ``D`` of the chunk entering the Grams (``[f; y]`` with expert statistics)."""
+        """Rows ``D`` of the chunk entering the expert Grams (``[f; y]``)."""
         return self.n_features + 1 if self.expert_stats else self.n_features
-
-    @property
-    def packed(self) -> bool:
-        """Packed products ``z_a z_b`` (``D (D + 1) / 2`` per row) move fewer numbers than the
-        stacked ``w_j z`` (``m D`` per row)."""
-        D = self.gram_rows
-        return D * (D + 1) // 2 <= self.n_weights * D
 
 
 def _max_rows(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -358,41 +351,56 @@ def _sum_rows(rows: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _make_kernel(spec: KernelSpec) -> Callable[..., tuple]:
-    """The chunk kernel of ``spec``: plain torch, written over rows of length ``c``.
+def _make_kernel(spec: KernelSpec, fused_dots: bool = False) -> Callable[..., tuple]:
+    """The chunk kernel of ``spec``: plain torch, element-wise over rows of length ``c``.
 
-    The reductions over the ``k`` experts are unrolled into element-wise operations on rows, so
-    that ``torch.compile`` fuses the whole E-step, the weights and the Gram products of a chunk
-    into one vectorised loop over samples; eagerly it is the same arithmetic op by op.
+    The sums over the ``k`` experts are unrolled into element-wise operations on rows and the
+    kernel has no reductions over samples: it returns the rows whose sums (weighted Grams, plain
+    sums) a pass needs, and :func:`_run_pass` reduces them with
+    :func:`~moebench_plugins.models.native.weighted_sums`. ``torch.compile`` thereby turns the
+    whole E-step and every weight of a chunk into one vectorised loop over samples; eagerly it is
+    the same arithmetic op by op. ``fused_dots`` writes the logits ``AW f`` as sums over the
+    features (fused into that loop) instead of a matrix product.
 
     The kernel maps ``(Z, AW, const, inv_sigma, labels)`` with ``Z`` the ``(d' + 1, c)`` chunk
     ``[f; y]``, ``AW`` the expert rows followed by the gate rows (``[A; W]``, just ``W`` without
     the posterior), ``const = -log(2 pi) / 2 - log sigma``, ``inv_sigma = 1 / sigma`` and
     ``labels`` the given ``(k, c)`` responsibilities (unused with the posterior) to
-    ``(loglik, ll, R, q, grad, gram, mass)``: the summed log-likelihood, the per-sample
-    log-likelihoods ``(c,)`` and responsibilities ``(k, c)``, the gate objective, the gate
-    gradient ``(k - 1, d')``, the weighted Grams (packed ``(m, D (D + 1) / 2)`` or stacked
-    ``(m D, D)``) and the expert masses ``(k,)``; entries a spec does not ask for are ``None``.
+    ``(R, hw, lin)``:
+
+    * ``R``, ``(k, c)``: the posterior responsibilities (with ``per_sample`` or
+      ``expert_stats``);
+    * ``hw``, ``(len(pairs), c)``: the gate Hessian weights ``s p_a (delta_ab - p_b)`` of
+      :attr:`KernelSpec.pairs` (with the Newton system);
+    * ``lin``, ``(l, c)``: the rows summed against ``[f; 1]``, the gate gradient rows
+      ``r_a - s p_a`` (with the Newton system), the gate objective row ``sum_i r_i log p_i``
+      (with ``gate``) and the per-sample log-likelihood (with the posterior), in that order.
+
+    The expert statistics are the Grams of ``[f; y; 1]`` weighted by the responsibilities.
+    Entries a spec does not ask for are ``None``.
     """
     k, nf = spec.k, spec.n_features
     km1 = k - 1
     pairs = spec.pairs
-    D = spec.gram_rows
     need_logits = spec.posterior or spec.gate
     gate_offset = k if spec.posterior else 0
     activation = spec.activation
 
     def kernel(Z, AW, const, inv_sigma, labels):
         F = Z[:nf]
-        loglik = ll = Rt = q = grad = gram = mass = None
+        lin: list[torch.Tensor] = []
         if need_logits:
-            L = AW @ F
+            if fused_dots:
+                L = [_sum_rows([AW[i, a] * F[a] for a in range(nf)]) for i in range(AW.shape[0])]
+            else:
+                L = AW @ F
             g = [L[gate_offset + i] for i in range(k)]
             mx = _max_rows(g)
             eg = [torch.exp(v - mx) for v in g]
             sg = _sum_rows(eg)
             lse = mx + torch.log(sg)
             lg = [v - lse for v in g]  # log softmax(W f)
+        ll = None
         if spec.posterior:
             y = Z[nf]
             u = []
@@ -403,36 +411,24 @@ def _make_kernel(spec: KernelSpec) -> Callable[..., tuple]:
             eu = [torch.exp(v - mu) for v in u]
             su = _sum_rows(eu)
             ll = mu + torch.log(su)
-            loglik = ll.sum()
-            R = [v / su for v in eu]
-            if spec.per_sample:
-                Rt = torch.stack(R)
-            else:
-                ll = None
+            inv_su = 1.0 / su
+            R = [v * inv_su for v in eu]
         else:
             R = [labels[i] for i in range(k)]
         hw: list[torch.Tensor] = []
         if spec.gate:
-            q = _sum_rows([torch.where(R[i] > 0, R[i] * lg[i], 0.0) for i in range(k)]).sum()
             if spec.gate_system and km1 > 0:
                 s = _sum_rows(R)
-                P = [v / sg for v in eg[:km1]]
+                inv_sg = 1.0 / sg
+                P = [v * inv_sg for v in eg[:km1]]
                 Ps = [s * p for p in P]
-                grad = torch.stack([R[a] - Ps[a] for a in range(km1)]) @ F.T
+                lin += [R[a] - Ps[a] for a in range(km1)]
                 hw = [Ps[a] * (1.0 - P[a]) if a == b else -(Ps[a] * P[b]) for a, b in pairs]
-        weights = (R if spec.expert_stats else []) + hw
-        if weights:
-            Wt = torch.stack(weights)
-            Zg = Z[:D]
-            if spec.packed:
-                Q = torch.cat([Zg[a:] * Zg[a] for a in range(D)])
-                gram = Wt @ Q.T
-            else:
-                S = (Wt[:, None, :] * Zg[None, :, :]).reshape(len(weights) * D, Zg.shape[1])
-                gram = S @ Zg.T
-        if spec.expert_stats:
-            mass = torch.stack([r.sum() for r in R])
-        return loglik, ll, Rt, q, grad, gram, mass
+            lin.append(_sum_rows([torch.where(R[i] > 0, R[i] * lg[i], 0.0) for i in range(k)]))
+        if ll is not None:
+            lin.append(ll)
+        Rt = torch.stack(R) if spec.posterior and (spec.per_sample or spec.expert_stats) else None
+        return Rt, (torch.stack(hw) if hw else None), (torch.stack(lin) if lin else None)
 
     return kernel
 
@@ -442,6 +438,8 @@ COMPILE_MIN_ROWS = 100_000
 _KERNELS: dict[KernelSpec, Callable[..., tuple]] = {}
 _COMPILED: dict[KernelSpec, Callable[..., tuple]] = {}
 _compile_error: list[str] = []
+#: Compiled kernels write the logits and gate gradient as sums over at most this many features.
+_FUSED_DOTS_MAX = 32
 
 
 def compile_mode() -> str:
@@ -478,7 +476,8 @@ def chunk_kernel(spec: KernelSpec, n_rows: int) -> Callable[..., tuple]:
         # One cache entry per spec on the shared kernel code: allow a few dozen variants.
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, 64)
-        fast = torch.compile(eager, dynamic=True)
+        fast = torch.compile(_make_kernel(spec, fused_dots=spec.n_features <= _FUSED_DOTS_MAX),
+                             dynamic=True)
         first = [True]
 
         def compiled(*args: Any) -> tuple:
@@ -501,19 +500,6 @@ def chunk_kernel(spec: KernelSpec, n_rows: int) -> Callable[..., tuple]:
     return compiled
 
 
-def _unpack_grams(flat: torch.Tensor, spec: KernelSpec) -> torch.Tensor:
-    """The ``(m, D, D)`` symmetric Grams from a kernel's packed or stacked accumulator."""
-    m, D = spec.n_weights, spec.gram_rows
-    if not spec.packed:
-        out = flat.reshape(m, D, D)
-        return 0.5 * (out + out.transpose(1, 2))
-    iu = torch.triu_indices(D, D, device=flat.device)
-    out = flat.new_zeros(m, D, D)
-    out[:, iu[0], iu[1]] = flat
-    out[:, iu[1], iu[0]] = flat
-    return out
-
-
 def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "linear":
         return t
@@ -524,6 +510,69 @@ def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
+@dataclass
+class _PassSums:
+    """Sums over samples of a kernel's rows (see :func:`_make_kernel`).
+
+    ``lin``: the ``lin`` rows summed against ``[f; 1]``, ``(l, d' + 1)``; ``grams``: the Grams
+    of the chunk rows ``z`` (``[f; y]`` with expert statistics, else ``f``) weighted by the
+    responsibilities (with expert statistics) and then by the gate Hessian weights, packed
+    ``(m, D (D + 1) / 2 + 1)`` (the last column: the sums of the weights) or stacked
+    ``(m D, D)`` (the sums of the responsibilities apart, in ``mass``), as ``packed`` says.
+    """
+
+    packed: bool
+    lin: torch.Tensor | None = None
+    grams: torch.Tensor | None = None
+    mass: torch.Tensor | None = None
+
+    def lin_parts(self, spec: KernelSpec) -> tuple[float, float, torch.Tensor | None]:
+        """``(loglik, q, grad)`` from :attr:`lin`, ``nan``/``None`` where not computed."""
+        row, nf = 0, spec.n_features
+        grad = None
+        if spec.gate_system and spec.k > 1:
+            grad = self.lin[: spec.k - 1, :nf]
+            row = spec.k - 1
+        q = math.nan
+        if spec.gate:
+            q = float(self.lin[row, nf])
+            row += 1
+        loglik = float(self.lin[row, nf]) if spec.posterior else math.nan
+        return loglik, q, grad
+
+    def unpacked(self, spec: KernelSpec) -> torch.Tensor:
+        """All ``(m, D, D)`` Grams."""
+        D = spec.gram_rows
+        m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
+        if not self.packed:
+            out = self.grams.reshape(m, D, D)
+            return 0.5 * (out + out.transpose(1, 2))
+        iu = torch.triu_indices(D, D, device=self.grams.device)
+        out = self.grams.new_zeros(m, D, D)
+        flat = self.grams[:, : iu.shape[1]]
+        out[:, iu[0], iu[1]] = flat
+        out[:, iu[1], iu[0]] = flat
+        return out
+
+    def expert_stats(self, spec: KernelSpec) -> ExpertStats:
+        """:class:`ExpertStats` from the first ``k`` Grams of ``[f; y]``."""
+        k, d = spec.k, spec.n_features
+        G = self.unpacked(spec)[:k]
+        mass = self.grams[:k, -1] if self.packed else self.mass
+        return ExpertStats(mass=mass.clone(), G=G[:, :d, :d].clone(), b=G[:, :d, d].clone(),
+                           yy=G[:, d, d].clone())
+
+
+def _packed_layout(spec: KernelSpec, chunks: RowChunks) -> bool:
+    """Grams as packed products through the native kernel (no products are materialised), or,
+    without it, whichever of packed products and stacked ``w_j z`` moves fewer numbers."""
+    D = spec.gram_rows
+    if native_supported(chunks.device, chunks.dtype) and D <= 64:
+        return True
+    m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
+    return D * (D + 1) // 2 <= m * D
+
+
 def _run_pass(
     chunks: RowChunks,
     spec: KernelSpec,
@@ -531,21 +580,23 @@ def _run_pass(
     const: torch.Tensor,
     inv_sigma: torch.Tensor,
     labels: torch.Tensor | LabelFn | None,
-    R_out: torch.Tensor | None = None,
+    R_out: torch.Tensor | ChunkedLabels | None = None,
     loglik_out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
-           torch.Tensor | None]:
-    """Run ``spec``'s kernel over every chunk; returns the summed ``(loglik, q, grad, gram, mass)``.
+) -> _PassSums:
+    """Run ``spec``'s kernel over every chunk and sum its rows with :func:`weighted_sums`.
 
     In the stacked Gram layout (large ``d``) a chunk is cut into column blocks so that the
-    ``(m D, block)`` temporary stays near :data:`_STACKED_ELEMENTS`.
+    ``(m D, block)`` temporaries stay near :data:`_STACKED_ELEMENTS`.
     """
     dt = chunks.dtype
+    D, nf, k = spec.gram_rows, spec.n_features, spec.k
+    packed = _packed_layout(spec, chunks)
+    gram_pairs, lin_pairs = Pairs.packed(D, ones=True), Pairs.linear(nf, D)
     kernel = chunk_kernel(spec, chunks.n_rows)
     block = None
-    if spec.n_weights and not spec.packed:
-        block = max(256, _STACKED_ELEMENTS // (spec.n_weights * spec.gram_rows))
-    sums: list[torch.Tensor | None] = [None] * 5
+    if not packed and (spec.expert_stats or spec.pairs):
+        block = max(256, _STACKED_ELEMENTS // ((k + len(spec.pairs)) * D))
+    out = _PassSums(packed=packed)
     with torch.no_grad():
         for s, e, Z in chunks:
             if labels is None or not callable(labels):
@@ -557,26 +608,52 @@ def _run_pass(
                 b = min(e - s, a + step)
                 Zb = Z[:, a:b] if (a, b) != (0, e - s) else Z
                 Rb = None if Rin is None else Rin[:, a:b]
-                loglik, ll, Rt, q, grad, gram, mass = kernel(Zb, AW, const, inv_sigma, Rb)
-                if R_out is not None:
+                Rt, hw, lin = kernel(Zb, AW, const, inv_sigma, Rb)
+                if isinstance(R_out, ChunkedLabels):
+                    R_out.put(s + a, Rt)
+                elif R_out is not None:
                     R_out[s + a : s + b].copy_(Rt.T)
                 if loglik_out is not None:
-                    loglik_out[s + a : s + b].copy_(ll)
-                for j, v in enumerate((loglik, q, grad, gram, mass)):
-                    if v is not None:
-                        sums[j] = v.clone() if sums[j] is None else sums[j].add_(v)
-    return tuple(sums)  # type: ignore[return-value]
+                    loglik_out[s + a : s + b].copy_(lin[-1])
+                weights = ([Rt if spec.posterior else Rb] if spec.expert_stats else [])
+                weights += [hw] if hw is not None else []
+                terms, accs = [], []
+                if lin is not None:
+                    terms.append((lin, lin_pairs))
+                    accs.append(out.lin)
+                if weights and packed:
+                    terms.append((weights, gram_pairs))
+                    accs.append(out.grams)
+                if terms:
+                    sums = weighted_sums(Zb[:D], terms, out=accs)
+                    if lin is not None:
+                        out.lin = sums.pop(0)
+                    if sums:
+                        out.grams = sums[0]
+                if weights and not packed:
+                    G = _stacked_gram(torch.cat(weights), Zb[:D])
+                    out.grams = G if out.grams is None else out.grams.add_(G)
+                    if spec.expert_stats:
+                        mass = weights[0].sum(dim=1)
+                        out.mass = mass if out.mass is None else out.mass.add_(mass)
+    return out
 
 
-def _gate_stats(spec: KernelSpec, q: torch.Tensor, grad: torch.Tensor | None,
-                gram: torch.Tensor | None, d: int, like: torch.Tensor) -> GateStats:
-    """:class:`GateStats` from a pass's sums (the Hessian blocks follow the expert Grams)."""
+def _stacked_gram(weights: torch.Tensor, Zg: torch.Tensor) -> torch.Tensor:
+    """``[w_j z] @ z^T`` stacked, ``(m D, D)``: the Grams of large ``D`` as one GEMM."""
+    S = (weights[:, None, :] * Zg[None, :, :]).reshape(-1, Zg.shape[1])
+    return S @ Zg.T
+
+
+def _gate_stats(spec: KernelSpec, sums: _PassSums, d: int, like: torch.Tensor) -> GateStats:
+    """:class:`GateStats` from a pass's sums."""
     km1 = spec.k - 1
+    _, q, grad = sums.lin_parts(spec)
     if not spec.gate_system:
-        return GateStats(q=float(q), grad=None, neg_hessian=None)
+        return GateStats(q=q, grad=None, neg_hessian=None)
     if km1 == 0:
-        return GateStats(q=float(q), grad=like.new_zeros(0, d), neg_hessian=like.new_zeros(0, 0))
-    grams = _unpack_grams(gram, spec)
+        return GateStats(q=q, grad=like.new_zeros(0, d), neg_hessian=like.new_zeros(0, 0))
+    grams = sums.unpacked(spec)
     row0 = spec.k if spec.expert_stats else 0
     H = like.new_zeros(km1 * d, km1 * d)
     for j, (a, b) in enumerate(spec.pairs):
@@ -584,7 +661,7 @@ def _gate_stats(spec: KernelSpec, q: torch.Tensor, grad: torch.Tensor | None,
         H[a * d : (a + 1) * d, b * d : (b + 1) * d] = blk
         if a != b:
             H[b * d : (b + 1) * d, a * d : (a + 1) * d] = blk
-    return GateStats(q=float(q), grad=grad, neg_hessian=H)
+    return GateStats(q=q, grad=grad, neg_hessian=H)
 
 
 def _expert_params(A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor,
@@ -596,6 +673,50 @@ def _expert_params(A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor,
     return AW, -0.5 * _LOG_2PI - log_sigma, torch.exp(-log_sigma)
 
 
+class ChunkedLabels:
+    """Responsibilities kept as the ``(k, c)`` blocks the E-step produced, a :data:`LabelFn`.
+
+    The fused EM iteration stores its posterior this way instead of copying it into an
+    ``(n, k)`` tensor; the gate passes over the same chunks read the blocks back.
+
+    Parameters
+    ----------
+    n_rows
+        Rows ``n`` the blocks cover once the pass is done.
+    """
+
+    def __init__(self, n_rows: int):
+        self.n_rows = int(n_rows)
+        self._starts: list[int] = []
+        self._blocks: list[torch.Tensor] = []
+
+    def put(self, start: int, block: torch.Tensor) -> None:
+        """Store the ``(k, c)`` block of rows ``start:start + c`` (in increasing order)."""
+        if self._starts and start < self._starts[-1] + self._blocks[-1].shape[1]:
+            raise ValueError("blocks must be stored in increasing, non-overlapping order")
+        self._starts.append(int(start))
+        self._blocks.append(block)
+
+    def __call__(self, start: int, stop: int, chunk: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``(k, stop - start)`` responsibilities of rows ``start:stop``."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        parts = []
+        pos = start
+        while pos < stop:
+            if i < 0 or i >= len(self._starts) or not (
+                    self._starts[i] <= pos < self._starts[i] + self._blocks[i].shape[1]):
+                raise IndexError(f"rows {pos}:{stop} were not stored")
+            blk, s0 = self._blocks[i], self._starts[i]
+            end = min(stop, s0 + blk.shape[1])
+            parts.append(blk[:, pos - s0 : end - s0])
+            pos, i = end, i + 1
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def to_tensor(self) -> torch.Tensor:
+        """The ``(n, k)`` responsibilities as one tensor."""
+        return self(0, self.n_rows).T
+
+
 def em_pass(
     chunks: RowChunks,
     A: torch.Tensor,
@@ -604,7 +725,7 @@ def em_pass(
     *,
     activation: str = "linear",
     labels: torch.Tensor | LabelFn | None = None,
-    R_out: torch.Tensor | None = None,
+    R_out: torch.Tensor | ChunkedLabels | None = None,
     loglik_out: torch.Tensor | None = None,
     expert_stats: bool = False,
     gate: bool = False,
@@ -625,8 +746,9 @@ def em_pass(
         ``(A, W, log_sigma)`` computed in this pass (the fused EM iteration), an ``(n, k)``
         tensor, or a :data:`LabelFn`.
     R_out, loglik_out
-        If given, receive the posterior ``(n, k)`` and per-sample log-likelihoods ``(n,)``
-        (only with ``labels=None``).
+        If given, receive the posterior (an ``(n, k)`` tensor, or a :class:`ChunkedLabels`
+        that keeps the computed blocks without a copy) and the per-sample log-likelihoods
+        ``(n,)`` (only with ``labels=None``).
     expert_stats
         Accumulate :class:`ExpertStats` (linear experts).
     gate, gate_system
@@ -647,16 +769,12 @@ def em_pass(
                       per_sample=R_out is not None or loglik_out is not None,
                       expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system)
     AW, const, inv_sigma = _expert_params(A, W, log_sigma, chunks, posterior, gate)
-    loglik, q, grad, gram, mass = _run_pass(chunks, spec, AW, const, inv_sigma, labels,
-                                            R_out=R_out, loglik_out=loglik_out)
-    experts = None
-    if expert_stats:
-        G = _unpack_grams(gram, spec)[:k]
-        experts = ExpertStats(mass=mass, G=G[:, :d, :d].clone(), b=G[:, :d, d].clone(),
-                              yy=G[:, d, d].clone())
-    gate_stats = _gate_stats(spec, q, grad, gram, d, AW) if gate else None
-    ll_value = float(loglik) if posterior else math.nan
-    return PassStats(loglik=ll_value, experts=experts, gate=gate_stats)
+    sums = _run_pass(chunks, spec, AW, const, inv_sigma, labels, R_out=R_out,
+                     loglik_out=loglik_out)
+    experts = sums.expert_stats(spec) if expert_stats else None
+    gate_stats = _gate_stats(spec, sums, d, AW) if gate else None
+    loglik, _, _ = sums.lin_parts(spec)
+    return PassStats(loglik=loglik, experts=experts, gate=gate_stats)
 
 
 def gate_pass(
@@ -684,8 +802,8 @@ def gate_pass(
     spec = KernelSpec(k=k, n_features=d, posterior=False, gate=True, gate_system=system)
     W = W.to(chunks.device, chunks.dtype)
     empty = W.new_zeros(0)
-    _, q, grad, gram, _ = _run_pass(chunks, spec, W, empty, empty, labels)
-    return _gate_stats(spec, q, grad, gram, d, W)
+    sums = _run_pass(chunks, spec, W, empty, empty, labels)
+    return _gate_stats(spec, sums, d, W)
 
 
 def posterior_labels(
@@ -706,9 +824,10 @@ def posterior_labels(
         kernel = chunk_kernel(spec, n_rows)
         dt = Z.dtype
         with torch.no_grad():
-            out = kernel(Z, AW.to(Z.device, dt), (-0.5 * _LOG_2PI - log_sigma).to(Z.device, dt),
-                         torch.exp(-log_sigma).to(Z.device, dt), None)
-        return out[2]
+            Rt, _, _ = kernel(Z, AW.to(Z.device, dt),
+                              (-0.5 * _LOG_2PI - log_sigma).to(Z.device, dt),
+                              torch.exp(-log_sigma).to(Z.device, dt), None)
+        return Rt
 
     return labels
 

@@ -26,6 +26,7 @@ from .em import GateOptions, SupportsEM
 from .gate import DEFAULT_TOL, fit_gate_chunked, fit_softmax_gate, project_rows
 from .kernels import (
     DEFAULT_CHUNK_SIZE,
+    ChunkedLabels,
     ExpertStats,
     GateStats,
     LabelFn,
@@ -535,15 +536,15 @@ class RegressionMoE(SupportsEM):
         linear = self.params.activation == "linear"
         if not keep_responsibilities and not linear:
             raise UnsupportedProblem("streaming EM steps need linear experts")
-        R = None
-        if keep_responsibilities:
-            # (n, k) with samples along the contiguous axis: chunks of R are rows of length c.
-            R = torch.empty(self.n_experts, n, dtype=chunks.dtype, device=chunks.device).T
         A, W, log_sigma = params["A"], params["W"], params["log_sigma"]
         if not linear:
+            # (n, k) with samples along the contiguous axis: chunks of R are rows of length c.
+            R = torch.empty(self.n_experts, n, dtype=chunks.dtype, device=chunks.device).T
             st = em_pass(chunks, A, W, log_sigma, activation=self.params.activation, R_out=R)
             new, extras = self.m_step(torch.as_tensor(X), torch.as_tensor(y), R, params, gate)
             return new, {**extras, "nll": -st.loglik / n}
+        # The posterior stays in the blocks the pass computed (no (n, k) copy).
+        R = ChunkedLabels(n) if keep_responsibilities else None
         stats = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True)
         labels = R if R is not None else posterior_labels(A, W, log_sigma, n_rows=n)
         new = self._experts_from_stats(chunks, labels, params, stats.experts)

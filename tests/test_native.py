@@ -1,0 +1,179 @@
+"""The native weighted-sums kernel: equal to its torch reference, its fallbacks, and its use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moebench_plugins.models import kernels, native
+from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass
+from moebench_plugins.models.native import Pairs, weighted_sums, weighted_sums_torch
+
+needs_native = pytest.mark.skipif(not native.native_available(),
+                                  reason="no C compiler: the native kernel cannot be built")
+
+
+def _chunk(D: int, c: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """A ``(D, c)`` view with a row stride larger than ``c`` and an odd column offset."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(D + 2, c + 7, dtype=dtype, generator=g)[1 : D + 1, 3 : c + 3]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("m,D,c", [(10, 12, 4099), (3, 4, 7), (7, 11, 1000), (1, 1, 9),
+                                   (36, 12, 5000), (6, 3, 20000)])
+def test_weighted_sums_equal_the_torch_reference(m, D, c, dtype, rtol):
+    Z = _chunk(D, c, dtype)
+    W = torch.rand(m, c, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for pairs in (Pairs.packed(D), Pairs.packed(D, ones=True), Pairs.linear(D, D)):
+        got = weighted_sums(Z, [(W, pairs)])[0]
+        ref = weighted_sums_torch(W.double(), Z.double(), pairs)
+        torch.testing.assert_close(got.double(), ref, rtol=rtol, atol=rtol * ref.abs().max())
+
+
+@needs_native
+def test_several_terms_row_lists_and_accumulation():
+    D, c = 12, 3001
+    Z = _chunk(D, c, torch.float64)
+    g = torch.Generator().manual_seed(2)
+    R, H, L = (torch.rand(r, c, dtype=torch.float64, generator=g) for r in (4, 6, 5))
+    terms = [(L, Pairs.linear(11, D)), ([R, H], Pairs.packed(D, ones=True))]
+    first = weighted_sums(Z, terms)
+    assert [tuple(t.shape) for t in first] == [(5, 12), (10, 79)]
+    torch.testing.assert_close(first[0], weighted_sums_torch(L, Z, Pairs.linear(11, D)))
+    torch.testing.assert_close(first[1], weighted_sums_torch(torch.cat([R, H]), Z,
+                                                             Pairs.packed(D, ones=True)))
+    # sums are added to the accumulators
+    again = weighted_sums(Z, terms, out=[t.clone() for t in first])
+    torch.testing.assert_close(again[1], 2 * first[1])
+    # the (D, D) pair of the row of ones gives the plain sums of the weights
+    torch.testing.assert_close(first[1][:, -1], torch.cat([R, H]).sum(dim=1))
+
+
+@needs_native
+def test_results_are_reproducible_bit_for_bit():
+    Z = _chunk(12, 70001, torch.float64)
+    W = torch.rand(10, 70001, dtype=torch.float64)
+    a = weighted_sums(Z, [(W, Pairs.packed(12, ones=True))])[0]
+    b = weighted_sums(Z, [(W, Pairs.packed(12, ones=True))])[0]
+    assert torch.equal(a, b)
+
+
+def test_bad_terms_are_rejected_with_the_reason():
+    Z = torch.zeros(3, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="term 0: weights of shape"):
+        weighted_sums(Z, [(torch.zeros(2, 9, dtype=torch.float64), Pairs.packed(3))])
+    with pytest.raises(ValueError, match="pairs index row 4; Z has 3 rows"):
+        weighted_sums(Z, [(torch.zeros(2, 10, dtype=torch.float64), Pairs.packed(5))])
+
+
+def test_never_mode_and_unknown_values(monkeypatch):
+    monkeypatch.setenv("MOEBENCH_NATIVE", "never")
+    assert not native.native_available()
+    Z = _chunk(5, 100, torch.float64)
+    W = torch.rand(3, 100, dtype=torch.float64)
+    torch.testing.assert_close(weighted_sums(Z, [(W, Pairs.packed(5))])[0],
+                               weighted_sums_torch(W, Z, Pairs.packed(5)))
+    monkeypatch.setenv("MOEBENCH_NATIVE", "sometimes")
+    with pytest.raises(ValueError, match="MOEBENCH_NATIVE='sometimes': use auto or never"):
+        native.native_mode()
+
+
+def test_a_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    Z = _chunk(4, 50, torch.float64)
+    W = torch.rand(2, 50, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="native .* kernel is unavailable"):
+        got = weighted_sums(Z, [(W, Pairs.packed(4))])[0]
+    torch.testing.assert_close(got, weighted_sums_torch(W, Z, Pairs.packed(4)))
+    assert not native.native_available()
+
+
+@needs_native
+def test_the_kernel_is_built_into_the_cache_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    assert native.native_available()
+    built = list((tmp_path / "native").glob("moebench_sums_*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(native, "_state", {})
+    assert native.native_available()
+    assert built[0].stat().st_mtime_ns == mtime
+
+
+@needs_native
+@pytest.mark.parametrize("intercept", [True, False])
+def test_em_pass_statistics_do_not_depend_on_the_native_kernel(monkeypatch, intercept):
+    g = torch.Generator().manual_seed(3)
+    n, d, k = 5003, 6, 3
+    X = torch.randn(n, d, dtype=torch.float64, generator=g)
+    y = torch.randn(n, dtype=torch.float64, generator=g)
+    dd = d + int(intercept)
+    A = torch.randn(k, dd, dtype=torch.float64, generator=g)
+    W = torch.cat([torch.randn(k - 1, dd, dtype=torch.float64, generator=g),
+                   torch.zeros(1, dd, dtype=torch.float64)])
+    log_sigma = torch.zeros(k, dtype=torch.float64)
+    chunks = RowChunks(X, y, chunk_size=1000, intercept=intercept)
+
+    def stats():
+        R = torch.empty(n, k, dtype=torch.float64)
+        st = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True)
+        return st, R
+
+    fast, R_fast = stats()
+    monkeypatch.setenv("MOEBENCH_NATIVE", "never")
+    ref, R_ref = stats()
+    torch.testing.assert_close(R_fast, R_ref, rtol=1e-12, atol=1e-14)
+    assert fast.loglik == pytest.approx(ref.loglik, rel=1e-12)
+    for name in ("mass", "G", "b", "yy"):
+        torch.testing.assert_close(getattr(fast.experts, name), getattr(ref.experts, name),
+                                   rtol=1e-11, atol=1e-9)
+    assert fast.gate.q == pytest.approx(ref.gate.q, rel=1e-12)
+    torch.testing.assert_close(fast.gate.grad, ref.gate.grad, rtol=1e-11, atol=1e-9)
+    torch.testing.assert_close(fast.gate.neg_hessian, ref.gate.neg_hessian, rtol=1e-11, atol=1e-9)
+
+
+def test_chunked_labels_keep_the_blocks_and_read_across_them():
+    n, k = 10, 2
+    full = torch.arange(n * k, dtype=torch.float64).reshape(k, n)
+    labels = ChunkedLabels(n)
+    for s in range(0, n, 4):
+        labels.put(s, full[:, s : s + 4])
+    assert labels(0, 4).data_ptr() == full.data_ptr()  # a stored block, not a copy
+    torch.testing.assert_close(labels(2, 9), full[:, 2:9])
+    torch.testing.assert_close(labels.to_tensor(), full.T)
+    with pytest.raises(ValueError, match="increasing, non-overlapping"):
+        labels.put(6, full[:, 6:8])
+    short = ChunkedLabels(n)
+    short.put(0, full[:, :4])
+    with pytest.raises(IndexError, match="rows 4:6 were not stored"):
+        short(2, 6)
+
+
+def test_fused_em_step_keeps_the_posterior_blocks(monkeypatch):
+    """em_step's gate passes read the E-step's blocks (ChunkedLabels) and match m_step."""
+    from moebench.model import InitSpec
+    from moebench.seeding import torch_generator
+    from moebench_plugins.models.em import GateOptions
+    from moebench_plugins.models.regression import RegressionMoE
+
+    g = torch.Generator().manual_seed(4)
+    n, d, k = 3000, 4, 3
+    X = torch.randn(n, d, dtype=torch.float64, generator=g)
+    y = torch.randn(n, dtype=torch.float64, generator=g)
+    model = RegressionMoE(RegressionMoE.Params(k=k, chunk_size=700), n_features=d)
+    params = model.init_params(InitSpec(), torch_generator(4))
+    puts = []
+    original = ChunkedLabels.put
+    monkeypatch.setattr(ChunkedLabels, "put",
+                        lambda self, s, b: (puts.append(s), original(self, s, b))[1])
+    new, _ = model.em_step(X, y, params, GateOptions())
+    assert puts == list(range(0, n, 700))
+    ref, _ = model.m_step(X, y, model.posterior(params, X, y), params, GateOptions())
+    for name in ("A", "W", "log_sigma"):
+        torch.testing.assert_close(new[name], ref[name], rtol=1e-8, atol=1e-10)
+    assert kernels.DEFAULT_CHUNK_SIZE >= 16384

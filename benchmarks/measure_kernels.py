@@ -24,6 +24,13 @@ import torch
 from moebench.seeding import torch_generator
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
+from moebench_plugins.models.kernels import DEFAULT_CHUNK_SIZE
+from moebench_plugins.models.native import (
+    Pairs,
+    native_available,
+    weighted_sums,
+    weighted_sums_torch,
+)
 from moebench_plugins.models.spectral import (
     cqt_coefficients,
     orth_als,
@@ -50,6 +57,13 @@ def gemm_peak(repeat: int) -> float:
     a @ a
     best = min(_timed(lambda: a @ a) for _ in range(repeat))
     return 2 * 2000**3 / best
+
+
+def _chunked(f: Callable[[torch.Tensor, torch.Tensor], object], Z: torch.Tensor,
+             W: torch.Tensor) -> None:
+    """``f`` over the chunks of ``(Z, W)`` that the passes use."""
+    for s in range(0, Z.shape[1], DEFAULT_CHUNK_SIZE):
+        f(Z[:, s : s + DEFAULT_CHUNK_SIZE], W[:, s : s + DEFAULT_CHUNK_SIZE])
 
 
 def _timed(f: Callable[[], object]) -> float:
@@ -88,6 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         "tensor power method": 0,
         "Orth-ALS": 0,
     }
+    D = d + 2  # [f; 1; y]
+    m = k + pairs
+    Zt = torch.cat([X.T, torch.ones(1, n, dtype=X.dtype), y[None]]).contiguous()
+    Wt = torch.rand(m, n, dtype=X.dtype, generator=torch_generator(1))
+    gram_pairs = Pairs.packed(D, ones=True)
+    flops["weighted Grams, native kernel"] = 2 * n * m * len(gram_pairs)
+    flops["weighted Grams, torch expression"] = 2 * n * m * len(gram_pairs)
     kernels = {
         "E-step (posterior)": lambda: model.posterior(init, X, y),
         "expert M-step": lambda: model.m_step_experts(X, y, R, init),
@@ -98,11 +119,16 @@ def main(argv: list[str] | None = None) -> None:
         "whitened third moment": lambda: whitened_moments(X, y, k, coeffs),
         "tensor power method": lambda: tensor_power_method(T3, k, 10, 100, torch_generator(0)),
         "Orth-ALS": lambda: orth_als(T3, k, 100, torch_generator(0)),
+        "weighted Grams, native kernel":
+            lambda: _chunked(lambda Z, W: weighted_sums(Z, [(W, gram_pairs)]), Zt, Wt),
+        "weighted Grams, torch expression":
+            lambda: _chunked(lambda Z, W: weighted_sums_torch(W, Z, gram_pairs), Zt, Wt),
     }
     print(f"n={n} k={k} d={d} float64, {torch.get_num_threads()} torch threads, "
           f"measured DGEMM peak {peak / 1e9:.1f} GFLOP/s, "
-          f"MOEBENCH_COMPILE={os.environ.get('MOEBENCH_COMPILE', 'auto')} (first calls, "
-          "compilation included, are not timed)")
+          f"MOEBENCH_COMPILE={os.environ.get('MOEBENCH_COMPILE', 'auto')}, native kernel "
+          f"{'on' if native_available() else 'off'} (first calls, compilation included, are "
+          "not timed)")
     print("| kernel | size | time (ms) | bound (ms) | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for name, f in kernels.items():
@@ -111,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         ratio = f"{ms / bound:.1f}" if bound > 0 else "-"
         bound_s = f"{bound:.1f}" if bound > 0 else "-"
         size = f"n={n:.0e}, k={k}, d={d}" if flops[name] else f"k={k} ({k}x{k}x{k} tensor)"
+        if name.startswith("weighted Grams"):
+            size = f"n={n:.0e}, {m} x {len(gram_pairs)} sums"
         print(f"| {name} | {size} | {ms:.1f} | {bound_s} | {ratio} |")
 
 

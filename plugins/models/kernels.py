@@ -13,20 +13,23 @@ One pass over row chunks of the data computes everything an EM iteration needs:
   ``sum_n s_n (diag(p_n) - p_n p_n^T)_{ab} f_n f_n^T`` over the free rows ``a, b < k``.
 
 Every chunk is laid out transposed, ``[f; 1?; y]`` as a ``(d' + 1, c)`` buffer, so that the
-element-wise work runs along contiguous rows of length ``c`` and all weighted Grams of a chunk
-are one GEMM: with ``m`` weight rows ``w_j`` (``k`` responsibilities and ``k (k - 1) / 2`` gate
-Hessian weights) either ``[w_j] @ Q^T`` with ``Q`` the ``(d' + 1)(d' + 2) / 2`` distinct products
-``z_a z_b`` of the chunk (small ``d``), or ``[w_j z] @ z^T`` stacked (large ``d``), whichever
-moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d^2))`` for small ``d`` and
-``O(chunk_size k^2 d)`` for large ``d``, never ``n x k x d``; the only per-sample outputs are the
-optional ``(n, k)`` responsibilities and ``(n,)`` log-likelihoods.
+element-wise work runs along contiguous rows of length ``c``. A pass calls, per chunk, one
+element-wise kernel (:class:`KernelSpec`, :func:`chunk_kernel`; the sums over the ``k`` experts
+unrolled over rows of samples) that returns the rows to be summed, the responsibilities, the gate
+Hessian weights and the gate gradient and objective rows, and then one call of
+:func:`~moebench_plugins.models.native.weighted_sums` that reduces them all against the chunk:
+the weighted Grams over the ``(d' + 1)(d' + 2) / 2`` distinct products ``z_a z_b`` (generated
+in registers by the native kernel on the CPU; materialised by its torch expression elsewhere),
+or, for large ``d`` without the native kernel, ``[w_j z] @ z^T`` stacked, whichever moves fewer
+numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native kernel and at most
+``O(chunk_size k^2 d)`` otherwise, never ``n x k x d``; the only per-sample outputs are the
+optional ``(n, k)`` responsibilities (kept as the blocks the pass computed,
+:class:`ChunkedLabels`) and ``(n,)`` log-likelihoods.
 
-The code is device-generic torch: the same kernels run on the CPU and on CUDA, in float32 and
-float64, and on chunks streamed from memory-mapped files (:class:`RowChunks`). A pass calls one
-per-chunk kernel (:class:`KernelSpec`, :func:`chunk_kernel`) with the sums over the ``k``
-experts unrolled over rows of samples, so that ``torch.compile`` (``MOEBENCH_COMPILE``, see
-:func:`compile_mode`) turns its element-wise part into a single vectorised loop; eager
-execution runs the same arithmetic op by op.
+The element-wise kernels are device-generic torch: the same code runs on the CPU and on CUDA,
+in float32 and float64, and on chunks streamed from memory-mapped files (:class:`RowChunks`);
+``torch.compile`` (``MOEBENCH_COMPILE``, see :func:`compile_mode`) turns each into a single
+vectorised loop, eager execution runs the same arithmetic op by op.
 """
 
 from __future__ import annotations

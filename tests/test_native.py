@@ -177,3 +177,13 @@ def test_fused_em_step_keeps_the_posterior_blocks(monkeypatch):
     for name in ("A", "W", "log_sigma"):
         torch.testing.assert_close(new[name], ref[name], rtol=1e-8, atol=1e-10)
     assert kernels.DEFAULT_CHUNK_SIZE >= 16384
+
+
+@pytest.mark.parametrize("pairs", [Pairs.packed(5), Pairs.packed(4, ones=True), Pairs.linear(3, 4),
+                                   Pairs((4,), (4,)), Pairs((0, 2, 1, 1), (3, 3, 0, 1))])
+def test_torch_reference_runs_cover_every_pair(pairs):
+    Z = _chunk(4 if max(pairs.a + pairs.b) <= 4 else 5, 30, torch.float64)
+    Zx = torch.cat([Z, torch.ones(1, 30, dtype=torch.float64)])
+    W = torch.rand(2, 30, dtype=torch.float64)
+    expected = W @ torch.stack([Zx[a] * Zx[b] for a, b in zip(pairs.a, pairs.b, strict=True)]).T
+    torch.testing.assert_close(weighted_sums_torch(W, Z, pairs), expected)

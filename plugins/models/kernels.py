@@ -517,7 +517,9 @@ def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
 class _PassSums:
     """Sums over samples of a kernel's rows (see :func:`_make_kernel`).
 
-    ``lin``: the ``lin`` rows summed against ``[f; 1]``, ``(l, d' + 1)``; ``grams``: the Grams
+    ``grad``: the gate gradient rows of ``lin`` summed against ``f``, ``(k - 1, d' + 1)`` (the
+    last column unused); ``totals``: the sums of the other ``lin`` rows, ``(l', 1)``; ``grams``:
+    the Grams
     of the chunk rows ``z`` (``[f; y]`` with expert statistics, else ``f``) weighted by the
     responsibilities (with expert statistics) and then by the gate Hessian weights, packed
     ``(m, D (D + 1) / 2 + 1)`` (the last column: the sums of the weights) or stacked
@@ -525,22 +527,19 @@ class _PassSums:
     """
 
     packed: bool
-    lin: torch.Tensor | None = None
+    grad: torch.Tensor | None = None
+    totals: torch.Tensor | None = None
     grams: torch.Tensor | None = None
     mass: torch.Tensor | None = None
 
     def lin_parts(self, spec: KernelSpec) -> tuple[float, float, torch.Tensor | None]:
-        """``(loglik, q, grad)`` from :attr:`lin`, ``nan``/``None`` where not computed."""
-        row, nf = 0, spec.n_features
-        grad = None
-        if spec.gate_system and spec.k > 1:
-            grad = self.lin[: spec.k - 1, :nf]
-            row = spec.k - 1
-        q = math.nan
+        """``(loglik, q, grad)`` from the ``lin`` sums, ``nan``/``None`` where not computed."""
+        grad = self.grad[:, : spec.n_features] if self.grad is not None else None
+        row, q = 0, math.nan
         if spec.gate:
-            q = float(self.lin[row, nf])
-            row += 1
-        loglik = float(self.lin[row, nf]) if spec.posterior else math.nan
+            q = float(self.totals[0, 0])
+            row = 1
+        loglik = float(self.totals[row, 0]) if spec.posterior else math.nan
         return loglik, q, grad
 
     def unpacked(self, spec: KernelSpec) -> torch.Tensor:
@@ -594,7 +593,9 @@ def _run_pass(
     dt = chunks.dtype
     D, nf, k = spec.gram_rows, spec.n_features, spec.k
     packed = _packed_layout(spec, chunks)
-    gram_pairs, lin_pairs = Pairs.packed(D, ones=True), Pairs.linear(nf, D)
+    gram_pairs, grad_pairs, total_pairs = (Pairs.packed(D, ones=True), Pairs.linear(nf, D),
+                                           Pairs((D,), (D,)))
+    n_grad = k - 1 if spec.gate_system else 0
     kernel = chunk_kernel(spec, chunks.n_rows)
     block = None
     if not packed and (spec.expert_stats or spec.pairs):
@@ -620,19 +621,20 @@ def _run_pass(
                     loglik_out[s + a : s + b].copy_(lin[-1])
                 weights = ([Rt if spec.posterior else Rb] if spec.expert_stats else [])
                 weights += [hw] if hw is not None else []
-                terms, accs = [], []
-                if lin is not None:
-                    terms.append((lin, lin_pairs))
-                    accs.append(out.lin)
+                terms, slots = [], []
+                if n_grad:
+                    terms.append((lin[:n_grad], grad_pairs))
+                    slots.append("grad")
+                if lin is not None and lin.shape[0] > n_grad:
+                    terms.append((lin[n_grad:], total_pairs))
+                    slots.append("totals")
                 if weights and packed:
                     terms.append((weights, gram_pairs))
-                    accs.append(out.grams)
+                    slots.append("grams")
                 if terms:
-                    sums = weighted_sums(Zb[:D], terms, out=accs)
-                    if lin is not None:
-                        out.lin = sums.pop(0)
-                    if sums:
-                        out.grams = sums[0]
+                    sums = weighted_sums(Zb[:D], terms, out=[getattr(out, n) for n in slots])
+                    for name, value in zip(slots, sums, strict=True):
+                        setattr(out, name, value)
                 if weights and not packed:
                     G = _stacked_gram(torch.cat(weights), Zb[:D])
                     out.grams = G if out.grams is None else out.grams.add_(G)

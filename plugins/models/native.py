@@ -328,6 +328,25 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.a)
 
+    def runs(self) -> list[tuple[int, int, int, int]]:
+        """The products as slices ``z[a0:a1] * z[b0:b1]``: runs of consecutive pairs in which
+        one index stays fixed (a slice of length one) and the other counts up."""
+        out: list[tuple[int, int, int, int]] = []
+        i, n = 0, len(self.a)
+        while i < n:
+            a, b = self.a[i], self.b[i]
+            j = i + 1
+            if j < n and self.a[j] == a and self.b[j] == b + 1:
+                while j < n and self.a[j] == a and self.b[j] == b + (j - i):
+                    j += 1
+                out.append((a, a + 1, b, b + j - i))
+            else:
+                while j < n and self.b[j] == b and self.a[j] == a + (j - i):
+                    j += 1
+                out.append((a, a + j - i, b, b + 1))
+            i = j
+        return out
+
     def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``int32`` index tensors on ``device`` (cached)."""
         key = (self, str(device))
@@ -370,8 +389,7 @@ def weighted_sums_torch(weights: torch.Tensor, Z: torch.Tensor, pairs: Pairs) ->
         ``(m, len(pairs))``.
     """
     Zx = torch.cat([Z, _ones(Z.shape[1], Z)[None]])
-    pa, pb = pairs.indices(Z.device)
-    return weights @ (Zx[pa.long()] * Zx[pb.long()]).T
+    return weights @ torch.cat([Zx[a0:a1] * Zx[b0:b1] for a0, a1, b0, b1 in pairs.runs()]).T
 
 
 #: A term of :func:`weighted_sums`: ``(weights, pairs)``, the weights an ``(m, c)`` tensor or a

@@ -14,6 +14,13 @@ from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
+from moebench_plugins.models.kernels import DEFAULT_CHUNK_SIZE
+from moebench_plugins.models.native import (
+    Pairs,
+    native_available,
+    weighted_sums,
+    weighted_sums_torch,
+)
 
 from .common import D_GRID, K_GRID, N_GRID, regression_problem
 
@@ -104,3 +111,48 @@ class EMAccuracy:
         return max(float((a[key] - b[key]).abs().max()) for key in a)
 
     track_fused_vs_reference_m_step.unit = "max |diff|"
+
+
+class WeightedSums:
+    """The native weighted-Gram kernel against its torch expression (same sums, one run).
+
+    ``m = k + k (k - 1) / 2`` weight rows (responsibilities and gate Hessian weights) against
+    the ``(d + 2)(d + 3) / 2 + 1`` products of ``[f; 1; y]`` and the row of ones, in the chunks
+    the EM passes use. Skipped where the native kernel does not apply (``d + 2 > 64``, no C
+    compiler).
+    """
+
+    params = (N_GRID, K_GRID, D_GRID)
+    param_names = ["n", "k", "d"]
+    timeout = 600
+    number = 1
+    repeat = (3, 7, 60.0)
+
+    def setup(self, n, k, d):
+        if d + 2 > 64 or not native_available():
+            raise NotImplementedError("the native kernel does not apply here")
+        g = torch_generator(0)
+        self.Z = torch.randn(d + 2, n, dtype=torch.float64, generator=g)
+        self.W = torch.rand(k + k * (k - 1) // 2, n, dtype=torch.float64, generator=g)
+        self.pairs = Pairs.packed(d + 2, ones=True)
+
+    def _run(self, f):
+        c = DEFAULT_CHUNK_SIZE
+        return [f(self.Z[:, s : s + c], self.W[:, s : s + c])
+                for s in range(0, self.Z.shape[1], c)]
+
+    def time_native(self, n, k, d):
+        self._run(lambda Z, W: weighted_sums(Z, [(W, self.pairs)]))
+
+    def peakmem_native(self, n, k, d):
+        self._run(lambda Z, W: weighted_sums(Z, [(W, self.pairs)]))
+
+    def time_torch_expression(self, n, k, d):
+        self._run(lambda Z, W: weighted_sums_torch(W, Z, self.pairs))
+
+    def track_native_relative_error(self, n, k, d):
+        fast = sum(self._run(lambda Z, W: weighted_sums(Z, [(W, self.pairs)])[0]))
+        ref = sum(self._run(lambda Z, W: weighted_sums_torch(W, Z, self.pairs)))
+        return float((fast - ref).abs().max() / ref.abs().max())
+
+    track_native_relative_error.unit = "max |diff| / max |sum|"

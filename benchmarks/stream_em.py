@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
           f"pages count as resident, the kernel drops them under memory pressure)")
     status = _proc_status()
     if status:
-        print("now: " + ", ".join(f"{key} {status[key] / 1e6:.2f} GB" for key in
+        print("now: " + ", ".join(f"{key} {status[key] / 1e9:.2f} GB" for key in
                                   ("RssAnon", "RssFile") if key in status))
 
 

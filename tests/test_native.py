@@ -187,3 +187,16 @@ def test_torch_reference_runs_cover_every_pair(pairs):
     W = torch.rand(2, 30, dtype=torch.float64)
     expected = W @ torch.stack([Zx[a] * Zx[b] for a, b in zip(pairs.a, pairs.b, strict=True)]).T
     torch.testing.assert_close(weighted_sums_torch(W, Z, pairs), expected)
+
+
+@needs_native
+def test_an_unwritable_cache_builds_in_a_private_temporary_folder(monkeypatch, tmp_path):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("MOEBENCH_CACHE", str(not_a_folder))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(native, "_state", {})
+    assert native.native_available()
+    private = next(tmp_path.glob("moebench-native-*"))
+    assert private.stat().st_mode & 0o077 == 0
+    assert len(list(private.glob("moebench_sums_*.so"))) == 1

@@ -254,6 +254,31 @@ def _build(compiler: str, target: Path) -> None:
         raise RuntimeError(f"{compiler} failed: {errors[0][0]}")
 
 
+def _library_path(compiler: str) -> Path:
+    """The built library: in the moebench cache, or, where that is not writable, in a private
+    folder of the temporary directory."""
+    from moebench.datafiles import cache_dir
+
+    name = f"moebench_sums_{_machine_key(compiler)}.so"
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    private = Path(tempfile.gettempdir()) / f"moebench-native-{uid if uid is not None else 'user'}"
+    try:
+        target = cache_dir() / "native" / name
+        if not target.exists():
+            _build(compiler, target)
+        return target
+    except OSError:  # a read-only or full cache (or no compiler: the next try says so)
+        pass
+    private.mkdir(mode=0o700, exist_ok=True)
+    st = private.stat()
+    if uid is not None and (st.st_uid != uid or st.st_mode & 0o022):
+        raise PermissionError(f"{private} belongs to another user or is writable by others")
+    target = private / name
+    if not target.exists():
+        _build(compiler, target)
+    return target
+
+
 def _load() -> ctypes.CDLL | None:
     """The compiled kernel library, building it on first use; ``None`` when unavailable."""
     with _lock:
@@ -264,12 +289,7 @@ def _load() -> ctypes.CDLL | None:
             compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
             if compiler is None:
                 raise RuntimeError("no C compiler (cc) on PATH")
-            from moebench.datafiles import cache_dir
-
-            target = cache_dir() / "native" / f"moebench_sums_{_machine_key(compiler)}.so"
-            if not target.exists():
-                _build(compiler, target)
-            lib = ctypes.CDLL(str(target))
+            lib = ctypes.CDLL(str(_library_path(compiler)))
             for real in ("double", "float"):
                 fn = getattr(lib, f"moebench_sums_{real}")
                 ptr = ctypes.c_void_p
@@ -278,7 +298,7 @@ def _load() -> ctypes.CDLL | None:
                 fn.restype = ctypes.c_int
         except Exception as exc:  # no compiler, read-only cache, foreign platform
             warnings.warn(
-                f"moebench's native Gram kernel is unavailable ({type(exc).__name__}: "
+                f"moebench's native weighted-sums kernel is unavailable ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); the torch expression is used "
                 "instead (slower; set MOEBENCH_NATIVE=never to skip the attempt)",
                 RuntimeWarning, stacklevel=4,

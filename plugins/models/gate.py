@@ -192,8 +192,9 @@ def fit_softmax_gate(
     -----
     The negated Hessian of the free ``(k-1) d`` block,
     ``(1/n) sum_n s_n (diag(p_n) - p_n p_n^T) (x) x_n x_n^T + ridge I``, is accumulated chunk by
-    chunk as ``k (k - 1) / 2`` weighted Grams in one GEMM per chunk
-    (:func:`~moebench_plugins.models.kernels.gate_pass`) and factorised by Cholesky. Steps are
+    chunk as ``k (k - 1) / 2`` weighted Grams, one
+    :func:`~moebench_plugins.models.native.weighted_sums` call per chunk
+    (:func:`~moebench_plugins.models.kernels.gate_pass`), and factorised by Cholesky. Steps are
     backtracked until the Armijo condition holds; a step that would not increase ``J`` is never
     taken. The pass that evaluates a full step also accumulates the Newton system there, so an
     accepted full step costs one pass.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
@@ -64,8 +66,13 @@ def test_bad_terms_are_rejected_with_the_reason():
     Z = torch.zeros(3, 10, dtype=torch.float64)
     with pytest.raises(ValueError, match="term 0: weights of shape"):
         weighted_sums(Z, [(torch.zeros(2, 9, dtype=torch.float64), Pairs.packed(3))])
-    with pytest.raises(ValueError, match="pairs index row 4; Z has 3 rows"):
-        weighted_sums(Z, [(torch.zeros(2, 10, dtype=torch.float64), Pairs.packed(5))])
+    W = torch.zeros(2, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="pairs index rows 0 to 4; Z has 3 rows"):
+        weighted_sums(Z, [(W, Pairs.packed(5))])
+    with pytest.raises(ValueError, match="pairs index rows -1 to 0"):
+        weighted_sums(Z, [(W, Pairs((-1,), (0,)))])
+    with pytest.raises(ValueError, match=r"out has shape \(2, 3\), the sums \(2, 6\)"):
+        weighted_sums(Z, [(W, Pairs.packed(3))], out=[torch.zeros(2, 3, dtype=torch.float64)])
 
 
 def test_never_mode_and_unknown_values(monkeypatch):
@@ -83,6 +90,7 @@ def test_never_mode_and_unknown_values(monkeypatch):
 def test_a_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     Z = _chunk(4, 50, torch.float64)
     W = torch.rand(2, 50, dtype=torch.float64)
@@ -90,6 +98,7 @@ def test_a_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
         got = weighted_sums(Z, [(W, Pairs.packed(4))])[0]
     torch.testing.assert_close(got, weighted_sums_torch(W, Z, Pairs.packed(4)))
     assert not native.native_available()
+    assert not list(tmp_path.glob("moebench-native-*"))  # not mistaken for an unwritable cache
 
 
 @needs_native
@@ -199,3 +208,67 @@ def test_an_unwritable_cache_builds_in_a_private_temporary_folder(monkeypatch, t
     private = next(tmp_path.glob("moebench-native-*"))
     assert private.stat().st_mode & 0o077 == 0
     assert len(list(private.glob("moebench_sums_*.so"))) == 1
+
+
+@needs_native
+def test_cc_may_carry_arguments(monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", f"{shutil.which('cc') or shutil.which('gcc')} -g0")
+    assert native.native_available()
+
+
+@needs_native
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 ISA levels")
+@pytest.mark.parametrize("march", ["x86-64", "x86-64-v3"])
+def test_builds_for_narrower_vector_units_give_the_same_sums(monkeypatch, tmp_path, march):
+    """16-register machines (SSE, AVX2) get 16/32-byte vectors and 3 x 3 tiles."""
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_FLAG_SETS", ([f"-march={march}", "-fopenmp"],))
+    assert native.native_available()
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        Z = _chunk(12, 5003, dtype)
+        W = torch.rand(10, 5003, dtype=dtype, generator=torch.Generator().manual_seed(5))
+        pairs = Pairs.packed(12, ones=True)
+        got = weighted_sums(Z, [(W, pairs), (W[:3], Pairs.linear(11, 12))])
+        for (w, p), g in zip([(W, pairs), (W[:3], Pairs.linear(11, 12))], got, strict=True):
+            ref = weighted_sums_torch(w.double(), Z.double(), p)
+            torch.testing.assert_close(g.double(), ref, rtol=rtol, atol=rtol * ref.abs().max())
+
+
+@needs_native
+def test_concurrent_calls_with_growing_chunks_are_safe():
+    """Calls from several threads (the GIL is released in the kernel) share the ones row."""
+    import threading
+
+    errors = []
+
+    def work(sizes):
+        try:
+            for c in sizes:
+                Z = _chunk(4, c, torch.float64, seed=c)
+                W = torch.rand(2, c, dtype=torch.float64)
+                got = weighted_sums(Z, [(W, Pairs.linear(4, 4))])[0]
+                torch.testing.assert_close(got, weighted_sums_torch(W, Z, Pairs.linear(4, 4)))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    native._ONES.clear()
+    threads = [threading.Thread(target=work, args=([70_000] * 30,)),
+               threading.Thread(target=work, args=(range(70_000, 400_000, 11_000),))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_chunked_labels_reject_rows_outside_and_return_empty_ranges():
+    labels = ChunkedLabels(5)
+    with pytest.raises(ValueError, match="rows 3:7 lie outside 0:5"):
+        labels.put(3, torch.zeros(2, 4))
+    labels.put(0, torch.ones(2, 5))
+    assert labels(2, 2).shape == (2, 0)

@@ -20,9 +20,10 @@ Hessian weights and the gate gradient and objective rows, and then one call of
 :func:`~moebench_plugins.models.native.weighted_sums` that reduces them all against the chunk:
 the weighted Grams over the ``(d' + 1)(d' + 2) / 2`` distinct products ``z_a z_b`` (generated
 in registers by the native kernel on the CPU; materialised by its torch expression elsewhere),
-or, for large ``d`` without the native kernel, ``[w_j z] @ z^T`` stacked, whichever moves fewer
-numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native kernel and at most
-``O(chunk_size k^2 d)`` otherwise, never ``n x k x d``; the only per-sample outputs are the
+or, when there are more than 64 chunk rows or no native kernel, ``[w_j z] @ z^T`` stacked if
+that moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native
+kernel and at most ``O(chunk_size k^2 d)`` otherwise (the torch expression goes through a chunk
+in column blocks), never ``n x k x d``; the only per-sample outputs are the
 optional ``(n, k)`` responsibilities (kept as the blocks the pass computed,
 :class:`ChunkedLabels`) and ``(n,)`` log-likelihoods.
 
@@ -75,7 +76,8 @@ __all__ = [
 ]
 
 #: Rows per chunk: large enough that the fixed cost of a (compiled) kernel call, about 0.1 ms, is
-#: small against the chunk's work, small enough that a chunk's rows stay in the last-level cache.
+#: small against the chunk's work, small enough that a chunk's rows of small ``d`` stay in the
+#: last-level cache.
 DEFAULT_CHUNK_SIZE = 65536
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Elements of the stacked ``[w_j z]`` temporary of one GEMM (large ``d``): 16 MB in float64.
@@ -375,9 +377,10 @@ def _make_kernel(spec: KernelSpec, fused_dots: bool = False) -> Callable[..., tu
       ``expert_stats``);
     * ``hw``, ``(len(pairs), c)``: the gate Hessian weights ``s p_a (delta_ab - p_b)`` of
       :attr:`KernelSpec.pairs` (with the Newton system);
-    * ``lin``, ``(l, c)``: the rows summed against ``[f; 1]``, the gate gradient rows
-      ``r_a - s p_a`` (with the Newton system), the gate objective row ``sum_i r_i log p_i``
-      (with ``gate``) and the per-sample log-likelihood (with the posterior), in that order.
+    * ``lin``, ``(l, c)``: the gate gradient rows ``r_a - s p_a`` (with the Newton system; summed
+      against ``f``), then the rows that are only summed: the gate objective row
+      ``sum_i r_i log p_i`` (with ``gate``) and the per-sample log-likelihood (with the
+      posterior).
 
     The expert statistics are the Grams of ``[f; y; 1]`` weighted by the responsibilities.
     Entries a spec does not ask for are ``None``.
@@ -597,9 +600,12 @@ def _run_pass(
                                            Pairs((D,), (D,)))
     n_grad = k - 1 if spec.gate_system else 0
     kernel = chunk_kernel(spec, chunks.n_rows)
+    m = (k if spec.expert_stats else 0) + len(spec.pairs)
     block = None
-    if not packed and (spec.expert_stats or spec.pairs):
-        block = max(256, _STACKED_ELEMENTS // ((k + len(spec.pairs)) * D))
+    if m and not packed:
+        block = max(256, _STACKED_ELEMENTS // (m * D))
+    elif m and not native_supported(chunks.device, dt):
+        block = max(256, _STACKED_ELEMENTS // len(gram_pairs))  # the products are materialised
     out = _PassSums(packed=packed)
     with torch.no_grad():
         for s, e, Z in chunks:
@@ -699,11 +705,17 @@ class ChunkedLabels:
         """Store the ``(k, c)`` block of rows ``start:start + c`` (in increasing order)."""
         if self._starts and start < self._starts[-1] + self._blocks[-1].shape[1]:
             raise ValueError("blocks must be stored in increasing, non-overlapping order")
+        if start < 0 or start + block.shape[1] > self.n_rows:
+            raise ValueError(f"rows {start}:{start + block.shape[1]} lie outside 0:{self.n_rows}")
         self._starts.append(int(start))
         self._blocks.append(block)
 
     def __call__(self, start: int, stop: int, chunk: torch.Tensor | None = None) -> torch.Tensor:
         """The ``(k, stop - start)`` responsibilities of rows ``start:stop``."""
+        if stop <= start:
+            k = self._blocks[0].shape[0] if self._blocks else 0
+            like = self._blocks[0] if self._blocks else torch.empty(0)
+            return like.new_empty(k, 0)
         i = bisect.bisect_right(self._starts, start) - 1
         parts = []
         pos = start
@@ -796,7 +808,7 @@ def gate_pass(
     W
         Gate rows ``(k, d')`` (last row zero).
     system
-        Also accumulate the Newton system (one weighted-Gram GEMM per chunk).
+        Also accumulate the Newton system (its Grams in the pass's ``weighted_sums`` call).
 
     Returns
     -------

@@ -24,8 +24,10 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -39,11 +41,38 @@ import torch
 __all__ = ["Pairs", "native_available", "native_mode", "native_supported", "weighted_sums",
            "weighted_sums_torch"]
 
-#: Products per register tile; weight rows per tile are 5 (see ``_SOURCE``).
-_TILE_PRODUCTS = 4
+#: The vector width and the register tile follow the instruction set the compiler targets:
+#: 64-byte vectors and 5 x 4 tiles (20 accumulators) with 32 vector registers (AVX-512),
+#: narrower vectors and 3 x 3 tiles with 16 (AVX2, SSE). BLK samples per block: a tile's weight
+#: and chunk rows of one block (13 x 256 doubles, 26 KB) fit a 32-48 KB L1 data cache.
+_HEAD = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+typedef int64_t IDX;
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define TW 5
+#define TP 4
+#elif defined(__aarch64__)
+#define VBYTES 16
+#define TW 5
+#define TP 4
+#elif defined(__AVX__)
+#define VBYTES 32
+#define TW 3
+#define TP 3
+#else
+#define VBYTES 16
+#define TW 3
+#define TP 3
+#endif
+#define BLK 256
+"""
 
 _TEMPLATE = r"""
-typedef REAL VEC_REAL __attribute__((vector_size(LANES * sizeof(REAL))));
+#define LANES_REAL ((int)(VBYTES / sizeof(REAL)))
+typedef REAL VEC_REAL __attribute__((vector_size(VBYTES)));
 
 static inline VEC_REAL load_REAL(const REAL *p)
 {
@@ -52,16 +81,16 @@ static inline VEC_REAL load_REAL(const REAL *p)
     return v;
 }
 
-/* acc[t][p] += sum_{i in [i0, i1)} w_t[i] * za_p[i] * zb_p[i], lanes = samples; tw <= 5. */
+/* acc[t][p] += sum_{i in [i0, i1)} w_t[i] * za_p[i] * zb_p[i], lanes = samples; tw <= TW. */
 static inline __attribute__((always_inline)) void tile_REAL(
-    long i0, long i1, const int tw, const REAL *const *w, const REAL *const *za,
+    IDX i0, IDX i1, const int tw, const REAL *const *w, const REAL *const *za,
     const REAL *const *zb, VEC_REAL *acc)
 {
-    VEC_REAL a[5][TP];
+    VEC_REAL a[TW][TP];
     for (int t = 0; t < tw; t++)
         for (int p = 0; p < TP; p++) a[t][p] = acc[t * TP + p];
-    for (long i = i0; i < i1; i += LANES) {
-        VEC_REAL wv[5];
+    for (IDX i = i0; i < i1; i += LANES_REAL) {
+        VEC_REAL wv[TW];
         for (int t = 0; t < tw; t++) wv[t] = load_REAL(w[t] + i);
         for (int p = 0; p < TP; p++) {
             VEC_REAL q = load_REAL(za[p] + i) * load_REAL(zb[p] + i);
@@ -74,43 +103,47 @@ static inline __attribute__((always_inline)) void tile_REAL(
 
 #define TILE_VARIANT(TW) \
     static __attribute__((noinline)) void tile##TW##_REAL( \
-        long i0, long i1, const REAL *const *w, const REAL *const *za, const REAL *const *zb, \
+        IDX i0, IDX i1, const REAL *const *w, const REAL *const *za, const REAL *const *zb, \
         VEC_REAL *acc) { tile_REAL(i0, i1, TW, w, za, zb, acc); }
 TILE_VARIANT(1)
 TILE_VARIANT(2)
 TILE_VARIANT(3)
+#if TW >= 5
 TILE_VARIANT(4)
 TILE_VARIANT(5)
+#endif
 #undef TILE_VARIANT
 
-/* Vector sums of every group over [i0, i1) (a multiple of LANES long) into the group's
+/* Vector sums of every group over [i0, i1) (a multiple of LANES_REAL long) into the group's
    scratch scr[g], tile-major. The samples go in blocks of BLK so that a block's rows stay in
    the L1/L2 cache while every tile of every group is run over it. */
-static void range_REAL(long i0, long i1, int ng, const int *m, const REAL *const *W,
+static void range_REAL(IDX i0, IDX i1, int ng, const int *m, const REAL *const *W,
                        const int *np, const int *const *pa,
-                       const int *const *pb, const REAL *Z, long ldz, int D, const REAL *ones,
+                       const int *const *pb, const REAL *Z, IDX ldz, int D, const REAL *ones,
                        VEC_REAL *const *scr)
 {
-    for (long s0 = i0; s0 < i1; s0 += BLK) {
-        long s1 = s0 + BLK < i1 ? s0 + BLK : i1;
+    for (IDX s0 = i0; s0 < i1; s0 += BLK) {
+        IDX s1 = s0 + BLK < i1 ? s0 + BLK : i1;
         const REAL *const *Wg = W;
         for (int g = 0; g < ng; Wg += m[g], g++) {
             int ntp = (np[g] + TP - 1) / TP;
-            for (int j0 = 0; j0 < m[g]; j0 += 5) {
-                int tw = m[g] - j0 < 5 ? m[g] - j0 : 5;
-                const REAL *w[5];
+            for (int j0 = 0; j0 < m[g]; j0 += TW) {
+                int tw = m[g] - j0 < TW ? m[g] - j0 : TW;
+                const REAL *w[TW];
                 for (int t = 0; t < tw; t++) w[t] = Wg[j0 + t];
                 for (int p0 = 0; p0 < np[g]; p0 += TP) {
                     const REAL *za[TP], *zb[TP];
                     for (int p = 0; p < TP; p++) {
                         int pp = p0 + p < np[g] ? p0 + p : np[g] - 1; /* padding: dropped */
-                        za[p] = pa[g][pp] == D ? ones : Z + (long)pa[g][pp] * ldz;
-                        zb[p] = pb[g][pp] == D ? ones : Z + (long)pb[g][pp] * ldz;
+                        za[p] = pa[g][pp] == D ? ones : Z + (IDX)pa[g][pp] * ldz;
+                        zb[p] = pb[g][pp] == D ? ones : Z + (IDX)pb[g][pp] * ldz;
                     }
-                    VEC_REAL *acc = scr[g] + ((long)(j0 / 5) * ntp + p0 / TP) * 5 * TP;
+                    VEC_REAL *acc = scr[g] + ((IDX)(j0 / TW) * ntp + p0 / TP) * TW * TP;
                     switch (tw) {
+#if TW >= 5
                     case 5: tile5_REAL(s0, s1, w, za, zb, acc); break;
                     case 4: tile4_REAL(s0, s1, w, za, zb, acc); break;
+#endif
                     case 3: tile3_REAL(s0, s1, w, za, zb, acc); break;
                     case 2: tile2_REAL(s0, s1, w, za, zb, acc); break;
                     default: tile1_REAL(s0, s1, w, za, zb, acc); break;
@@ -127,23 +160,25 @@ static void range_REAL(long i0, long i1, int ng, const int *m, const REAL *const
    split into nthreads contiguous ranges (fixed for given c and nthreads, so results are
    reproducible); partial sums are added in thread order, in double. Returns 0, -1 when the
    scratch memory cannot be allocated, -2 for more than 8 groups. */
-int moebench_sums_REAL(long c, int ng, const int *m, const REAL *const *W, const int *np,
+int moebench_sums_REAL(IDX c, int ng, const int *m, const REAL *const *W, const int *np,
                        const int *const *pa, const int *const *pb,
-                       REAL *const *out, const REAL *Z, long ldz, int D, const REAL *ones,
+                       REAL *const *out, const REAL *Z, IDX ldz, int D, const REAL *ones,
                        int nthreads)
 {
     if (c <= 0 || ng <= 0 || ng > 8) return ng > 8 ? -2 : 0;
-    long cv = c - c % LANES;
+    IDX cv = c - c % LANES_REAL;
     int nt = nthreads < 1 ? 1 : nthreads;
     if (cv / (2 * BLK) < nt) nt = cv / (2 * BLK) > 1 ? (int)(cv / (2 * BLK)) : 1;
-    long tiles[8], toff[9], poff[9];
+    IDX tiles[8], toff[9], poff[9];
     toff[0] = poff[0] = 0;
     for (int g = 0; g < ng; g++) {
-        tiles[g] = (long)((m[g] + 4) / 5) * ((np[g] + TP - 1) / TP) * 5 * TP;
+        tiles[g] = (IDX)((m[g] + TW - 1) / TW) * ((np[g] + TP - 1) / TP) * TW * TP;
         toff[g + 1] = toff[g] + tiles[g];
-        poff[g + 1] = poff[g] + (long)m[g] * np[g];
+        poff[g + 1] = poff[g] + (IDX)m[g] * np[g];
     }
-    VEC_REAL *scr = aligned_alloc(64, sizeof(VEC_REAL) * (toff[ng] * nt + 1));
+    size_t bytes = sizeof(VEC_REAL) * (size_t)(toff[ng] * nt);
+    bytes = (bytes / 64 + 1) * 64; /* a multiple of the alignment, as C11 wants */
+    VEC_REAL *scr = aligned_alloc(64, bytes);
     double *part = malloc(sizeof(double) * (poff[ng] * nt + 1));
     if (!scr || !part) { free(scr); free(part); return -1; }
     memset(scr, 0, sizeof(VEC_REAL) * toff[ng] * nt);
@@ -151,7 +186,8 @@ int moebench_sums_REAL(long c, int ng, const int *m, const REAL *const *W, const
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
 #endif
     for (int t = 0; t < nt; t++) {
-        long i0 = (cv / LANES) * t / nt * LANES, i1 = (cv / LANES) * (t + 1) / nt * LANES;
+        IDX nv = cv / LANES_REAL;
+        IDX i0 = nv * t / nt * LANES_REAL, i1 = nv * (t + 1) / nt * LANES_REAL;
         VEC_REAL *s[8];
         for (int g = 0; g < ng; g++) s[g] = scr + toff[ng] * t + toff[g];
         range_REAL(i0, i1, ng, m, W, np, pa, pb, Z, ldz, D, ones, s);
@@ -160,10 +196,10 @@ int moebench_sums_REAL(long c, int ng, const int *m, const REAL *const *W, const
             double *pt = part + poff[ng] * t + poff[g];
             for (int j = 0; j < m[g]; j++)
                 for (int p = 0; p < np[g]; p++) {
-                    VEC_REAL v = s[g][((long)(j / 5) * ntp + p / TP) * 5 * TP
-                                      + (j % 5) * TP + p % TP];
+                    VEC_REAL v = s[g][((IDX)(j / TW) * ntp + p / TP) * TW * TP
+                                      + (j % TW) * TP + p % TP];
                     double h = 0.0;
-                    for (int l = 0; l < LANES; l++) h += v[l];
+                    for (int l = 0; l < LANES_REAL; l++) h += v[l];
                     pt[(size_t)j * np[g] + p] = h;
                 }
         }
@@ -174,11 +210,11 @@ int moebench_sums_REAL(long c, int ng, const int *m, const REAL *const *W, const
             for (int p = 0; p < np[g]; p++) {
                 double h = 0.0;
                 for (int t = 0; t < nt; t++)
-                    h += part[poff[ng] * t + poff[g] + (long)j * np[g] + p];
-                const REAL *za = pa[g][p] == D ? ones : Z + (long)pa[g][p] * ldz;
-                const REAL *zb = pb[g][p] == D ? ones : Z + (long)pb[g][p] * ldz;
+                    h += part[poff[ng] * t + poff[g] + (IDX)j * np[g] + p];
+                const REAL *za = pa[g][p] == D ? ones : Z + (IDX)pa[g][p] * ldz;
+                const REAL *zb = pb[g][p] == D ? ones : Z + (IDX)pb[g][p] * ldz;
                 const REAL *w = Wg[j];
-                for (long i = cv; i < c; i++) h += (double)w[i] * za[i] * zb[i];
+                for (IDX i = cv; i < c; i++) h += (double)w[i] * za[i] * zb[i];
                 out[g][(size_t)j * np[g] + p] += (REAL)h;
             }
     free(scr);
@@ -189,16 +225,7 @@ int moebench_sums_REAL(long c, int ng, const int *m, const REAL *const *W, const
 
 
 def _source() -> str:
-    # BLK: samples per block; a tile's 5 weight rows and at most 8 chunk rows of one block
-    # (13 x 256 doubles, 26 KB) fit a 32-48 KB L1 data cache.
-    head = (
-        "#include <stdlib.h>\n#include <string.h>\n"
-        f"#define TP {_TILE_PRODUCTS}\n#define BLK 256\n"
-    )
-    # 64-byte vectors (AVX-512 width; the compiler splits them on narrower machines).
-    body = [_TEMPLATE.replace("REAL", real).replace("LANES", lanes)
-            for real, lanes in (("double", "8"), ("float", "16"))]
-    return head + "".join(body)
+    return _HEAD + "".join(_TEMPLATE.replace("REAL", real) for real in ("double", "float"))
 
 
 _lock = threading.Lock()
@@ -218,67 +245,121 @@ def native_mode() -> str:
     return mode
 
 
-def _machine_key(compiler: str) -> str:
-    """What a ``-march=native`` build depends on: the source, the compiler and the CPU."""
-    h = hashlib.sha256(_source().encode())
+#: Flag sets tried in order: the machine's vector ISA and OpenMP threads where available.
+_FLAG_SETS = (["-march=native", "-fopenmp"], ["-march=native"], ["-fopenmp"], [])
+_BASE_FLAGS = ["-std=gnu11", "-O3", "-ffp-contract=fast", "-fPIC", "-shared"]
+
+
+def _cpu_description() -> str:
+    """What identifies the CPU a ``-march=native`` build is for."""
+    parts = [platform.machine(), platform.processor()]
     try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+        with open("/proc/cpuinfo") as fh:
+            keys = ("flags", "model name", "features", "cpu part", "cpu implementer",
+                    "cpu architecture", "isa")
+            parts += sorted({ln.strip() for ln in fh if ln.lower().startswith(keys)})
+    except OSError:
+        if sys.platform == "darwin":
+            try:
+                parts.append(subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string", "machdep.cpu.features"],
+                    capture_output=True, text=True, timeout=30).stdout)
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return "\n".join(parts)
+
+
+def _machine_key(compiler: list[str]) -> str:
+    """What a build depends on: the source, the flags, the compiler and the CPU."""
+    h = hashlib.sha256(_source().encode())
+    h.update(repr((_BASE_FLAGS, _FLAG_SETS)).encode())
+    try:
+        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     h.update(version.encode())
-    h.update(platform.machine().encode())
-    try:
-        with open("/proc/cpuinfo") as fh:
-            h.update("".join(sorted({ln for ln in fh if ln.startswith(("flags", "model name"))}))
-                     .encode())
-    except OSError:
-        h.update(platform.processor().encode())
+    h.update(_cpu_description().encode())
     return h.hexdigest()[:20]
 
 
-def _build(compiler: str, target: Path) -> None:
-    """Compile ``_source()`` into ``target`` (atomically: concurrent builders are harmless)."""
+class _CompilerMissing(RuntimeError):
+    """The C compiler cannot be started."""
+
+
+def _build(compiler: list[str], target: Path) -> None:
+    """Compile ``_source()`` into ``target``, written under a temporary name and renamed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "moebench_sums.c"
         src.write_text(_source())
         out = Path(tmp) / target.name
         errors = []
-        for flags in (["-march=native", "-fopenmp"], ["-march=native"], ["-fopenmp"], []):
-            cmd = [compiler, "-O3", "-ffp-contract=fast", "-fPIC", "-shared", *flags,
-                   str(src), "-o", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        for flags in _FLAG_SETS:
+            cmd = [*compiler, *_BASE_FLAGS, *flags, str(src), "-o", str(out)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            except FileNotFoundError as exc:
+                raise _CompilerMissing(f"cannot run the C compiler {compiler[0]!r}") from exc
             if proc.returncode == 0:
                 os.replace(out, target)
                 return
-            errors.append(proc.stderr.strip().splitlines()[-1:] or [""])
-        raise RuntimeError(f"{compiler} failed: {errors[0][0]}")
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+            errors.append((lines or proc.stderr.strip().splitlines() or [""])[0])
+        raise RuntimeError(f"{' '.join(compiler)} failed: {errors[0]}")
 
 
-def _library_path(compiler: str) -> Path:
-    """The built library: in the moebench cache, or, where that is not writable, in a private
-    folder of the temporary directory."""
+def _trusted(path: Path) -> bool:
+    """A file or folder that only this user can have written (always true off POSIX)."""
+    if not hasattr(os, "getuid"):
+        return True
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _open_library(compiler: list[str], folder: Path, name: str) -> ctypes.CDLL:
+    """Load ``folder/name``, building it when missing, foreign or unloadable."""
+    target = folder / name
+    if target.exists():
+        if _trusted(target):
+            try:
+                return ctypes.CDLL(str(target))
+            except OSError:  # truncated or foreign: build it again
+                pass
+        target.unlink()
+    _build(compiler, target)
+    return ctypes.CDLL(str(target))
+
+
+def _load_library(compiler: list[str]) -> ctypes.CDLL:
+    """The built library from the moebench cache or, where that is not writable, from a
+    private folder of the temporary directory."""
     from moebench.datafiles import cache_dir
 
     name = f"moebench_sums_{_machine_key(compiler)}.so"
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    private = Path(tempfile.gettempdir()) / f"moebench-native-{uid if uid is not None else 'user'}"
     try:
-        target = cache_dir() / "native" / name
-        if not target.exists():
-            _build(compiler, target)
-        return target
-    except OSError:  # a read-only or full cache (or no compiler: the next try says so)
+        return _open_library(compiler, cache_dir() / "native", name)
+    except _CompilerMissing:
+        raise
+    except OSError:  # a read-only, full or shared cache
         pass
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    private = Path(tempfile.gettempdir()) / f"moebench-native-{uid}"
     private.mkdir(mode=0o700, exist_ok=True)
-    st = private.stat()
-    if uid is not None and (st.st_uid != uid or st.st_mode & 0o022):
+    if not _trusted(private):
         raise PermissionError(f"{private} belongs to another user or is writable by others")
-    target = private / name
-    if not target.exists():
-        _build(compiler, target)
-    return target
+    return _open_library(compiler, private, name)
+
+
+def _compiler() -> list[str]:
+    """``$CC`` (split like a shell would: ``ccache gcc`` works), else ``cc`` or ``gcc``."""
+    cc = os.environ.get("CC")
+    if cc and cc.strip():
+        return shlex.split(cc)
+    found = shutil.which("cc") or shutil.which("gcc")
+    if found is None:
+        raise _CompilerMissing("no C compiler (cc) on PATH")
+    return [found]
 
 
 def _load() -> ctypes.CDLL | None:
@@ -288,22 +369,19 @@ def _load() -> ctypes.CDLL | None:
             return _state["lib"]  # type: ignore[return-value]
         lib = None
         try:
-            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-            if compiler is None:
-                raise RuntimeError("no C compiler (cc) on PATH")
-            lib = ctypes.CDLL(str(_library_path(compiler)))
+            lib = _load_library(_compiler())
             for real in ("double", "float"):
                 fn = getattr(lib, f"moebench_sums_{real}")
                 ptr = ctypes.c_void_p
-                fn.argtypes = [ctypes.c_long, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                               ctypes.c_long, ctypes.c_int, ptr, ctypes.c_int]
+                fn.argtypes = [ctypes.c_longlong, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr,
+                               ptr, ctypes.c_longlong, ctypes.c_int, ptr, ctypes.c_int]
                 fn.restype = ctypes.c_int
-        except Exception as exc:  # no compiler, read-only cache, foreign platform
+        except Exception as exc:  # no compiler, unwritable caches, foreign platform
             warnings.warn(
                 f"moebench's native weighted-sums kernel is unavailable ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); the torch expression is used "
                 "instead (slower; set MOEBENCH_NATIVE=never to skip the attempt)",
-                RuntimeWarning, stacklevel=4,
+                RuntimeWarning, stacklevel=2,
             )
             lib = None
         _state["lib"] = lib
@@ -462,11 +540,14 @@ def weighted_sums(Z: torch.Tensor, terms: Sequence[Term],
         for w in rows:
             if w.ndim != 2 or w.shape[1] != c:
                 raise ValueError(f"term {t}: weights of shape {tuple(w.shape)}, Z has {c} columns")
-        if max(pairs.a + pairs.b, default=0) > D:
-            raise ValueError(f"term {t}: pairs index row {max(pairs.a + pairs.b)}; Z has {D} rows "
-                             "(+ the row of ones)")
+        if max(pairs.a + pairs.b, default=0) > D or min(pairs.a + pairs.b, default=0) < 0:
+            raise ValueError(f"term {t}: pairs index rows {min(pairs.a + pairs.b)} to "
+                             f"{max(pairs.a + pairs.b)}; Z has {D} rows (+ the row of ones)")
         m = sum(w.shape[0] for w in rows)
         acc = out[t] if out is not None and out[t] is not None else None
+        if acc is not None and tuple(acc.shape) != (m, len(pairs)):
+            raise ValueError(f"term {t}: out has shape {tuple(acc.shape)}, the sums "
+                             f"{(m, len(pairs))}")
         outs.append(rows[0].new_zeros(m, len(pairs)) if acc is None else acc)
         parts.append(rows)
     fn = _native_fn(Z, [w for rows in parts for w in rows], outs)
@@ -482,19 +563,22 @@ def weighted_sums(Z: torch.Tensor, terms: Sequence[Term],
                 for rows in parts for w in rows for j in range(w.shape[0])]
     ng = len(terms)
     idx = [pairs.indices(Z.device) for _, pairs in terms]
+    ones = _ones(c, Z)  # held until the call returns (another thread may grow the cache)
     ptr = ctypes.c_void_p
     rc = fn(
         c, ng,
-        (ctypes.c_int * ng)(*[o.shape[0] for o in outs]),
+        (ctypes.c_int * ng)(*[sum(w.shape[0] for w in rows) for rows in parts]),
         (ptr * len(row_ptrs))(*row_ptrs),
         (ctypes.c_int * ng)(*[len(pairs) for _, pairs in terms]),
         (ptr * ng)(*[a.data_ptr() for a, _ in idx]),
         (ptr * ng)(*[b.data_ptr() for _, b in idx]),
         (ptr * ng)(*[o.data_ptr() for o in outs]),
-        Z.data_ptr(), Z.stride(0), D, _ones(c, Z).data_ptr(), torch.get_num_threads(),
+        Z.data_ptr(), Z.stride(0), D, ones.data_ptr(), torch.get_num_threads(),
     )
-    if rc != 0:
+    if rc == -1:
         raise MemoryError("moebench's native kernel could not allocate its scratch memory")
+    if rc != 0:
+        raise RuntimeError(f"moebench's native kernel refused the call (code {rc})")
     return outs
 
 

@@ -104,7 +104,8 @@ class RegressionMoE(SupportsEM):
         chunk_size: int = Field(
             DEFAULT_CHUNK_SIZE, ge=1,
             description="rows per chunk of the fused E-step / M-step passes over the data "
-            "(memory O(chunk_size (k^2 + d^2)) beyond the data; results do not depend on it "
+            "(memory O(chunk_size (k^2 + d)) beyond the data, O(chunk_size k^2 d) for d > 62; "
+            "results do not depend on it "
             "beyond rounding)",
         )
 

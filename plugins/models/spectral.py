@@ -33,6 +33,7 @@ import torch
 
 from moebench.density import GaussianMixtureDensity
 
+from .native import Pairs, weighted_sums
 from .regression import activate
 
 __all__ = [
@@ -237,14 +238,19 @@ class GaussianScore:
         """``sum_n w_n [u_n^{(x)3} - sym(u_n (x) M)]`` with ``u_n = W^T x_n``, ``M = W^T W``.
 
         ``S3(x)(W, W, W)`` has ``x (x) e_j (x) e_j`` summed over ``j`` mapped to ``u (x) M``; the
-        sum over the three placements of ``u`` is ``sym``. Only ``(n, k, k)`` intermediates.
+        sum over the three placements of ``u`` is ``sym``. The sums ``sum_n w_n u_a u_b u_c``
+        (``b <= c``) and ``sum_n w_n u_a`` are weighted sums of products of the rows of ``u^T``
+        (:func:`~moebench_plugins.models.native.weighted_sums`); only ``(k, n)`` intermediates.
         """
-        u = X @ whitener
-        k = u.shape[1]
-        wu = weights[:, None] * u
-        outer = (wu[:, :, None] * u[:, None, :]).reshape(-1, k * k)
-        T = (outer.T @ u).reshape(k, k, k)
-        s = wu.sum(dim=0)
+        uT = (X @ whitener).T.contiguous()
+        k = uT.shape[0]
+        pairs = Pairs.packed(k, ones=True)
+        S = weighted_sums(uT, [(weights[None, :] * uT, pairs)])[0]
+        iu = torch.triu_indices(k, k, device=X.device)
+        T = X.new_zeros(k, k, k)
+        T[:, iu[0], iu[1]] = S[:, :-1]
+        T[:, iu[1], iu[0]] = S[:, :-1]
+        s = S[:, -1]
         M = whitener.T @ whitener
         T -= s[:, None, None] * M[None, :, :]
         T -= s[None, :, None] * M[:, None, :]

@@ -242,7 +242,9 @@ class GaussianScore:
         (``b <= c``) and ``sum_n w_n u_a`` are weighted sums of products of the rows of ``u^T``
         (:func:`~moebench_plugins.models.native.weighted_sums`); only ``(k, n)`` intermediates.
         """
-        uT = (X @ whitener).T.contiguous()
+        uT = whitener.T @ X.T  # (k, n) written directly (the GEMM reads X transposed)
+        if uT.stride(1) != 1:
+            uT = uT.contiguous()
         k = uT.shape[0]
         pairs = Pairs.packed(k, ones=True)
         S = weighted_sums(uT, [(weights[None, :] * uT, pairs)])[0]

@@ -223,12 +223,22 @@ class Score(Protocol):
         ...
 
 
+#: Elements of the ``w x`` block of :meth:`GaussianScore.second` (4 MB in float64).
+_BLOCK_ELEMENTS = 1 << 19
+
+
 class GaussianScore:
     """Scores of ``N(0, I_d)``: ``S2 = x x^T - I``, ``S3 = x^{(x)3} - sym(x (x) I)``."""
 
     def second(self, X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``sum_n w_n (x_n x_n^T - I)`` with one GEMM."""
-        S = X.T @ (weights[:, None] * X)
+        """``sum_n w_n (x_n x_n^T - I)``, one GEMM per block of rows (the ``w x`` temporary of a
+        block stays in the cache)."""
+        n, d = X.shape
+        rows = max(256, _BLOCK_ELEMENTS // max(d, 1))
+        S = X.new_zeros(d, d)
+        for s in range(0, n, rows):
+            Xb = X[s : s + rows]
+            S.addmm_(Xb.T, weights[s : s + rows, None] * Xb)
         S.diagonal().sub_(weights.sum())
         return S
 

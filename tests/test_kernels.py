@@ -61,7 +61,7 @@ def dense_gate_system(F, R, W):
                          [(3, 4, False), (2, 12, True), (4, 3, True), (2, 70, True)])
 def test_em_pass_statistics_match_dense_formulas(k, d, intercept, native, monkeypatch):
     # Without the native kernel (2, 12) and (2, 70) use the stacked Gram layout, the others the
-    # packed products; with it only (2, 70) is stacked (more than 64 chunk rows).
+    # packed products; with it every case uses the packed products.
     monkeypatch.setenv("MOEBENCH_NATIVE", native)
     model, params, X, y = problem(k=k, d=d, intercept=intercept)
     R = model.posterior(params, X, y)

@@ -20,8 +20,7 @@ Hessian weights and the gate gradient and objective rows, and then one call of
 :func:`~moebench_plugins.models.native.weighted_sums` that reduces them all against the chunk:
 the weighted Grams over the ``(d' + 1)(d' + 2) / 2`` distinct products ``z_a z_b`` (generated
 in registers by the native kernel on the CPU; materialised by its torch expression elsewhere),
-or, when there are more than 64 chunk rows or no native kernel, ``[w_j z] @ z^T`` stacked if
-that moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native
+or, without the native kernel, ``[w_j z] @ z^T`` stacked if that moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native
 kernel and at most ``O(chunk_size k^2 d)`` otherwise (the torch expression goes through a chunk
 in column blocks), never ``n x k x d``; the only per-sample outputs are the
 optional ``(n, k)`` responsibilities (kept as the blocks the pass computed,
@@ -572,7 +571,7 @@ def _packed_layout(spec: KernelSpec, chunks: RowChunks) -> bool:
     """Grams as packed products through the native kernel (no products are materialised), or,
     without it, whichever of packed products and stacked ``w_j z`` moves fewer numbers."""
     D = spec.gram_rows
-    if native_supported(chunks.device, chunks.dtype) and D <= 64:
+    if native_supported(chunks.device, chunks.dtype):
         return True
     m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
     return D * (D + 1) // 2 <= m * D

@@ -104,7 +104,8 @@ class RegressionMoE(SupportsEM):
         chunk_size: int = Field(
             DEFAULT_CHUNK_SIZE, ge=1,
             description="rows per chunk of the fused E-step / M-step passes over the data "
-            "(memory O(chunk_size (k^2 + d)) beyond the data, O(chunk_size k^2 d) for d > 62; "
+            "(memory O(chunk_size (k^2 + d)) beyond the data, up to O(chunk_size k^2 d) without "
+            "the native kernel; "
             "results do not depend on it "
             "beyond rounding)",
         )

@@ -272,3 +272,49 @@ def test_chunked_labels_reject_rows_outside_and_return_empty_ranges():
         labels.put(3, torch.zeros(2, 4))
     labels.put(0, torch.ones(2, 5))
     assert labels(2, 2).shape == (2, 0)
+
+
+def test_native_layout_stays_within_its_scratch_budget():
+    from moebench_plugins.models.kernels import (
+        _NATIVE_MAX_SUMS,
+        KernelSpec,
+        _packed_layout,
+    )
+
+    chunks = RowChunks(torch.zeros(10, 3, dtype=torch.float64), None)
+    small = KernelSpec(k=4, n_features=101, expert_stats=True, gate=True, gate_system=True)
+    large = KernelSpec(k=8, n_features=300, expert_stats=True, gate=True, gate_system=True)
+    assert 10 * 103 * 102 // 2 <= _NATIVE_MAX_SUMS < 36 * 302 * 301 // 2
+    if native.native_available():
+        assert _packed_layout(small, chunks)
+    assert not _packed_layout(large, chunks)
+
+
+@needs_native
+def test_the_library_is_reused_under_a_group_writable_umask(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    old = os.umask(0o002)
+    try:
+        monkeypatch.setattr(native, "_state", {})
+        assert native.native_available()
+        lib = next((tmp_path / "native").glob("moebench_sums_*.so"))
+        inode = lib.stat().st_ino
+        monkeypatch.setattr(native, "_state", {})
+        assert native.native_available()
+        assert lib.stat().st_ino == inode  # loaded again, not rebuilt
+    finally:
+        os.umask(old)
+
+
+@needs_native
+def test_a_library_that_builds_but_does_not_load_tries_the_next_flags(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path))
+    # the first flag set links against a symbol no library provides: it compiles, never loads
+    monkeypatch.setattr(native, "_FLAG_SETS", (["-Wl,--undefined=moebench_no_such_symbol",
+                                                "-Dmemset=moebench_no_such_symbol"], []))
+    assert native.native_available()
+    assert not list(tmp_path.glob("moebench-native-*"))

@@ -20,9 +20,10 @@ Hessian weights and the gate gradient and objective rows, and then one call of
 :func:`~moebench_plugins.models.native.weighted_sums` that reduces them all against the chunk:
 the weighted Grams over the ``(d' + 1)(d' + 2) / 2`` distinct products ``z_a z_b`` (generated
 in registers by the native kernel on the CPU; materialised by its torch expression elsewhere),
-or, without the native kernel, ``[w_j z] @ z^T`` stacked if that moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))`` with the native
-kernel and at most ``O(chunk_size k^2 d)`` otherwise (the torch expression goes through a chunk
-in column blocks), never ``n x k x d``; the only per-sample outputs are the
+or, without the native kernel or beyond its scratch budget (``d`` in the hundreds), ``[w_j z] @
+z^T`` stacked if that moves fewer numbers. Memory beyond the data is ``O(chunk_size (k^2 + d))``
+with the native kernel and at most ``O(chunk_size k^2 d)`` otherwise (the torch expression goes
+through a chunk in column blocks), never ``n x k x d``; the only per-sample outputs are the
 optional ``(n, k)`` responsibilities (kept as the blocks the pass computed,
 :class:`ChunkedLabels`) and ``(n,)`` log-likelihoods.
 
@@ -567,13 +568,20 @@ class _PassSums:
                            yy=G[:, d, d].clone())
 
 
+#: Most weighted sums (weights x products) a pass gives the native kernel: its scratch is a
+#: vector register per sum and thread (16 MB per thread at 64-byte vectors), and beyond a few
+#: hundred chunk rows the stacked GEMM is as fast (measured: even at 300 rows, slower at 500).
+_NATIVE_MAX_SUMS = 1 << 18
+
+
 def _packed_layout(spec: KernelSpec, chunks: RowChunks) -> bool:
-    """Grams as packed products through the native kernel (no products are materialised), or,
-    without it, whichever of packed products and stacked ``w_j z`` moves fewer numbers."""
+    """Grams as packed products through the native kernel (no products are materialised) within
+    its scratch budget, stacked ``w_j z`` GEMMs beyond it, and, without the native kernel,
+    whichever of packed products and stacked ``w_j z`` moves fewer numbers."""
     D = spec.gram_rows
-    if native_supported(chunks.device, chunks.dtype):
-        return True
     m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
+    if native_supported(chunks.device, chunks.dtype):
+        return m * (D * (D + 1) // 2) <= _NATIVE_MAX_SUMS
     return D * (D + 1) // 2 <= m * D
 
 

@@ -287,26 +287,38 @@ class _CompilerMissing(RuntimeError):
     """The C compiler cannot be started."""
 
 
+class _Unloadable(RuntimeError):
+    """Every flag set compiled to a library that cannot be loaded (or did not compile)."""
+
+
 def _build(compiler: list[str], target: Path) -> None:
-    """Compile ``_source()`` into ``target``, written under a temporary name and renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Compile ``_source()`` into ``target``: the first flag set whose library compiles and loads,
+    written under a temporary name, made read-only for others and renamed into place."""
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "moebench_sums.c"
         src.write_text(_source())
-        out = Path(tmp) / target.name
         errors = []
-        for flags in _FLAG_SETS:
+        for i, flags in enumerate(_FLAG_SETS):
+            out = Path(tmp) / f"try{i}_{target.name}"
             cmd = [*compiler, *_BASE_FLAGS, *flags, str(src), "-o", str(out)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            except FileNotFoundError as exc:
-                raise _CompilerMissing(f"cannot run the C compiler {compiler[0]!r}") from exc
-            if proc.returncode == 0:
-                os.replace(out, target)
-                return
-            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
-            errors.append((lines or proc.stderr.strip().splitlines() or [""])[0])
-        raise RuntimeError(f"{' '.join(compiler)} failed: {errors[0]}")
+            except OSError as exc:  # missing or not executable
+                raise _CompilerMissing(f"cannot run the C compiler {compiler[0]!r}: {exc}") from exc
+            if proc.returncode != 0:
+                lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+                errors.append((lines or proc.stderr.strip().splitlines() or [""])[0])
+                continue
+            try:
+                ctypes.CDLL(str(out))  # e.g. an OpenMP runtime the loader cannot find
+            except OSError as exc:
+                errors.append(f"{' '.join(flags) or 'no flags'}: built but not loadable: {exc}")
+                continue
+            os.chmod(out, 0o755)
+            os.replace(out, target)
+            return
+        raise _Unloadable(f"{' '.join(compiler)} failed: {errors[0]}")
 
 
 def _trusted(path: Path) -> bool:
@@ -318,7 +330,12 @@ def _trusted(path: Path) -> bool:
 
 
 def _open_library(compiler: list[str], folder: Path, name: str) -> ctypes.CDLL:
-    """Load ``folder/name``, building it when missing, foreign or unloadable."""
+    """Load ``folder/name``, building it when missing, foreign or unloadable.
+
+    Raises ``PermissionError`` when ``folder`` could be written by other users.
+    """
+    if folder.exists() and not _trusted(folder):
+        raise PermissionError(f"{folder} belongs to another user or is writable by others")
     target = folder / name
     if target.exists():
         if _trusted(target):
@@ -326,28 +343,26 @@ def _open_library(compiler: list[str], folder: Path, name: str) -> ctypes.CDLL:
                 return ctypes.CDLL(str(target))
             except OSError:  # truncated or foreign: build it again
                 pass
-        target.unlink()
+        target.unlink(missing_ok=True)
     _build(compiler, target)
     return ctypes.CDLL(str(target))
 
 
 def _load_library(compiler: list[str]) -> ctypes.CDLL:
-    """The built library from the moebench cache or, where that is not writable, from a
-    private folder of the temporary directory."""
+    """The built library from the moebench cache or, where that is not writable (or could be
+    written by others), from a private folder of the temporary directory."""
     from moebench.datafiles import cache_dir
 
     name = f"moebench_sums_{_machine_key(compiler)}.so"
     try:
         return _open_library(compiler, cache_dir() / "native", name)
-    except _CompilerMissing:
+    except (_CompilerMissing, _Unloadable):
         raise
     except OSError:  # a read-only, full or shared cache
         pass
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     private = Path(tempfile.gettempdir()) / f"moebench-native-{uid}"
     private.mkdir(mode=0o700, exist_ok=True)
-    if not _trusted(private):
-        raise PermissionError(f"{private} belongs to another user or is writable by others")
     return _open_library(compiler, private, name)
 
 

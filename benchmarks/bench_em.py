@@ -14,7 +14,6 @@ from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
-from moebench_plugins.models.kernels import DEFAULT_CHUNK_SIZE
 from moebench_plugins.models.native import (
     Pairs,
     native_available,
@@ -22,7 +21,7 @@ from moebench_plugins.models.native import (
     weighted_sums_torch,
 )
 
-from .common import D_GRID, K_GRID, N_GRID, regression_problem
+from .common import D_GRID, K_GRID, N_GRID, over_chunks, regression_problem
 
 
 class EMKernels:
@@ -137,9 +136,7 @@ class WeightedSums:
         self.pairs = Pairs.packed(d + 2, ones=True)
 
     def _run(self, f):
-        c = DEFAULT_CHUNK_SIZE
-        return [f(self.Z[:, s : s + c], self.W[:, s : s + c])
-                for s in range(0, self.Z.shape[1], c)]
+        return over_chunks(f, self.Z, self.W)
 
     def time_native(self, n, k, d):
         self._run(lambda Z, W: weighted_sums(Z, [(W, self.pairs)]))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
 from moebench import InitSpec
 from moebench.seeding import torch_generator
 from moebench_plugins.datasets.synthetic import SyntheticMoE
+from moebench_plugins.models.kernels import DEFAULT_CHUNK_SIZE
 from moebench_plugins.models.regression import RegressionMoE
 
 #: The grid of the kernel benchmarks (numpy / scikit-learn asv conventions: ``params`` lists).
@@ -30,3 +32,10 @@ def regression_problem(n: int, k: int, d: int, seed: int = 0, sigma: float = 0.5
     truth = model.as_tensors(data.truth)
     init = model.init_params(InitSpec(), torch_generator(seed))
     return model, X, y, truth, init
+
+
+def over_chunks(f: Callable[[torch.Tensor, torch.Tensor], object], Z: torch.Tensor,
+                W: torch.Tensor) -> list:
+    """``f(Z_chunk, W_chunk)`` over the column chunks the EM passes use (``DEFAULT_CHUNK_SIZE``)."""
+    c = DEFAULT_CHUNK_SIZE
+    return [f(Z[:, s : s + c], W[:, s : s + c]) for s in range(0, Z.shape[1], c)]

@@ -24,7 +24,6 @@ import torch
 from moebench.seeding import torch_generator
 from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
-from moebench_plugins.models.kernels import DEFAULT_CHUNK_SIZE
 from moebench_plugins.models.native import (
     Pairs,
     native_available,
@@ -38,7 +37,7 @@ from moebench_plugins.models.spectral import (
     whitened_moments,
 )
 
-from .common import regression_problem
+from .common import over_chunks, regression_problem
 
 
 def median_ms(f: Callable[[], object], repeat: int) -> float:
@@ -57,13 +56,6 @@ def gemm_peak(repeat: int) -> float:
     a @ a
     best = min(_timed(lambda: a @ a) for _ in range(repeat))
     return 2 * 2000**3 / best
-
-
-def _chunked(f: Callable[[torch.Tensor, torch.Tensor], object], Z: torch.Tensor,
-             W: torch.Tensor) -> None:
-    """``f`` over the chunks of ``(Z, W)`` that the passes use."""
-    for s in range(0, Z.shape[1], DEFAULT_CHUNK_SIZE):
-        f(Z[:, s : s + DEFAULT_CHUNK_SIZE], W[:, s : s + DEFAULT_CHUNK_SIZE])
 
 
 def _timed(f: Callable[[], object]) -> float:
@@ -120,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         "tensor power method": lambda: tensor_power_method(T3, k, 10, 100, torch_generator(0)),
         "Orth-ALS": lambda: orth_als(T3, k, 100, torch_generator(0)),
         "weighted Grams, native kernel":
-            lambda: _chunked(lambda Z, W: weighted_sums(Z, [(W, gram_pairs)]), Zt, Wt),
+            lambda: over_chunks(lambda Z, W: weighted_sums(Z, [(W, gram_pairs)]), Zt, Wt),
         "weighted Grams, torch expression":
-            lambda: _chunked(lambda Z, W: weighted_sums_torch(W, Z, gram_pairs), Zt, Wt),
+            lambda: over_chunks(lambda Z, W: weighted_sums_torch(W, Z, gram_pairs), Zt, Wt),
     }
     print(f"n={n} k={k} d={d} float64, {torch.get_num_threads()} torch threads, "
           f"measured DGEMM peak {peak / 1e9:.1f} GFLOP/s, "

@@ -57,6 +57,7 @@ __all__ = [
     "chunked_nll_grad",
     "ChunkedLabels",
     "ExpertStats",
+    "activate",
     "COMPILE_MIN_ROWS",
     "GateStats",
     "KernelSpec",
@@ -411,7 +412,7 @@ def _make_kernel(spec: KernelSpec, fused_dots: bool = False) -> Callable[..., tu
             y = Z[nf]
             u = []
             for i in range(k):
-                z = (y - _activate(L[i], activation)) * inv_sigma[i]
+                z = (y - activate(L[i], activation)) * inv_sigma[i]
                 u.append(lg[i] + const[i] - 0.5 * z * z)  # log pi_i + log N(y; mu_i, sigma_i^2)
             mu = _max_rows(u)
             eu = [torch.exp(v - mu) for v in u]
@@ -506,7 +507,8 @@ def chunk_kernel(spec: KernelSpec, n_rows: int) -> Callable[..., tuple]:
     return compiled
 
 
-def _activate(t: torch.Tensor, activation: str) -> torch.Tensor:
+def activate(t: torch.Tensor, activation: str) -> torch.Tensor:
+    """The expert non-linearity ``g`` applied elementwise."""
     if activation == "linear":
         return t
     if activation == "sigmoid":
@@ -682,9 +684,10 @@ def _gate_stats(spec: KernelSpec, sums: _PassSums, d: int, like: torch.Tensor) -
     return GateStats(q=q, grad=grad, neg_hessian=H)
 
 
-def _expert_params(A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor,
-                   chunks: RowChunks, posterior: bool, gate: bool) -> tuple[torch.Tensor, ...]:
-    dev, dt = chunks.device, chunks.dtype
+def _pass_inputs(A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor,
+                 dev: torch.device, dt: torch.dtype, posterior: bool,
+                 gate: bool) -> tuple[torch.Tensor, ...]:
+    """The kernel inputs ``(AW, const, inv_sigma)`` on ``dev`` in ``dt`` (:func:`_make_kernel`)."""
     A, W, log_sigma = A.to(dev, dt), W.to(dev, dt), log_sigma.to(dev, dt)
     rows = ([A] if posterior else []) + ([W] if posterior or gate else [])
     AW = torch.cat(rows, dim=0) if rows else A.new_zeros(0, A.shape[1])
@@ -792,7 +795,8 @@ def em_pass(
     spec = KernelSpec(k=k, n_features=d, activation=activation, posterior=posterior,
                       per_sample=R_out is not None or loglik_out is not None,
                       expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system)
-    AW, const, inv_sigma = _expert_params(A, W, log_sigma, chunks, posterior, gate)
+    AW, const, inv_sigma = _pass_inputs(A, W, log_sigma, chunks.device, chunks.dtype, posterior,
+                                        gate)
     sums = _run_pass(chunks, spec, AW, const, inv_sigma, labels, R_out=R_out,
                      loglik_out=loglik_out)
     experts = sums.expert_stats(spec) if expert_stats else None
@@ -842,15 +846,14 @@ def posterior_labels(
     """
     k, d = A.shape
     spec = KernelSpec(k=k, n_features=d, activation=activation, per_sample=True)
-    AW = torch.cat([A, W], dim=0)
+    inputs: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     def labels(start: int, stop: int, Z: torch.Tensor) -> torch.Tensor:
-        kernel = chunk_kernel(spec, n_rows)
-        dt = Z.dtype
+        key = (Z.device, Z.dtype)
+        if key not in inputs:  # once per pass layout, not per chunk
+            inputs[key] = _pass_inputs(A, W, log_sigma, *key, posterior=True, gate=False)
         with torch.no_grad():
-            Rt, _, _ = kernel(Z, AW.to(Z.device, dt),
-                              (-0.5 * _LOG_2PI - log_sigma).to(Z.device, dt),
-                              torch.exp(-log_sigma).to(Z.device, dt), None)
+            Rt, _, _ = chunk_kernel(spec, n_rows)(Z, *inputs[key], None)
         return Rt
 
     return labels

@@ -601,11 +601,8 @@ def _native_fn(Z: torch.Tensor, weights: list[torch.Tensor], outs: list[torch.Te
     """The compiled function for these tensors, or ``None`` (torch expression instead)."""
     dt = Z.dtype
     tensors = [Z, *weights, *outs]
-    if (Z.device.type != "cpu" or dt not in (torch.float64, torch.float32)
-            or any(t.dtype != dt or t.device != Z.device or t.requires_grad for t in tensors)
-            or any(not o.is_contiguous() for o in outs) or native_mode() == "never"):
+    if (any(t.dtype != dt or t.device != Z.device or t.requires_grad for t in tensors)
+            or any(not o.is_contiguous() for o in outs) or not native_supported(Z.device, dt)):
         return None
-    lib = _load()
-    if lib is None:
-        return None
-    return getattr(lib, "moebench_sums_double" if dt == torch.float64 else "moebench_sums_float")
+    name = "moebench_sums_double" if dt == torch.float64 else "moebench_sums_float"
+    return getattr(_load(), name)

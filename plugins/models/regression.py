@@ -31,6 +31,7 @@ from .kernels import (
     GateStats,
     LabelFn,
     RowChunks,
+    activate,
     cached_row_chunks,
     em_pass,
     posterior_labels,
@@ -46,17 +47,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 class InitError(UnsupportedProblem, ValueError):
     """An initialisation scheme cannot be used for this problem (e.g. near-truth without truth)."""
-
-
-def activate(t: torch.Tensor, activation: str) -> torch.Tensor:
-    """The expert non-linearity ``g`` applied elementwise."""
-    if activation == "linear":
-        return t
-    if activation == "sigmoid":
-        return torch.sigmoid(t)
-    if activation == "relu":
-        return torch.relu(t)
-    raise ValueError(f"unknown activation {activation!r}")
 
 
 def activate_grad(t: torch.Tensor, activation: str) -> torch.Tensor:

@@ -33,8 +33,8 @@ import torch
 
 from moebench.density import GaussianMixtureDensity
 
+from .kernels import activate
 from .native import Pairs, weighted_sums
-from .regression import activate
 
 __all__ = [
     "CQT",

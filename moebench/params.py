@@ -13,9 +13,14 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Params(BaseModel):
-    """Base class of a component's parameters: strict about unknown keys, immutable."""
+    """Base class of a component's parameters: strict about unknown keys, immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Floats must be finite: ``inf`` and ``nan`` (``.inf``, ``.nan`` in YAML) are rejected for
+    every float field, so a noise level or step size cannot silently be infinite. A parameter
+    that needs "no limit" should be ``float | None`` with ``None`` meaning unbounded.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):

@@ -524,10 +524,19 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
         raw, lines = _load_yaml(text)
     except _Refused as exc:
         raise SuiteError([(exc.where, exc.message)], source) from None
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        problem = str(exc).split("\n")[0]
+        raise SuiteError([(f"line {line}, column {column}", f"malformed YAML: {problem}")],
+                         source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context and getattr(exc, "problem", None):
+            problem = f"{context}, {problem}"
         raise SuiteError([(where, f"malformed YAML: {problem}")], source) from None
     if not isinstance(raw, dict):
         raise SuiteError([("(top level)", "a suite must be a YAML mapping")], source)

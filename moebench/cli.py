@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -49,25 +50,62 @@ def print_leaderboard(board) -> None:
         console.print(table)
 
 
+#: Exit codes of ``moebench run`` (documented in the README).
+EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
+
+
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", default="results", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="parent results folder")
+              type=click.Path(path_type=Path), help="parent results folder")
 @click.option("--device", default=None, help="override the suite's device (cpu, cuda, ...)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="override the number of repetitions (seeds) of every experiment")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="worker processes")
+              help="worker processes (Dask: workers of the LocalCluster)")
 @click.option("--quick", is_flag=True,
               help="apply the suite's quick settings (fewer seeds, smaller n): a smoke run")
+@click.option("--resume", is_flag=True,
+              help="keep the finished cells of OUT/<suite> (done, max_iter, timeout, skipped "
+                   "with the same configuration) and run the others")
+@click.option("--overwrite", is_flag=True, help="discard the results already in OUT/<suite>")
+@click.option("--timeout", "wall_timeout", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="hard wall-clock limit per cell in seconds: its worker is "
+                                 "killed and the cell recorded 'timeout' (default: the suite's "
+                                 "budget.wall_timeout, else 3 x budget.timeout + 120 s)")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True, help="run cells in local worker processes or as Dask tasks")
+@click.option("--scheduler", default=None,
+              help="address of a Dask scheduler (tcp://HOST:8786); default: a LocalCluster")
+@click.option("--strict", is_flag=True,
+              help="exit 3 when a cell errored or crashed, or was skipped for missing data")
+@click.option("--yes", is_flag=True,
+              help="run grids larger than 100,000 cells without asking")
 def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs: int,
-        quick: bool) -> None:
-    """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/."""
+        quick: bool, resume: bool, overwrite: bool, wall_timeout: float | None,
+        executor: str, scheduler: str | None, strict: bool, yes: bool) -> None:
+    """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/.
+
+    Exit codes: 0 every cell ran (some may have failed as cells), 1 the run could not start or
+    go on, 2 the suite is invalid, 3 with --strict a cell errored, crashed or missed its data,
+    130 interrupted by Ctrl-C (143 by SIGTERM).
+    """
+    from .execution.store import ResultsExist
     from .results import read_results as _read
     from .results import unsuccessful_cells
-    from .runner import run_suite
+    from .runner import Interrupted, run_suite
     from .suite import load_suite
 
+    if resume and overwrite:
+        err_console.print("[red]error:[/red] --resume and --overwrite exclude each other")
+        sys.exit(EXIT_CANNOT_RUN)
+    if scheduler and executor != "dask":
+        executor = "dask"
+    mode = "resume" if resume else ("overwrite" if overwrite else "new")
+    try:
+        from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
+    except ImportError:  # pragma: no cover
+        limit = 100_000
     try:
         suite = load_suite(suite_file)
         if device:
@@ -85,13 +123,29 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
                 bar.update(task, completed=done, total=total)
 
             directory = run_suite(suite, out, jobs=jobs, quick=quick, seeds=seeds,
-                                  suite_path=str(suite_file), progress=progress)
+                                  suite_path=str(suite_file), progress=progress, mode=mode,
+                                  executor=executor, scheduler=scheduler,
+                                  wall_timeout=wall_timeout,
+                                  max_cells=None if yes else limit)
     except SuiteError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(2)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_INVALID_SUITE)
+    except Interrupted as exc:
+        err_console.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False)
+        sys.exit(130 if exc.signum == signal.SIGINT else 128 + exc.signum)
+    except ResultsExist as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_CANNOT_RUN)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_CANNOT_RUN)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        err_console.print(f"[red]error:[/red] the run stopped: {type(exc).__name__}: "
+                          f"{escape(str(exc))}; the finished cells are kept in {escape(str(out))} "
+                          "(run again with --resume)", highlight=False)
+        sys.exit(EXIT_CANNOT_RUN)
     from .leaderboard import leaderboard, rank_metrics
 
     results = _read(directory)
@@ -102,6 +156,14 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     for status, reason, count in unsuccessful_cells(results)[:8]:
         err_console.print(f"[yellow]{status}[/yellow] ({count} cell{'s' if count != 1 else ''})"
                           f": {escape(reason)}", highlight=False)
+    if strict:
+        failed = finals["status"].isin(["error", "crashed"])
+        if "cause" in finals:
+            failed |= finals["cause"].eq("data-unavailable")
+        if failed.any():
+            err_console.print(f"[red]--strict:[/red] {int(failed.sum())} cell(s) errored, "
+                              "crashed or missed their data", highlight=False)
+            sys.exit(EXIT_STRICT)
 
 
 @main.command("plugins")

@@ -8,9 +8,12 @@ to register is recorded with its error and does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -89,6 +92,29 @@ def _short_error(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+@contextlib.contextmanager
+def _user_interrupts() -> Iterator[Callable[[], bool]]:
+    """Tell a real Ctrl-C apart from a ``KeyboardInterrupt`` a plugin raises itself.
+
+    Plugin code that raises ``SystemExit`` or ``KeyboardInterrupt`` only fails that plugin; a
+    Ctrl-C of the user during loading still interrupts.
+    """
+    seen = {"signal": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        seen["signal"] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: seen["signal"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def load_plugins() -> Registry:
     """Discover, import and register every plugin once; later calls return the same registry."""
     global _registry, _pm
@@ -116,9 +142,12 @@ def load_plugins() -> Registry:
             )
             registry.plugins[ep.name] = info
             try:
-                module = ep.load()
-                pm.register(module, name=ep.name)
-            except Exception as exc:  # a broken plugin must not stop the others
+                with _user_interrupts() as interrupted:
+                    module = ep.load()
+                    pm.register(module, name=ep.name)
+            except BaseException as exc:  # a broken plugin must not stop the others
+                if interrupted():
+                    raise
                 info.status, info.error = "failed", f"import failed: {_short_error(exc)}"
         for kind, (hook_name, base) in KINDS.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -143,8 +172,11 @@ def _call_register_hook(registry: Registry, kind: str, base: type, impl: Any) ->
         staged.append(component)
 
     try:
-        impl.function(register=register)
-    except Exception as exc:
+        with _user_interrupts() as interrupted:
+            impl.function(register=register)
+    except BaseException as exc:  # SystemExit or KeyboardInterrupt of a plugin included
+        if interrupted():
+            raise
         info.status = "failed"
         info.error = f"{impl.function.__name__} failed: {_short_error(exc)}"
         return

@@ -1,110 +1,52 @@
-"""The results store: tidy rows on disk as soon as each cell finishes.
+"""Reading results folders written by ``moebench run``.
 
-Layout of ``<out>/<suite>/``:
+Layout of ``<out>/<suite>/`` (written by :mod:`moebench.execution.store`):
 
-- ``cells.jsonl``: one line per finished cell (its rows), appended and flushed immediately, so
+- ``cells.jsonl``: one line per finished cell (its rows), committed as each cell finishes, so
   an interrupted or crashing run loses nothing already computed;
 - ``results.parquet``: the tidy table, written at the end (and on interruption): one row per
   recorded iteration (``record == "iteration"``) and one row per cell (``record == "final"``);
-- ``manifest.json``: versions, device, git commit, command line, times, counts by status.
+- ``manifest.json``: versions, device, git commit, command line, times, counts by status, and
+  ``state`` (``running``, ``complete`` or ``interrupted``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .errors import MoebenchError
+from .execution.store import (
+    ID_COLUMNS,
+    MANIFEST_FILE,
+    PARTIAL_FILE,
+    RESULTS_FILE,
+    latest_cells,
+    read_cell_lines,
+    rows_to_frame,
+)
 
-RESULTS_FILE = "results.parquet"
-PARTIAL_FILE = "cells.jsonl"
-MANIFEST_FILE = "manifest.json"
+__all__ = ["ID_COLUMNS", "MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS",
+           "read_manifest", "read_results", "rows_to_frame", "unsuccessful_cells"]
 
 #: Statuses of a cell; the first three count as a success on leaderboards.
-STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "skipped")
+STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "crashed", "skipped")
 SUCCESS = ("done", "max_iter", "timeout")
 
 
-class ResultsStore:
-    """Append-only store for one suite run in ``directory``."""
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.partial = self.directory / PARTIAL_FILE
-        self.partial.write_text("")
-        self.rows: list[dict[str, Any]] = []
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Record one finished cell's rows, durably."""
-        self.rows.extend(rows)
-        with self.partial.open("a") as fh:
-            fh.write(json.dumps(rows, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def frame(self) -> pd.DataFrame:
-        return rows_to_frame(self.rows)
-
-    def write_table(self) -> Path:
-        """Write ``results.parquet`` from every row recorded so far."""
-        path = self.directory / RESULTS_FILE
-        self.frame().to_parquet(path, index=False)
-        return path
-
-    def write_manifest(self, manifest: dict[str, Any]) -> Path:
-        path = self.directory / MANIFEST_FILE
-        path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        return path
-
-
-def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows to a DataFrame with a stable column order (ids first, metrics last)."""
-    frame = pd.DataFrame(rows)
-    first = [c for c in ID_COLUMNS if c in frame.columns]
-    rest = sorted(c for c in frame.columns if c not in ID_COLUMNS)
-    return frame[first + rest]
-
-
-ID_COLUMNS = [
-    "suite",
-    "experiment",
-    "record",
-    "dataset",
-    "algorithm",
-    "repetition",
-    "iteration",
-    "time",
-    "status",
-    "message",
-    "dataset_name",
-    "dataset_params",
-    "model",
-    "model_params",
-    "algorithm_name",
-    "algorithm_params",
-    "seed",
-    "data_seed",
-    "init_seed",
-    "objective",
-]
-
-
 def read_results(directory: str | Path) -> pd.DataFrame:
-    """Load a results folder: ``results.parquet``, or the partial log of an interrupted run."""
+    """Load a results folder: ``results.parquet``, or the cells of a run that did not finish
+    (the last line of each cell key; a partial last line is ignored)."""
     directory = Path(directory)
     table = directory / RESULTS_FILE
     if table.is_file():
         return pd.read_parquet(table)
-    partial = directory / PARTIAL_FILE
-    if partial.is_file():
-        rows = [r for line in partial.read_text().splitlines() if line for r in json.loads(line)]
-        if rows:
-            return rows_to_frame(rows)
+    cells, _ = read_cell_lines(directory / PARTIAL_FILE)
+    if cells:
+        return rows_to_frame([r for rows in latest_cells(cells).values() for r in rows])
     raise MoebenchError(
         f"no results in {directory}: expected {RESULTS_FILE} (written by `moebench run`)"
     )

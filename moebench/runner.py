@@ -1,30 +1,28 @@
-"""The runner: expands a suite into cells, runs them, and records tidy results.
+"""The runner: what a cell computes, and a suite run from start to finish.
 
 A *cell* is (experiment, dataset variant, algorithm variant, repetition). Cells sharing a
-dataset variant and repetition form a *unit*: the data is loaded and the initialisation drawn
-once, so every algorithm sees the same data and starts from the same point. Units run in
-parallel with ``jobs > 1`` (one process each); each cell's seed is derived from its coordinates,
-so the results do not depend on the order or the number of workers.
+dataset variant and repetition form a *unit*: the data is generated or loaded and the
+initialisation drawn from the unit's seeds, so every algorithm sees the same data and starts from
+the same point, whichever worker runs it. How cells are executed (killable worker processes,
+hard limits, the result store, resume, Dask) is :mod:`moebench.execution`'s business.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,35 +32,16 @@ from .algorithm import Iterate, Problem
 from .dataset import Data
 from .device import DTYPES, Device
 from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
+from .execution.cells import CellSpec, cell_fields, expand_cells
+from .execution.interrupts import StopRequest
+from .execution.limits import Limits, default_wall
+from .execution.outcomes import as_scalar, out_of_memory_message
+from .execution.store import ResultStore
 from .leaderboard import write_leaderboards
 from .metric import EvalContext, Metric
 from .model import Model, ParamDict
-from .results import ResultsStore
-from .seeding import derive_seed, torch_generator
-from .suite import ResolvedExperiment, Suite, Variant, resolve
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One dataset instance and the algorithms to run on it."""
-
-    suite: str
-    suite_seed: int
-    experiment: ResolvedExperiment
-    dataset: Variant
-    repetition: int
-    device: str
-    dtype: str | None
-
-
-def expand_units(suite: Suite, experiments: list[ResolvedExperiment]) -> list[Unit]:
-    """Every (experiment, dataset variant, repetition), in a fixed order."""
-    return [
-        Unit(suite.name, suite.seed, exp, ds, rep, suite.device, suite.dtype)
-        for exp in experiments
-        for ds in exp.datasets
-        for rep in range(exp.repetitions)
-    ]
+from .seeding import torch_generator
+from .suite import ResolvedExperiment, Suite, resolve
 
 
 def _json(value: Any) -> str:
@@ -91,61 +70,84 @@ _WARM: set[str] = set()  # devices warmed up in this process
 BLOW_UP = 1e6
 
 
-def run_unit(unit: Unit, on_cell: Callable[[list[dict[str, Any]]], None] | None = None):
-    """Run every algorithm of ``unit``; returns one list of rows per cell."""
-    exp, ds = unit.experiment, unit.dataset
-    device: Device = plugins.get("devices", unit.device)()
-    dtype = DTYPES[unit.dtype] if unit.dtype else device.default_dtype
-    data_seed = derive_seed(unit.suite_seed, exp.name, ds.id, unit.repetition, "data")
-    init_seed = derive_seed(unit.suite_seed, exp.name, ds.id, unit.repetition, "init")
-    base = {
-        "suite": unit.suite,
-        "experiment": exp.name,
-        "dataset": ds.id,
-        "dataset_name": ds.name,
-        "dataset_params": _json(ds.params),
-        "repetition": unit.repetition,
-        "data_seed": data_seed,
-        "init_seed": init_seed,
-    }
-    if unit.device not in _WARM:
-        device.warm_up()
-        _WARM.add(unit.device)
-    metrics: list[Metric] = [plugins.get("metrics", m)() for m in exp.metrics]
-    cells: list[list[dict[str, Any]]] = []
+@dataclass
+class PreparedUnit:
+    """A unit's data, model and initial point on its device, shared by its cells."""
 
-    def finish(rows: list[dict[str, Any]]) -> None:
-        cells.append(rows)
-        if on_cell is not None:
-            on_cell(rows)
+    device: Device
+    data: Data
+    model: Model
+    tensors: dict[str, torch.Tensor]
+    truth: ParamDict | None
+    init: ParamDict
+    metrics: list[Metric]
 
-    def fail_all(status: str, message: str) -> None:
-        for alg in exp.algorithms:
-            finish([_final_row(base, alg, unit, {}, status=status, message=message)])
 
+@dataclass(frozen=True)
+class UnitFailure:
+    """Why a unit could not be prepared: every cell of it gets this status and message."""
+
+    status: str
+    message: str
+    cause: str | None = None
+
+
+def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
+    """Load (or generate) the data of ``spec``'s unit and draw its initial point.
+
+    Missing data or an unsupported problem give a ``skipped`` failure; any other exception an
+    ``error`` naming the dataset. Out-of-memory errors propagate (the caller records the cell
+    as ``crashed``).
+    """
+    exp, ds = spec.experiment, spec.dataset
+    fields = cell_fields(spec)
     try:
+        device: Device = plugins.get("devices", spec.device)()
+        dtype = DTYPES[spec.dtype] if spec.dtype else device.default_dtype
+        if spec.device not in _WARM:
+            device.warm_up()
+            _WARM.add(spec.device)
+        metrics: list[Metric] = [plugins.get("metrics", m)() for m in exp.metrics]
         dataset_cls = plugins.get("datasets", ds.name)
-        data = dataset_cls(dataset_cls.Params.model_validate(ds.params)).load(data_seed)
+        data = dataset_cls(dataset_cls.Params.model_validate(ds.params)).load(fields["data_seed"])
         model = build_model(data, ds.model, device, dtype)
+        _check_fit_possible(data, model)
         tensors = {
             name: device.tensor(getattr(data, name), dtype)
             for name in ("X_train", "y_train", "X_test", "y_test")
         }
         truth = _truth_for(model, data)
-        init = model.init_params(exp.init, torch_generator(init_seed, "cpu"), truth)
+        init = model.init_params(exp.init, torch_generator(fields["init_seed"], "cpu"), truth)
         init = {k: v.to(device.torch_device()) for k, v in init.items()}
-    except (DataUnavailable, UnsupportedProblem) as exc:
-        fail_all("skipped", str(exc))
-        return cells
+    except DataUnavailable as exc:
+        return UnitFailure("skipped", str(exc), cause="data-unavailable")
+    except UnsupportedProblem as exc:
+        return UnitFailure("skipped", str(exc))
+    except MemoryError:
+        raise
     except Exception as exc:
-        fail_all("error", f"dataset {ds.id!r} failed: {_describe(exc)}")
-        return cells
-    base["model"] = model.name
-    base["model_params"] = _json(model.params.model_dump())
+        if _is_out_of_memory(exc):
+            raise
+        return UnitFailure("error", f"dataset {ds.id!r} failed: {_describe(exc)}")
+    return PreparedUnit(device, data, model, tensors, truth, init, metrics)
 
-    for alg in exp.algorithms:
-        finish(_run_cell(unit, base, alg, model, data, tensors, truth, init, metrics, device))
-    return cells
+
+def _check_fit_possible(data: Data, model: Model) -> None:
+    """Refuse training data too small for the model (fewer rows than experts)."""
+    from . import dataset as dataset_module
+
+    check = getattr(dataset_module, "check_fit_possible", None)
+    if check is not None:
+        check(data, model.n_experts)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and any(s in text for s in ("can't allocate memory", "cannot allocate memory",
+                                    "out of memory", "not enough memory"))
+    )
 
 
 def _truth_for(model: Model, data: Data) -> ParamDict | None:
@@ -168,90 +170,87 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _final_row(base, alg: Variant, unit: Unit, values: dict[str, Any], **fields) -> dict:
-    seed = derive_seed(unit.suite_seed, unit.experiment.name, unit.dataset.id, alg.id,
-                       unit.repetition)
-    return {
-        **base,
-        "record": "final",
-        "algorithm": alg.id,
-        "algorithm_name": alg.name,
-        "algorithm_params": _json(alg.params),
-        "seed": seed,
-        "iteration": fields.pop("iteration", 0),
-        "time": fields.pop("time", 0.0),
-        **values,
-        **fields,
-    }
+class ReportError(TypeError):
+    """An algorithm reported something the runner cannot record (e.g. a string objective)."""
 
 
-def _run_cell(
-    unit: Unit,
-    base: dict[str, Any],
-    alg: Variant,
-    model: Model,
-    data: Data,
-    tensors: dict[str, torch.Tensor],
-    truth: ParamDict | None,
-    init: ParamDict,
-    metrics: list[Metric],
-    device: Device,
-) -> list[dict[str, Any]]:
-    budget = unit.experiment.budget
-    meta, density = data.meta, data.input_density
-    seed = derive_seed(unit.suite_seed, unit.experiment.name, unit.dataset.id, alg.id,
-                       unit.repetition)
+def _report_float(value: Any, what: str) -> float | None:
+    """A reported scalar as a Python float: 0-d tensors and numpy scalars are unwrapped."""
+    if value is None:
+        return None
+    scalar = as_scalar(value)
+    if isinstance(scalar, bool) or not isinstance(scalar, int | float):
+        raise ReportError(f"{what} must be a Python float (or None); the algorithm reported "
+                          f"{type(value).__name__} {str(value)[:60]!r}")
+    return float(scalar)
+
+
+def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
+             ) -> list[dict[str, Any]]:
+    """Run the algorithm of ``spec`` on a prepared unit; returns the cell's rows.
+
+    Every iteration the algorithm reports becomes an ``iteration`` row (the clock stops while
+    metrics are computed); a ``final`` row carries the status, the message and the metrics of
+    the returned parameters. Exceptions of the plugin, ``SystemExit`` and ``KeyboardInterrupt``
+    included, become the cell's ``error`` (``crashed`` when out of memory).
+    """
+    exp, alg = spec.experiment, spec.algorithm
+    budget = exp.budget
+    device, model, tensors, truth = unit.device, unit.model, unit.tensors, unit.truth
+    fields = {**cell_fields(spec), "model": model.name,
+              "model_params": _json(model.params.model_dump())}
+    meta, density = unit.data.meta, unit.data.input_density
+
+    def final(values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {**fields, "record": "final", **values, "iteration": extra.pop("iteration", 0),
+                "time": extra.pop("time", 0.0), **extra}
+
     try:
         cls = plugins.get("algorithms", alg.name)
         algorithm = cls(cls.Params.model_validate(alg.params))
         reason = algorithm.unsupported_reason(model)
     except Exception as exc:
-        return [_final_row(base, alg, unit, {}, status="error", message=_describe(exc))]
+        return [final({}, status="error", message=_describe(exc))]
     if reason:
-        return [_final_row(base, alg, unit, {}, status="skipped", message=reason)]
+        return [final({}, status="skipped", message=reason)]
 
     def evaluate(params: ParamDict) -> dict[str, float]:
         ctx = EvalContext(model, params, tensors["X_train"], tensors["y_train"],
                           tensors["X_test"], tensors["y_test"], truth, meta)
-        return {m.name: m(ctx) for m in metrics}
+        return {m.name: _report_float(m(ctx), f"metric {m.name!r}") for m in unit.metrics}
 
-    probe = EvalContext(model, init, tensors["X_train"], tensors["y_train"],
+    probe = EvalContext(model, unit.init, tensors["X_train"], tensors["y_train"],
                         tensors["X_test"], tensors["y_test"], truth, meta)
-    checked = [m.name for m in metrics if m.applies_to(probe)]
+    checked = [m.name for m in unit.metrics if m.applies_to(probe)]
     rows: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None}
+    state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None,
+                             "ignored": 0}
 
     def callback(it: Iterate) -> bool:
+        if state["status"] is not None:  # told to stop already: neither timed nor recorded
+            state["ignored"] += 1
+            return False
         device.synchronize()
         state["elapsed"] += time.perf_counter() - state["t0"]
+        objective = _report_float(it.objective, "Iterate.objective")
+        extras = {f"extra.{k}": _report_float(v, f"Iterate.extras[{k!r}]")
+                  for k, v in it.extras.items()}
         values = evaluate(it.params)
-        row = {
-            **base,
-            "record": "iteration",
-            "algorithm": alg.id,
-            "algorithm_name": alg.name,
-            "algorithm_params": _json(alg.params),
-            "seed": seed,
-            "iteration": it.iteration,
-            "time": state["elapsed"],
-            "objective": it.objective,
-            **values,
-            **{f"extra.{k}": float(v) for k, v in it.extras.items()},
-        }
-        rows.append(row)
-        state["last"] = (it.iteration, values)
+        rows.append({**fields, "record": "iteration", "iteration": int(it.iteration),
+                     "time": state["elapsed"], "objective": objective, **values, **extras})
+        state["last"] = (int(it.iteration), values)
         bad = [n for n in checked if not math.isfinite(values[n])]
-        if it.objective is not None and not math.isfinite(it.objective):
+        if objective is not None and not math.isfinite(objective):
             bad.insert(0, "objective")
         if bad:
             state["status"] = "diverged"
             state["message"] = f"non-finite {', '.join(bad)} at iteration {it.iteration}"
             return False
-        if it.objective is not None:
-            start = state.setdefault("objective0", it.objective)
-            if it.objective > start + BLOW_UP * max(1.0, abs(start)):
+        if objective is not None:
+            start = state.setdefault("objective0", objective)
+            if objective > start + BLOW_UP * max(1.0, abs(start)):
                 state["status"] = "diverged"
-                state["message"] = (f"objective blew up: {it.objective:.3g} at iteration "
+                state["message"] = (f"objective blew up: {objective:.3g} at iteration "
                                     f"{it.iteration}, from {start:.3g} at iteration 0")
                 return False
         if it.iteration >= budget.max_iter:
@@ -266,8 +265,8 @@ def _run_cell(
         return True
 
     problem = Problem(model, tensors["X_train"], tensors["y_train"],
-                      torch_generator(seed, device.torch_device()), density)
-    start = {k: v.clone() for k, v in init.items()}
+                      torch_generator(fields["seed"], device.torch_device()), density)
+    start = {k: v.clone() for k, v in unit.init.items()}
     device.synchronize()
     state["t0"] = time.perf_counter()
     final_params = None
@@ -276,12 +275,22 @@ def _run_cell(
         device.synchronize()
         if state["status"] is None:
             state["elapsed"] += time.perf_counter() - state["t0"]
-            state["status"] = "done"
+            if budget.timeout is not None and state["elapsed"] > budget.timeout:
+                state["status"] = "timeout"
+                state["message"] = (f"the algorithm returned after {state['elapsed']:.3g} s "
+                                    f"without reporting in time (budget {budget.timeout} s)")
+            else:
+                state["status"] = "done"
     except UnsupportedProblem as exc:
         state["status"], state["message"] = "skipped", str(exc)
-    except Exception as exc:
-        state["status"] = "error"
-        state["message"] = f"{_describe(exc)}\n{traceback.format_exc(limit=6)}"
+    except ReportError as exc:
+        state["status"], state["message"] = "error", str(exc)
+    except BaseException as exc:  # a plugin's SystemExit or KeyboardInterrupt ends its cell only
+        if _is_out_of_memory(exc):
+            state["status"], state["message"] = "crashed", out_of_memory_message(exc, memory)
+        else:
+            state["status"] = "error"
+            state["message"] = f"{_describe(exc)}\n{traceback.format_exc(limit=6)}"
 
     status = state["status"]
     values: dict[str, Any] = {}
@@ -294,19 +303,20 @@ def _run_cell(
             status, state["message"] = "diverged", "non-finite metric at the final parameters"
     elif state["last"] is not None:
         values = state["last"][1]
+    if state["ignored"]:
+        note = (f"the algorithm reported {state['ignored']} more iteration(s) after the runner "
+                "said stop (not recorded, not timed)")
+        state["message"] = f"{state['message']}; {note}" if state["message"] else note
     for row in rows:
         row["status"] = status
     last_iter = state["last"][0] if state["last"] else 0
-    rows.append(_final_row(base, alg, unit, values, status=status, message=state["message"],
-                           iteration=last_iter, time=state["elapsed"]))
+    rows.append(final(values, status=status, message=state["message"], iteration=last_iter,
+                      time=state["elapsed"]))
     return rows
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
+# A suite run.
 
 
 def _git_commit() -> str | None:
@@ -348,6 +358,23 @@ def manifest_base(suite: Suite, suite_path: str | None, device: Device) -> dict[
     }
 
 
+class Interrupted(MoebenchError):
+    """The run was stopped by Ctrl-C or SIGTERM; its finished cells and tables are written."""
+
+    def __init__(self, directory: Path, signum: int):
+        self.directory, self.signum = directory, signum
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}; finished cells are kept in {directory} "
+                         "(run again with --resume to complete the suite)")
+
+
+def _cell_limits(exp: ResolvedExperiment, wall: float | None, memory: int | None) -> Limits:
+    if wall is None:
+        wall = exp.budget.wall_timeout if exp.budget.wall_timeout is not None \
+            else default_wall(exp.budget.timeout)
+    return Limits(wall=wall, memory=memory)
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -356,7 +383,12 @@ def run_suite(
     quick: bool = False,
     seeds: int | None = None,
     suite_path: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Any = None,
+    mode: Literal["new", "resume", "overwrite"] = "new",
+    executor: Literal["local", "dask"] = "local",
+    scheduler: str | None = None,
+    wall_timeout: float | None = None,
+    max_cells: int | None = None,
 ) -> Path:
     """Run a parsed suite and write results into ``<out>/<suite name>/``.
 
@@ -367,75 +399,143 @@ def run_suite(
     out
         Parent folder of the results folder.
     jobs
-        Worker processes (1 runs in this process).
+        Worker processes (every cell runs in a worker, also with ``jobs=1``).
     quick
         Apply the suite's ``quick`` overrides (fewer seeds, smaller problems).
     seeds
         Number of repetitions of every experiment, overriding the suite.
+    suite_path
+        The suite file, for messages and the manifest.
     progress
         Called with ``(cells_done, cells_total)`` after each cell.
+    mode
+        ``"new"`` refuses a folder that holds results; ``"resume"`` keeps its finished cells
+        (``done``/``max_iter``/``timeout``/``skipped`` with the same key) and runs the rest;
+        ``"overwrite"`` discards them.
+    executor, scheduler
+        ``"local"`` (a pool of worker processes) or ``"dask"`` (``distributed``; a
+        ``LocalCluster`` unless ``scheduler`` gives an address).
+    wall_timeout
+        Hard wall-clock limit per cell in seconds, overriding the suite's.
+    max_cells
+        Refuse grids with more cells than this (``None``: no limit).
 
     Returns
     -------
     Path
         The results folder.
+
+    Raises
+    ------
+    SuiteError
+        The suite is invalid. Nothing is written.
+    ResultsExist
+        ``mode="new"`` and the folder holds results.
+    Interrupted
+        Ctrl-C or SIGTERM: the finished cells, the table, the leaderboards and a manifest
+        marked ``interrupted`` are written first.
     """
-    experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds)
+    experiments = _resolve(suite, suite_path, quick, seeds, max_cells)
     device_cls = plugins.get("devices", suite.device)
     device = device_cls()
     if not device.is_available():
         raise MoebenchError(device.unavailable_reason())
-    units = expand_units(suite, experiments)
-    total = sum(len(u.experiment.algorithms) for u in units)
-    store = ResultsStore(Path(out) / suite.name)
+    total = sum(len(e.datasets) * len(e.algorithms) * e.repetitions for e in experiments)
+    store = ResultStore(Path(out) / suite.name, mode)
+    memory = suite.memory_limit_bytes()
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     manifest = manifest_base(suite, suite_path, device)
-    manifest["started"] = datetime.now(UTC).isoformat()
-    manifest["jobs"] = jobs
-    manifest["quick"] = quick
-    manifest["cells"] = total
-    manifest["rank_by"] = {e.name: e.rank_by for e in experiments}
-    manifest["metrics"] = {e.name: e.metrics for e in experiments}
-    manifest["experiments"] = [_describe_experiment(e) for e in experiments]
+    manifest.update(started=datetime.now(UTC).isoformat(), state="running", jobs=jobs,
+                    quick=quick, cells=total, executor=executor, resumed=mode == "resume",
+                    worker_threads=threads, memory_limit=memory,
+                    rank_by={e.name: e.rank_by for e in experiments},
+                    metrics={e.name: e.metrics for e in experiments},
+                    experiments=[_describe_experiment(e) for e in experiments])
+    store.write_manifest(manifest)
     done = 0
 
-    def on_cell(rows: list[dict[str, Any]]) -> None:
+    def report(rows: list[dict[str, Any]], new: bool = True) -> None:
         nonlocal done
-        store.append(rows)
+        if new:
+            store.append(rows)
+        else:
+            store.keep(rows)
         done += 1
         if progress is not None:
             progress(done, total)
 
-    interrupted = True
-    try:
-        if jobs <= 1:
-            for unit in units:
-                run_unit(unit, on_cell)
+    todo: list[tuple[CellSpec, Limits]] = []
+    reused = 0
+    for spec in expand_cells(suite.name, suite.seed, experiments, suite.device, suite.dtype):
+        kept = store.reusable(spec.key) if mode == "resume" else None
+        if kept is not None:
+            report(kept, new=False)
+            reused += 1
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(threads,)) as pool:
-                futures = [pool.submit(run_unit, unit) for unit in units]
-                for future in as_completed(futures):
-                    for rows in future.result():
-                        on_cell(rows)
-        interrupted = False
-    finally:
-        manifest["finished"] = datetime.now(UTC).isoformat()
-        manifest["interrupted"] = interrupted
-        finals = [r for r in store.rows if r["record"] == "final"]
-        manifest["status_counts"] = {
-            s: sum(r["status"] == s for r in finals) for s in sorted({r["status"] for r in finals})
-        }
-        store.write_manifest(manifest)
-        if store.rows:
-            store.write_table()
-            write_leaderboards(store.directory)
-            if any(e.reference or e.figures for e in experiments):
-                from .report import write_report
+            todo.append((spec, _cell_limits(spec.experiment, wall_timeout, memory)))
+    manifest["reused_cells"] = reused
 
-                write_report(store.directory)
+    stop = StopRequest()
+    state = "interrupted"
+    try:
+        with stop.installed():
+            if executor == "dask":
+                from .execution.dask import DaskExecutor
+
+                runner = DaskExecutor(jobs=jobs, threads=threads, scheduler=scheduler)
+            else:
+                from .execution.local import LocalExecutor
+
+                runner = LocalExecutor(jobs=jobs, threads=threads)
+            runner.run(todo, report, stop)
+        if not stop.requested:
+            state = "complete"
+    finally:
+        _finish(store, manifest, experiments, state)
+    if stop.requested:
+        raise Interrupted(store.directory, stop.signum or signal.SIGINT)
     return store.directory
+
+
+def _resolve(suite: Suite, suite_path: str | None, quick: bool, seeds: int | None,
+             max_cells: int | None) -> list[ResolvedExperiment]:
+    try:
+        return resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
+                       max_cells=max_cells)
+    except TypeError as exc:  # a suite module without the size guard
+        if "max_cells" not in str(exc):
+            raise
+        return resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds)
+
+
+def _finish(store: ResultStore, manifest: dict[str, Any],
+            experiments: list[ResolvedExperiment], state: str) -> None:
+    """Write the manifest, table, leaderboards and report; one failing never costs the others."""
+    manifest["finished"] = datetime.now(UTC).isoformat()
+    manifest["state"] = state
+    manifest["interrupted"] = state != "complete"
+    finals = store.finals()
+    manifest["status_counts"] = {
+        s: sum(r["status"] == s for r in finals) for s in sorted({r["status"] for r in finals})
+    }
+    problems: list[str] = []
+    store.write_manifest(manifest)
+    if not store.cells:
+        return
+    steps = [("results.parquet", store.write_table),
+             ("leaderboards", lambda: write_leaderboards(store.directory))]
+    if any(e.reference or e.figures for e in experiments):
+        from .report import write_report
+
+        steps.append(("REPRODUCTION.md", lambda: write_report(store.directory)))
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            problems.append(f"{name}: {_describe(exc)}")
+    if problems:
+        manifest["output_errors"] = problems
+        store.write_manifest(manifest)
 
 
 def _describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:

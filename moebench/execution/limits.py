@@ -1,0 +1,140 @@
+"""Per-cell hard limits and the start-up of worker processes.
+
+Two budgets stop a cell:
+
+- the suite's ``budget.timeout`` is the *algorithm clock*, checked by the runner whenever the
+  algorithm reports an iteration (a polite stop: the cell ends ``timeout`` with its results);
+- the *hard wall-clock limit* kills the worker process running a cell that never calls back (a
+  plugin stuck in a loop or a sleep). By default it is :data:`WALL_FACTOR` times the algorithm
+  timeout plus :data:`WALL_GRACE` seconds (data loading and metric evaluation are not on the
+  algorithm clock); ``budget.wall_timeout`` in a suite or ``moebench run --timeout`` sets it.
+
+An optional ``memory_limit`` caps the address space a cell may add to its worker
+(``RLIMIT_AS`` on Linux), so that one cell with a huge ``n`` fails alone with ``crashed``
+instead of taking the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+#: Default hard limit: this multiple of the algorithm-clock timeout ...
+WALL_FACTOR = 3.0
+#: ... plus this many seconds.
+WALL_GRACE = 120.0
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from ``4096``, ``"512MB"``, ``"4 GiB"`` (decimal and binary units).
+
+    Raises
+    ------
+    ValueError
+        For anything else, saying which forms are accepted.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a memory size must be a number of bytes or a string like '4GiB'")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"cannot read {value!r} as a memory size; write e.g. 4096, "
+                             "'512MB' or '4GiB'")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = number * _UNITS[unit]
+    if not (size >= 1 and size < 2**62):
+        raise ValueError(f"memory size {value!r} must be at least one byte")
+    return int(size)
+
+
+def format_size(size: int) -> str:
+    """``4294967296`` -> ``'4 GiB'``."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.3g} {unit}"
+    return f"{size} B"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits of one cell.
+
+    Attributes
+    ----------
+    wall
+        Seconds of wall clock after which the worker running the cell is killed (``None``:
+        never).
+    memory
+        Bytes of address space the cell may add to its worker (``None``: unlimited).
+    """
+
+    wall: float | None = None
+    memory: int | None = None
+
+
+def default_wall(timeout: float | None) -> float | None:
+    """The default hard limit for an algorithm-clock ``timeout`` (``None`` without one)."""
+    return None if timeout is None else WALL_FACTOR * timeout + WALL_GRACE
+
+
+def _address_space() -> int | None:
+    """Current virtual memory size of this process in bytes (Linux), else ``None``."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[0])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_limit_supported() -> bool:
+    """Whether :func:`memory_limit` can enforce a limit on this platform."""
+    return sys.platform.startswith("linux") and _address_space() is not None
+
+
+@contextlib.contextmanager
+def memory_limit(size: int | None) -> Iterator[None]:
+    """Cap the address space this process may grow by ``size`` bytes inside the block.
+
+    Allocations beyond it fail (``MemoryError`` in Python, an allocation error in torch), so the
+    runner can record the cell as ``crashed`` and the worker survives for the next cell. The
+    previous limit is restored afterwards. A no-op where ``RLIMIT_AS`` is not available.
+    """
+    if size is None or not memory_limit_supported():
+        yield
+        return
+    import resource
+
+    current = _address_space() or 0
+    old = resource.getrlimit(resource.RLIMIT_AS)
+    soft = current + size
+    if old[1] != resource.RLIM_INFINITY:
+        soft = min(soft, old[1])
+    resource.setrlimit(resource.RLIMIT_AS, (soft, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, old)
+
+
+def worker_init(threads: int) -> None:
+    """Start-up of a worker process: ignore Ctrl-C (the parent decides) and set threads.
+
+    A terminal's Ctrl-C reaches every process of the foreground group; workers ignore it so
+    that the cells in flight can finish within the parent's grace period.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["MOEBENCH_WORKER"] = "1"
+    import torch
+
+    torch.set_num_threads(max(1, threads))

@@ -1,0 +1,258 @@
+"""The result store: every finished cell on disk before the next one is reported.
+
+Layout of ``<out>/<suite>/``:
+
+- ``cells.jsonl``: one line per finished cell (its rows, each carrying the cell's ``key``),
+  appended, flushed and fsync'ed by the supervising process as each cell is reported, whatever
+  the number of workers. A partial last line left by a kill is ignored on read and cut off
+  before the next append. When a key appears twice (a cell rerun by ``--resume``) the later
+  line wins.
+- ``manifest.json``: written when the run starts (``state: running``) and again at its end
+  (``complete`` or ``interrupted``), always atomically (temporary file + rename).
+- ``results.parquet``, ``leaderboard.csv``/``.md``, ``REPRODUCTION.md``, ``figures/``: derived
+  from the cells at the end of a run. They are removed when a run starts in the folder, so a
+  folder never mixes a new run's cells with an old run's tables.
+
+A folder that already holds results is never replaced silently: :class:`ResultStore` raises
+:class:`ResultsExist` unless the caller resumes or overwrites.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from ..errors import MoebenchError
+from .outcomes import clean_rows
+
+RESULTS_FILE = "results.parquet"
+PARTIAL_FILE = "cells.jsonl"
+MANIFEST_FILE = "manifest.json"
+#: Files and folders computed from the cells at the end of a run.
+DERIVED = ("results.parquet", "leaderboard.csv", "leaderboard.md", "REPRODUCTION.md",
+           "failures.md", "figures")
+
+#: Statuses of a cell that ``--resume`` keeps; ``error``, ``diverged`` and ``crashed`` cells
+#: are run again.
+REUSABLE = ("done", "max_iter", "timeout", "skipped")
+
+Mode = Literal["new", "resume", "overwrite"]
+
+
+class ResultsExist(MoebenchError):
+    """The output folder already holds results of this suite."""
+
+
+def cell_identity(rows: list[dict[str, Any]]) -> str:
+    """A finished cell's key (older results without keys: its coordinates)."""
+    last = rows[-1]
+    key = last.get("key")
+    if key:
+        return str(key)
+    return json.dumps([last.get(c) for c in ("experiment", "dataset", "algorithm",
+                                             "repetition")], default=str)
+
+
+def read_cell_lines(path: Path) -> tuple[list[list[dict[str, Any]]], int]:
+    """The cells of a ``cells.jsonl`` and the byte length of its complete lines.
+
+    A last line without its newline (the process was killed while writing it) is ignored; a
+    line in the middle that is not valid JSON is skipped with a warning.
+    """
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1
+    cells: list[list[dict[str, Any]]] = []
+    for number, line in enumerate(data[:good].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            warnings.warn(f"{path}: line {number} is not valid JSON; that cell is ignored "
+                          "(run with --resume to compute it again)", stacklevel=2)
+            continue
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            cells.append(rows)
+    return cells, good
+
+
+def latest_cells(cells: Iterable[list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Cells by identity, the last line of each identity winning, in first-seen order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for rows in cells:
+        found[cell_identity(rows)] = rows
+    return found
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_writable(directory: Path) -> None:
+    """Create ``directory`` or say clearly why it cannot be written."""
+    for parent in (directory, *directory.parents):
+        if parent.exists() and not parent.is_dir():
+            raise MoebenchError(f"cannot write results to {directory}: {parent} is a file, not a "
+                                "folder; choose another --out")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-")
+        probe.close()
+    except OSError as exc:
+        raise MoebenchError(f"cannot write results to {directory}: {exc.strerror or exc}; "
+                            "choose another --out or fix its permissions") from None
+
+
+class ResultStore:
+    """Append-only store of one suite's results in ``directory``.
+
+    Parameters
+    ----------
+    directory
+        ``<out>/<suite name>``; created if needed.
+    mode
+        ``"new"`` refuses a folder that already holds results (:class:`ResultsExist`);
+        ``"resume"`` keeps its cells (see :meth:`reusable`); ``"overwrite"`` deletes them.
+    """
+
+    def __init__(self, directory: str | Path, mode: Mode = "new"):
+        self.directory = Path(directory)
+        _check_writable(self.directory)
+        self.partial = self.directory / PARTIAL_FILE
+        self.manifest_path = self.directory / MANIFEST_FILE
+        previous, good = read_cell_lines(self.partial)
+        had_results = bool(previous) or self.manifest_path.is_file() or \
+            (self.directory / RESULTS_FILE).is_file()
+        if mode == "new" and had_results:
+            raise ResultsExist(
+                f"{self.directory} already holds results of this suite ({len(previous)} "
+                "finished cells); run again with --resume to keep the finished cells and run "
+                "the rest, or with --overwrite to discard them (or choose another --out)"
+            )
+        if mode == "overwrite":
+            previous = []
+            for name in (PARTIAL_FILE, MANIFEST_FILE):
+                (self.directory / name).unlink(missing_ok=True)
+        elif self.partial.is_file() and good < self.partial.stat().st_size:
+            with self.partial.open("r+b") as fh:  # drop the partial line of a killed run
+                fh.truncate(good)
+        for name in DERIVED:
+            path = self.directory / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.previous = latest_cells(previous)
+        self.cells: dict[str, list[dict[str, Any]]] = {}
+
+    def reusable(self, key: str) -> list[dict[str, Any]] | None:
+        """The rows of a previous run's cell with this key, if ``--resume`` may keep it."""
+        rows = self.previous.get(key)
+        if rows is not None and rows[-1].get("status") in REUSABLE:
+            return rows
+        return None
+
+    def keep(self, rows: list[dict[str, Any]]) -> None:
+        """Count a previous run's cell (already on disk) as part of this run."""
+        self.cells[cell_identity(rows)] = rows
+
+    def append(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validate one finished cell's rows and commit them to disk (flush + fsync).
+
+        Returns
+        -------
+        list of dict
+            The rows as stored (values coerced to storable types).
+        """
+        rows = clean_rows(rows)
+        line = json.dumps(rows, default=str, allow_nan=True) + "\n"
+        with self.partial.open("a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.cells[cell_identity(rows)] = rows
+        return rows
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row of this run's cells, cell by cell."""
+        return [r for rows in self.cells.values() for r in rows]
+
+    def finals(self) -> list[dict[str, Any]]:
+        return [rows[-1] for rows in self.cells.values()]
+
+    def frame(self) -> pd.DataFrame:
+        return rows_to_frame(self.rows)
+
+    def write_table(self) -> Path:
+        """Write ``results.parquet`` from this run's cells (atomically)."""
+        path = self.directory / RESULTS_FILE
+        frame = self.frame()
+        try:
+            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
+            # a column mixing types that slipped through: store it as text rather than lose
+            # the table
+            mixed = [c for c in frame.columns if frame[c].dtype == object]
+            frame[mixed] = frame[mixed].astype("string")
+            warnings.warn(f"results.parquet: columns {mixed} stored as text ({exc})",
+                          stacklevel=2)
+            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return path
+
+    def write_manifest(self, manifest: dict[str, Any]) -> Path:
+        """Write ``manifest.json`` atomically."""
+        text = json.dumps(manifest, indent=2, default=str) + "\n"
+        _atomic_write(self.manifest_path, lambda tmp: tmp.write_text(text))
+        return self.manifest_path
+
+
+ID_COLUMNS = [
+    "suite",
+    "experiment",
+    "record",
+    "dataset",
+    "algorithm",
+    "repetition",
+    "iteration",
+    "time",
+    "status",
+    "message",
+    "dataset_name",
+    "dataset_params",
+    "model",
+    "model_params",
+    "algorithm_name",
+    "algorithm_params",
+    "seed",
+    "data_seed",
+    "init_seed",
+    "key",
+    "objective",
+]
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows to a DataFrame with a stable column order (ids first, metrics last)."""
+    frame = pd.DataFrame(rows)
+    first = [c for c in ID_COLUMNS if c in frame.columns]
+    rest = sorted(c for c in frame.columns if c not in ID_COLUMNS)
+    return frame[first + rest]

@@ -1,0 +1,59 @@
+"""What a worker process runs for one cell.
+
+Workers are persistent (torch is imported once per worker, not per cell). Each keeps the last
+unit it prepared, so the algorithms of a unit that land on the same worker share one data load;
+a unit's data and initial point depend only on its seeds, so which worker runs a cell never
+changes its results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cells import CellSpec, final_row
+from .limits import Limits, memory_limit
+from .outcomes import out_of_memory_message
+
+_cached: tuple[tuple[Any, ...], Any] | None = None
+
+
+def _prepared(spec: CellSpec):
+    """The spec's unit, prepared once per worker (the previous unit is released first)."""
+    global _cached
+    from ..runner import prepare_unit
+
+    if _cached is not None and _cached[0] == spec.unit:
+        return _cached[1]
+    _cached = None
+    unit = prepare_unit(spec)
+    _cached = (spec.unit, unit)
+    return unit
+
+
+def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
+    """Run one cell in this process under ``limits.memory``; never raises for the plugin.
+
+    Returns
+    -------
+    list of dict
+        The cell's rows: one per reported iteration and a ``final`` row with the status.
+    """
+    global _cached
+    from ..runner import UnitFailure, run_cell
+
+    try:
+        with memory_limit(limits.memory):
+            unit = _prepared(spec)
+            if isinstance(unit, UnitFailure):
+                return [final_row(spec, unit.status, unit.message, cause=unit.cause)]
+            return run_cell(spec, unit, limits.memory)
+    except MemoryError as exc:
+        _cached = None
+        return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
+    except BaseException as exc:  # SystemExit/KeyboardInterrupt of a plugin: this cell only
+        _cached = None
+        from ..runner import _is_out_of_memory
+
+        if _is_out_of_memory(exc):
+            return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
+        return [final_row(spec, "error", f"{type(exc).__name__}: {exc}")]

@@ -16,38 +16,63 @@ into the cache and verifies their checksums (unless ``MOEBENCH_OFFLINE=1``); whe
 possible it raises :class:`~moebench.errors.DataUnavailable` naming the missing files, the places
 searched, and what to do. Files are read in their original formats, never converted copies.
 
-:func:`verify` checks files against their md5 (streamed, cached within the process by path,
-size and modification time). Files without an embedded checksum are checked against a
-``MANIFEST.tsv`` (columns path, size, md5, sha256) in the parent of the directory when there is
-one, as in ``shared/data``.
+Downloads go through `pooch <https://www.fatiando.org/pooch>`_ (``pooch.retrieve`` with a
+``known_hash``): a file is streamed to a temporary file next to its destination and moved into
+place only when its md5 matches, so a failed or corrupt download leaves nothing behind. Besides
+pooch's protocols (``http``, ``https``, ``ftp``, ...) ``file://`` URLs are accepted, for a local
+mirror.
+
+**Checksums are required.** Every file moebench downloads must have a known checksum: its own
+published md5, or, for members of an :class:`Archive`, the archive's md5 (a member is also
+checked against its own md5 when one is declared). A file without one is *refused*:
+:func:`fetch` raises :class:`~moebench.errors.DataError` before downloading it, and a file in
+the cache without one is not used. The explicit opt-in ``MOEBENCH_ALLOW_UNVERIFIED=1`` accepts
+such files (pooch logs their sha256). Files a user provides (explicit path, ``$MOEBENCH_DATA``)
+are the user's responsibility and are read even when no checksum is known.
+
+:func:`verify` checks files against their md5 (hashed with ``pooch.file_hash``, cached within
+the process by path, size and modification time) before a loader reads them. Files without an
+embedded checksum are checked against a ``MANIFEST.tsv`` (columns path, size, md5, sha256) in
+the parent of the directory when there is one, as in ``shared/data``. A mismatch is a
+:class:`~moebench.errors.DataError` "checksum mismatch for FILE ... run
+`moebench data fetch NAME --force`"; so is a decompression error (truncated or bit-flipped
+``.gz``, ``.xlsx``, tarball) met while reading a file (:func:`reading`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import os
+import shutil
 import tarfile
 import tempfile
 import threading
-import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterable, Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import pooch
 
-from .errors import DataError, DataUnavailable, MoebenchError
+from .errors import DataError, DataUnavailable
 
 __all__ = [
+    "DECOMPRESSION_ERRORS",
     "Archive",
     "DataFile",
     "DataSource",
     "SourceStatus",
     "Standardized",
+    "allow_unverified",
     "cache_dir",
     "check_files",
     "data_dir",
@@ -55,7 +80,9 @@ __all__ = [
     "file_md5",
     "fixed_split",
     "locate",
+    "mismatch_message",
     "offline",
+    "reading",
     "search_places",
     "standardize",
     "status",
@@ -66,7 +93,14 @@ __all__ = [
 DATA_ENV = "MOEBENCH_DATA"
 CACHE_ENV = "MOEBENCH_CACHE"
 OFFLINE_ENV = "MOEBENCH_OFFLINE"
+ALLOW_UNVERIFIED_ENV = "MOEBENCH_ALLOW_UNVERIFIED"
 _CHUNK = 1 << 20
+
+#: Exceptions that decompressors and archive readers raise on a truncated or corrupt file.
+DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile, tarfile.TarError,
+    lzma.LZMAError,
+)
 
 #: Result of checking one file: ``ok`` (md5 matches), ``ok-content`` (a re-packed ``.gz`` whose
 #: decompressed bytes match), ``mismatch``, ``unknown`` (no checksum to compare) or ``missing``.
@@ -179,6 +213,10 @@ class DataSource:
 # ------------------------------------------------------------------------------- places
 
 
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def data_dir() -> Path | None:
     """``$MOEBENCH_DATA`` as a path, or ``None`` when unset or empty."""
     value = os.environ.get(DATA_ENV, "").strip()
@@ -197,7 +235,16 @@ def cache_dir() -> Path:
 
 def offline() -> bool:
     """Whether automatic downloads are disabled (``MOEBENCH_OFFLINE`` set to a true value)."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return _truthy(OFFLINE_ENV)
+
+
+def allow_unverified() -> bool:
+    """Whether downloads without a known checksum are accepted (``MOEBENCH_ALLOW_UNVERIFIED``).
+
+    Off by default: moebench refuses to download, or to use from its cache, a file whose
+    checksum is not known (see the module docstring).
+    """
+    return _truthy(ALLOW_UNVERIFIED_ENV)
 
 
 def search_places(source: DataSource, explicit: str | os.PathLike | None = None
@@ -254,6 +301,9 @@ def locate(
     DataUnavailable
         No place holds every file and they could not be downloaded; the message lists the
         missing files, the places searched and how to provide them.
+    DataError
+        A download did not match its checksum, or a file to download (or found in the cache)
+        has no known checksum (see :func:`allow_unverified`).
     """
     needed = source.select(files)
     if explicit is not None:
@@ -267,6 +317,8 @@ def locate(
     places = search_places(source, explicit)
     for label, root in places:
         if root is not None and len(_present(root, needed)) == len(needed):
+            if label == "cache":
+                _refuse_unverified(source, needed, root, "cache")
             return root, label
     if download is None:
         download = not offline()
@@ -275,7 +327,7 @@ def locate(
         try:
             root = fetch(source, [f.relpath for f in needed])
             return root, "cache (downloaded)"
-        except (MoebenchError, OSError, ValueError) as exc:
+        except (DataUnavailable, OSError) as exc:
             problem = f"download failed: {exc}"
     elif explicit is None and not download:
         problem = f"downloads are disabled (${OFFLINE_ENV} is set)"
@@ -295,7 +347,13 @@ def missing_message(source: DataSource, needed: Sequence[DataFile],
             best_root, best_missing = root, missing
     names = [f.relpath for f in best_missing]
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-    lines = [f"{source.name}: {len(best_missing)} of {len(needed)} data files not found: {shown}"]
+    explicit = places[0][1] if places and places[0][0] == "explicit path" else None
+    lines = []
+    if explicit is not None and not explicit.exists():
+        lines.append(f"{source.name}: no such file or directory: {explicit} (the dataset's "
+                     "`path` parameter)")
+    lines.append(f"{source.name}: {len(best_missing)} of {len(needed)} data files not found: "
+                 f"{shown}")
     if best_root is not None:
         lines.append(f"  (the closest copy, {best_root}, lacks only these)")
     lines.append("  searched:")
@@ -304,8 +362,8 @@ def missing_message(source: DataSource, needed: Sequence[DataFile],
         lines.append(f"    {label}: {where}")
     if problem:
         lines.append(f"  {problem}")
-    if places and places[0][0] == "explicit path":
-        lines.append(f"  put these files in {places[0][1]}, or drop the dataset's `path` "
+    if explicit is not None:
+        lines.append(f"  put these files in {explicit}, or drop the dataset's `path` "
                      f"parameter to use ${DATA_ENV} or the cache")
     else:
         lines.append(
@@ -326,8 +384,14 @@ _md5_lock = threading.Lock()
 def file_md5(path: str | os.PathLike, *, decompressed: bool = False) -> str:
     """md5 of a file's bytes (or of its gunzipped bytes), streamed and cached per process.
 
-    The cache key is the resolved path, size and modification time, so a replaced file is
-    hashed again.
+    The bytes are hashed with ``pooch.file_hash``. The cache key is the resolved path, size and
+    modification time, so a replaced file is hashed again.
+
+    Raises
+    ------
+    OSError, EOFError, zlib.error
+        With ``decompressed``: the file is not valid gzip data (see
+        :data:`DECOMPRESSION_ERRORS`).
     """
     p = Path(path).resolve()
     st = p.stat()
@@ -335,12 +399,14 @@ def file_md5(path: str | os.PathLike, *, decompressed: bool = False) -> str:
     with _md5_lock:
         if key in _md5_cache:
             return _md5_cache[key]
-    h = hashlib.md5()
-    opener = gzip.open if decompressed else open
-    with opener(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    if decompressed:
+        h = hashlib.md5()
+        with gzip.open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+    else:
+        digest = pooch.file_hash(str(p), alg="md5")
     with _md5_lock:
         _md5_cache[key] = digest
     return digest
@@ -367,9 +433,19 @@ def _manifest(root: Path, subdir: str) -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in _manifest_cache[key].items() if k.startswith(prefix)}
 
 
+def _content_matches(path: Path, content_md5: str) -> bool:
+    """Whether a ``.gz`` file's decompressed bytes have ``content_md5`` (False if corrupt)."""
+    try:
+        return file_md5(path, decompressed=True) == content_md5
+    except (OSError, *DECOMPRESSION_ERRORS):
+        return False
+
+
 def check_files(source: DataSource, root: str | os.PathLike,
                 files: Iterable[str] | None = None) -> dict[str, FileStatus]:
     """Check each file's md5 against the embedded checksum (or the folder's MANIFEST.tsv).
+
+    A corrupt compressed file is reported as ``mismatch``, never as an exception.
 
     Returns
     -------
@@ -393,11 +469,38 @@ def check_files(source: DataSource, root: str | os.PathLike,
             result[f.relpath] = "unknown"
         elif file_md5(path) == expected:
             result[f.relpath] = "ok"
-        elif f.content_md5 and file_md5(path, decompressed=True) == f.content_md5:
+        elif f.content_md5 and _content_matches(path, f.content_md5):
             result[f.relpath] = "ok-content"
         else:
             result[f.relpath] = "mismatch"
     return result
+
+
+def mismatch_message(source: DataSource, root: str | os.PathLike, relpaths: Sequence[str],
+                     detail: str = "") -> str:
+    """The message for files whose checksum does not match: which, and what to do.
+
+    Each file is named as ``checksum mismatch for PATH (md5 ..., expected ...)``; the remedy is
+    ``moebench data fetch NAME --force`` (or replacing the file where it was found).
+    """
+    root = Path(root)
+    parts = []
+    for r in relpaths:
+        path = root / r
+        try:
+            got = file_md5(path)
+        except OSError:
+            got = "unreadable"
+        expected = _expected(source, root, r)
+        parts.append(f"checksum mismatch for {path} (md5 {got}, expected "
+                     f"{expected or 'unknown'})")
+    cache = cache_dir() / source.subdir
+    where = "" if root.resolve() == cache.resolve() else (
+        f", or replace the file(s) in {root} with the published ones")
+    detail = f" ({detail})" if detail else ""
+    return (f"{source.name}: {'; '.join(parts)}{detail}: the copy is corrupt or not the "
+            f"published file, run `moebench data fetch {source.name} --force` to download a "
+            f"verified copy into {cache}{where}")
 
 
 def verify(source: DataSource, root: str | os.PathLike, files: Iterable[str] | None = None,
@@ -407,21 +510,17 @@ def verify(source: DataSource, root: str | os.PathLike, files: Iterable[str] | N
     Raises
     ------
     DataError
-        A file declared ``exact`` has other bytes than published (a corrupt or different copy).
-        Mismatches of non-exact files (re-saved spreadsheets) give a warning instead.
+        A file declared ``exact`` has other bytes than published (a corrupt or different copy):
+        "checksum mismatch for FILE ..., run `moebench data fetch NAME --force`". Mismatches of
+        non-exact files (re-saved spreadsheets) give a warning instead.
+    DataUnavailable
+        A file is missing.
     """
     statuses = check_files(source, root, files)
     bad = [r for r, s in statuses.items() if s == "mismatch"]
     fatal = [r for r in bad if source.file(r).exact]
     if fatal:
-        details = "; ".join(
-            f"{r}: md5 {file_md5(Path(root) / r)}, expected {_expected(source, Path(root), r)}"
-            for r in fatal
-        )
-        raise DataError(
-            f"{source.name}: checksum mismatch in {Path(root)}: {details}. The copy is corrupt or "
-            f"not the published file; delete it and run `moebench data fetch {source.name}`"
-        )
+        raise DataError(mismatch_message(source, root, fatal))
     if bad:
         warnings.warn(
             f"{source.name}: {', '.join(bad)} in {root} differ from the recorded copy "
@@ -434,8 +533,56 @@ def verify(source: DataSource, root: str | os.PathLike, files: Iterable[str] | N
     return all(s in ("ok", "ok-content") for s in statuses.values())
 
 
+@contextmanager
+def reading(source: DataSource, root: str | os.PathLike,
+            files: Iterable[str] | None = None) -> Iterator[None]:
+    """Context for a loader reading ``files`` of ``source``: read errors of corrupt files.
+
+    Any exception raised inside becomes a :class:`~moebench.errors.DataError` with the
+    checksum-mismatch message (:func:`mismatch_message`) when one of the files does not match
+    its checksum (e.g. a re-saved spreadsheet that :func:`verify` only warned about is
+    truncated). A decompression error (:data:`DECOMPRESSION_ERRORS`) of a file whose checksum
+    is unknown gets the same remedy. Other exceptions pass unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        reason = f"reading failed: {type(exc).__name__}: {exc}"
+        relpaths = None if files is None else list(files)
+        bad = [r for r, s in check_files(source, root, relpaths).items() if s == "mismatch"]
+        if bad:
+            raise DataError(mismatch_message(source, root, bad, reason)) from exc
+        if isinstance(exc, DECOMPRESSION_ERRORS):
+            raise DataError(
+                f"{source.name}: a file in {root} is corrupt ({reason}); run `moebench data "
+                f"fetch {source.name} --force` or replace it with the published file"
+            ) from exc
+        raise
+
+
 def _expected(source: DataSource, root: Path, relpath: str) -> str | None:
     return source.file(relpath).md5 or _manifest(root, source.subdir).get(relpath)
+
+
+def _refuse_unverified(source: DataSource, files: Sequence[DataFile], root: Path,
+                       what: str) -> None:
+    """DataError when downloaded files (in the cache) have no known checksum, unless allowed."""
+    if allow_unverified():
+        return
+    manifest = _manifest(root, source.subdir)
+    # members of an archive are covered by the archive's checksum
+    unknown = [f.relpath for f in files if f.md5 is None and f.relpath not in manifest
+               and not (not f.url and source.archive is not None)]
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f", ... ({len(unknown)} in all)"
+                                          if len(unknown) > 8 else "")
+        verb = "download" if what == "download" else "use the downloaded copies of"
+        raise DataError(
+            f"{source.name}: no published checksum is known for {shown}; moebench does not "
+            f"{verb} files it cannot verify. Put copies you trust in ${DATA_ENV}/"
+            f"{source.subdir} (or give the dataset's `path`), or set "
+            f"{ALLOW_UNVERIFIED_ENV}=1 to accept unverified downloads"
+        )
 
 
 # ----------------------------------------------------------------------------- status
@@ -495,35 +642,60 @@ def status(source: DataSource, explicit: str | os.PathLike | None = None, *,
 # ---------------------------------------------------------------------------- download
 
 
-def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
-    """Stream ``url`` to ``dest`` through a temporary ``.part`` file, checking the md5.
+def _file_downloader(url: str, output_file: Any, pooch_obj: Any = None) -> None:
+    """A pooch downloader for ``file://`` URLs (a local mirror)."""
+    parsed = urllib.parse.urlparse(url)
+    src = Path(urllib.request.url2pathname(parsed.path))
+    with open(src, "rb") as fin:
+        if hasattr(output_file, "write"):
+            shutil.copyfileobj(fin, output_file, _CHUNK)
+        else:
+            with open(output_file, "wb") as out:
+                shutil.copyfileobj(fin, out, _CHUNK)
 
-    Nothing is left at ``dest`` (or in the ``.part`` file) when the download fails or the
-    checksum does not match.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    h = hashlib.md5()
+
+def _downloader(url: str, timeout: float) -> Callable[..., Any]:
+    """The pooch downloader for ``url``'s protocol (``file://`` included)."""
+    if urllib.parse.urlparse(url).scheme == "file":
+        return _file_downloader
+    if urllib.parse.urlparse(url).scheme in ("http", "https"):
+        return pooch.HTTPDownloader(progressbar=False, timeout=timeout,
+                                    headers={"User-Agent": "moebench"})
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "moebench"})
-        try:
-            with (os.fdopen(fd, "wb") as out,
-                  urllib.request.urlopen(request, timeout=timeout) as r):
-                for chunk in iter(lambda: r.read(_CHUNK), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DataUnavailable(f"cannot download {url}: {reason}") from None
-        if md5 is not None and h.hexdigest() != md5:
-            raise DataError(
-                f"checksum mismatch for {url}: md5 {h.hexdigest()}, expected {md5}; "
-                "the download was discarded"
-            )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return pooch.downloaders.choose_downloader(url)
+    except ValueError as exc:
+        raise DataUnavailable(f"cannot download {url}: {exc}") from None
+
+
+def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
+    """Download ``url`` to ``dest`` with ``pooch.retrieve``, checking the md5.
+
+    pooch streams to a temporary file in ``dest``'s directory and moves it into place only when
+    the checksum matches: nothing is left at ``dest`` when the download fails or mismatches. An
+    existing ``dest`` with the right md5 is kept (no download).
+
+    Raises
+    ------
+    DataError
+        The downloaded bytes do not have ``md5`` (the download was discarded).
+    DataUnavailable
+        The server cannot be reached or the file is not there.
+    """
+    import requests
+
+    known_hash = f"md5:{md5}" if md5 is not None else None
+    downloader = _downloader(url, timeout)
+    try:
+        pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent,
+                       downloader=downloader, progressbar=False)
+    except ValueError as exc:  # pooch: hash mismatch ("... does not match the known hash")
+        raise DataError(
+            f"checksum mismatch for {url}: {exc} The download was discarded; the mirror may "
+            "serve another version: report it, or put a verified copy in place yourself"
+        ) from None
+    except (requests.exceptions.RequestException, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DataUnavailable(f"cannot download {url}: {reason}") from None
 
 
 def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool = False,
@@ -549,8 +721,9 @@ def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool
     Raises
     ------
     DataError
-        A downloaded file's checksum does not match (it is deleted, not kept), or a file has
-        no known URL.
+        A downloaded file's checksum does not match (it is deleted, not kept), a file has no
+        known URL, or a file has no known checksum (refused unless
+        ``MOEBENCH_ALLOW_UNVERIFIED=1``, see :func:`allow_unverified`).
     DataUnavailable
         The server cannot be reached.
     """
@@ -565,6 +738,7 @@ def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool
         todo.append(f)
     if not todo:
         return root
+    _refuse_unverified(source, todo, root, "download")
     direct = [f for f in todo if f.url]
     rest = [f for f in todo if not f.url]
     if rest and source.archive is None:
@@ -574,7 +748,10 @@ def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool
         )
     for f in direct:
         assert f.url is not None
-        _download(f.url, root / f.relpath, f.md5, timeout)
+        dest = root / f.relpath
+        if dest.exists():  # a stale or corrupt copy (or --force): pooch would keep a match
+            dest.unlink()
+        _download(f.url, dest, f.md5, timeout)
     if rest:
         assert source.archive is not None
         _fetch_archive(source, source.archive, root, rest, timeout)
@@ -583,38 +760,49 @@ def fetch(source: DataSource, files: Iterable[str] | None = None, *, force: bool
 
 def _fetch_archive(source: DataSource, archive: Archive, root: Path,
                    files: Sequence[DataFile], timeout: float) -> None:
+    """Download the verified tarball (kept in the cache) and extract ``files`` from it."""
     tarball = cache_dir() / archive.filename
-    if not (tarball.is_file() and file_md5(tarball) == archive.md5):
-        _download(archive.url, tarball, archive.md5, timeout)
+    _download(archive.url, tarball, archive.md5, timeout)  # no download if already verified
     members = {archive.member_prefix + f.relpath: f for f in files}
     found: set[str] = set()
-    with tarfile.open(tarball, "r:*") as tf:
-        for member in tf:
-            f = members.get(member.name)
-            if f is None or not member.isfile():
-                continue
-            src = tf.extractfile(member)
-            assert src is not None
-            dest = root / f.relpath
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            try:
-                h = hashlib.md5()
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in iter(lambda: src.read(_CHUNK), b""):  # noqa: B023
-                        h.update(chunk)
-                        out.write(chunk)
-                if f.md5 is not None and h.hexdigest() != f.md5:
-                    raise DataError(f"{source.name}: {member.name} in {tarball} has md5 "
-                                    f"{h.hexdigest()}, expected {f.md5}")
-                os.replace(tmp, dest)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            found.add(member.name)
+    try:
+        with tarfile.open(tarball, "r:*") as tf:
+            for member in tf:
+                f = members.get(member.name)
+                if f is None or not member.isfile():
+                    continue
+                src = tf.extractfile(member)
+                assert src is not None
+                _extract(source, src, root / f.relpath, f, f"{member.name} in {tarball}")
+                found.add(member.name)
+    except DECOMPRESSION_ERRORS as exc:
+        raise DataError(
+            f"{source.name}: cannot extract {tarball} ({type(exc).__name__}: {exc}): checksum "
+            f"mismatch for {tarball}? Run `moebench data fetch {source.name} --force`"
+        ) from None
     absent = sorted(set(members) - found)
     if absent:
         raise DataError(f"{source.name}: {tarball} lacks {', '.join(absent)}")
+
+
+def _extract(source: DataSource, src: Any, dest: Path, f: DataFile, label: str) -> None:
+    """Copy one archive member to ``dest`` through a temporary file, checking its md5."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        h = hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                h.update(chunk)
+                out.write(chunk)
+        if f.md5 is not None and h.hexdigest() != f.md5:
+            raise DataError(f"{source.name}: checksum mismatch for {label}: md5 "
+                            f"{h.hexdigest()}, expected {f.md5}; run `moebench data fetch "
+                            f"{source.name} --force`")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------- helpers for loaders

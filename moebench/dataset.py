@@ -1,4 +1,4 @@
-"""The ``Dataset`` interface and the arrays a dataset produces."""
+"""The ``Dataset`` interface, the arrays a dataset produces, and their validation."""
 
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ class Data:
     input_density
         The inputs' density when it is known (synthetic data), for score-function methods;
         ``None`` when unknown.
+
+    Raises
+    ------
+    DataError
+        On construction, when the arrays are malformed (shapes, non-numeric, NaN or infinite
+        values, an empty split) or the training data are degenerate: a single training row, no
+        feature or only constant feature columns (one constant column among others is fine), a
+        constant regression target ``y_train``, or a single class in a classification training
+        set. Whether there are enough rows for the model's experts is checked by
+        :func:`check_fit_possible` once the model is known.
     """
 
     X_train: np.ndarray
@@ -82,6 +92,42 @@ class Data:
                 f"X_train has {self.X_train.shape[1]} features but X_test has "
                 f"{self.X_test.shape[1]}"
             )
+        self._check_degenerate()
+
+    def _check_degenerate(self) -> None:
+        """DataError for training data nothing can be learned from (see :class:`Data`)."""
+        X, y = self.X_train, self.y_train
+        n = int(X.shape[0])
+        if n < 2:
+            raise DataError(
+                "the training split has a single row: nothing can be fitted (or validated) from "
+                "one example; use more training rows (check n_train / test_fraction / the "
+                "split column, or a larger file)"
+            )
+        if X.shape[1] == 0:
+            raise DataError("X_train has no feature columns; give the dataset some features")
+        if _all_rows_equal(X):
+            raise DataError(
+                f"every feature column of X_train is constant (all {n} training rows have the "
+                "same inputs): the inputs carry no information; check the feature columns, the "
+                "file or the subsample (a constant column next to varying ones is fine)"
+            )
+        if self.task == "regression":
+            lo, hi = float(np.min(y)), float(np.max(y))
+            if lo == hi:
+                raise DataError(
+                    f"the regression target y_train is constant ({lo!r} in all {n} training "
+                    "rows): there is nothing to learn; check the target column (or its "
+                    "standardisation), the split, or use more rows"
+                )
+        elif self.task == "classification":
+            labels = np.unique(np.asarray(y))
+            if labels.size < 2:
+                raise DataError(
+                    f"the classification training set has a single class ({labels[0]!r} in all "
+                    f"{n} training rows): a classifier needs at least 2 classes; check the target "
+                    "column, the split or the subsample (use more training rows)"
+                )
 
     @property
     def n_features(self) -> int:
@@ -99,6 +145,43 @@ def _count_nonfinite(a: np.ndarray) -> int:
         block = np.asarray(a[start : start + _VALIDATE_ROWS])
         bad += int(block.size - np.count_nonzero(np.isfinite(block)))
     return bad
+
+
+def _all_rows_equal(X: np.ndarray) -> bool:
+    """Whether every row equals the first (all columns constant), checked block by block."""
+    first = np.asarray(X[:1])
+    for start in range(0, X.shape[0], _VALIDATE_ROWS):
+        if np.any(np.asarray(X[start : start + _VALIDATE_ROWS]) != first):
+            return False
+    return True
+
+
+def check_fit_possible(data: Data, n_experts: int) -> None:
+    """Check that ``data`` has enough training rows for a mixture of ``n_experts`` experts.
+
+    The runner calls it once the model (and its number of experts ``k``) is known; checks that
+    need only the data are made by :class:`Data` itself.
+
+    Parameters
+    ----------
+    data
+        The loaded data.
+    n_experts
+        The model's number of experts ``k``.
+
+    Raises
+    ------
+    DataError
+        ``n_train < n_experts``; the message names both numbers and what to change.
+    """
+    n_train = int(data.X_train.shape[0])
+    if n_train < n_experts:
+        raise DataError(
+            f"{n_train} training rows are fewer than the model's {n_experts} experts "
+            f"(n_train={n_train} < k={n_experts}): each expert needs data to be fitted; use "
+            f"more training rows (n_train, test_fraction, a larger file) or fewer experts "
+            f"(model k <= {n_train})"
+        )
 
 
 def _shape(a: object) -> str:

@@ -19,6 +19,7 @@ optionally standardised per colour channel with training statistics. Default mod
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pickle
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
-from moebench.datafiles import Archive, DataFile, DataSource, locate, subsample, verify
+from moebench.datafiles import Archive, DataFile, DataSource, locate, reading, subsample, verify
 from moebench.errors import DataError
 
 __all__ = ["CIFAR10", "read_batch"]
@@ -147,15 +148,16 @@ class CIFAR10(Dataset):
         p = self.params
         root, where = locate(SOURCE, p.path)
         verified = verify(SOURCE, root) if p.verify else False
-        meta_file = _unpickle(root / META)
+        with reading(SOURCE, root) if p.verify else contextlib.nullcontext():
+            meta_file = _unpickle(root / META)
+            parts = [read_batch(root / b) for b in TRAIN_BATCHES]
+            X_test, y_test = read_batch(root / TEST_BATCH)
         names = [n.decode() if isinstance(n, bytes) else str(n)
                  for n in meta_file.get(b"label_names", [])]
         if len(names) != 10:
             raise DataError(f"{root / META}: expected 10 label names, found {names}")
-        parts = [read_batch(root / b) for b in TRAIN_BATCHES]
         X_train = np.concatenate([x for x, _ in parts])
         y_train = np.concatenate([y for _, y in parts])
-        X_test, y_test = read_batch(root / TEST_BATCH)
         n_full = (X_train.shape[0], X_test.shape[0])
         idx = subsample(X_train.shape[0], p.n_train, 2 * p.subsample_seed)
         if idx is not None:

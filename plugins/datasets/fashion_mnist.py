@@ -40,7 +40,15 @@ import numpy as np
 from pydantic import Field
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
-from moebench.datafiles import DataFile, DataSource, locate, subsample, verify
+from moebench.datafiles import (
+    DECOMPRESSION_ERRORS,
+    DataFile,
+    DataSource,
+    locate,
+    reading,
+    subsample,
+    verify,
+)
 from moebench.errors import DataError
 
 __all__ = ["FashionMNIST", "moe2_latent", "read_idx"]
@@ -87,10 +95,22 @@ SOURCE = DataSource(
 )
 
 
+def _gunzip(path: str | Path, size: int = -1) -> bytes:
+    """The decompressed bytes (the first ``size`` of them); a corrupt file is a DataError."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read(size)
+    except DECOMPRESSION_ERRORS as exc:  # truncated or bit-flipped: EOFError, zlib.error, ...
+        raise DataError(
+            f"{path}: corrupt gzip data ({type(exc).__name__}: {exc}): checksum mismatch for "
+            f"{path}, run `moebench data fetch {SOURCE.name} --force` (or replace the file with "
+            "the published one)"
+        ) from None
+
+
 @functools.lru_cache(maxsize=4)
 def _read_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        buf = fh.read()
+    buf = _gunzip(path)
     if len(buf) < 4 or buf[0] != 0 or buf[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     if buf[2] != 0x08:
@@ -113,11 +133,16 @@ def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
         The ``.gz`` file.
     magic
         Expected magic number (``0x803`` for images, ``0x801`` for labels), checked if given.
+
+    Raises
+    ------
+    moebench.errors.DataError
+        The file is not valid gzip data (truncated, bit-flipped: "checksum mismatch for PATH,
+        run `moebench data fetch fashion-mnist --force`") or not an IDX file.
     """
     path = Path(path)
     if magic is not None:
-        with gzip.open(path, "rb") as fh:
-            head = fh.read(4)
+        head = _gunzip(path, 4)
         found = int.from_bytes(head, "big") if len(head) == 4 else -1
         if found != magic:
             raise DataError(f"{path}: magic number 0x{found:x}, expected 0x{magic:x}")
@@ -166,11 +191,12 @@ class FashionMNIST(Dataset):
         """The official split (or its fixed subsets); ``seed`` is not used."""
         p = self.params
         root, where = locate(SOURCE, p.path)
-        verified = verify(SOURCE, root)
+        verified = verify(SOURCE, root)  # checksums first: a corrupt .gz is never decompressed
         arrays = {}
         for part, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-            images = read_idx(root / f"{part}-images-idx3-ubyte.gz", 0x803)
-            labels = read_idx(root / f"{part}-labels-idx1-ubyte.gz", 0x801)
+            with reading(SOURCE, root):
+                images = read_idx(root / f"{part}-images-idx3-ubyte.gz", 0x803)
+                labels = read_idx(root / f"{part}-labels-idx1-ubyte.gz", 0x801)
             if images.shape != (n, 28, 28) or labels.shape != (n,):
                 raise DataError(f"{root}: {part} images {images.shape} / labels {labels.shape}, "
                                 f"expected ({n}, 28, 28) / ({n},)")

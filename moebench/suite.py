@@ -539,7 +539,10 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
             problem = f"{context}, {problem}"
         raise SuiteError([(where, f"malformed YAML: {problem}")], source) from None
     if not isinstance(raw, dict):
-        raise SuiteError([("(top level)", "a suite must be a YAML mapping")], source)
+        what = "an empty document" if raw is None else f"a {type(raw).__name__}"
+        raise SuiteError([(f"(top level) (line {lines.get((), 1)})",
+                           f"a suite must be a YAML mapping (name: ..., ...), not {what}")],
+                         source)
     problems = _Problems(source, lines)
     try:
         suite = Suite.model_validate(raw)

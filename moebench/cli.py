@@ -94,6 +94,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     from .results import read_results as _read
     from .results import unsuccessful_cells
     from .runner import Interrupted, run_suite
+    from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
     from .suite import load_suite
 
     if resume and overwrite:
@@ -102,10 +103,6 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     if scheduler and executor != "dask":
         executor = "dask"
     mode = "resume" if resume else ("overwrite" if overwrite else "new")
-    try:
-        from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
-    except ImportError:  # pragma: no cover
-        limit = 100_000
     try:
         suite = load_suite(suite_file)
         if device:

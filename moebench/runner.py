@@ -435,7 +435,8 @@ def run_suite(
         Ctrl-C or SIGTERM: the finished cells, the table, the leaderboards and a manifest
         marked ``interrupted`` are written first.
     """
-    experiments = _resolve(suite, suite_path, quick, seeds, max_cells)
+    experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
+                          max_cells=max_cells)
     device_cls = plugins.get("devices", suite.device)
     device = device_cls()
     if not device.is_available():
@@ -495,17 +496,6 @@ def run_suite(
     if stop.requested:
         raise Interrupted(store.directory, stop.signum or signal.SIGINT)
     return store.directory
-
-
-def _resolve(suite: Suite, suite_path: str | None, quick: bool, seeds: int | None,
-             max_cells: int | None) -> list[ResolvedExperiment]:
-    try:
-        return resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
-                       max_cells=max_cells)
-    except TypeError as exc:  # a suite module without the size guard
-        if "max_cells" not in str(exc):
-            raise
-        return resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds)
 
 
 def _finish(store: ResultStore, manifest: dict[str, Any],

@@ -177,6 +177,8 @@ class LocalExecutor:
                     spec, limits = inflight.pop(future)
                     if future.cancelled():
                         continue
+                    if stop.requested and future.exception() is not None:
+                        continue  # killed by the stop itself: not this cell's fault, rerun it
                     report(resolve_future(spec, limits, future))
         except BaseException:
             shutdown_pool(kill=True)

@@ -29,7 +29,7 @@ import torch
 
 from . import __version__, plugins
 from .algorithm import Iterate, Problem
-from .dataset import Data
+from .dataset import Data, check_fit_possible
 from .device import DTYPES, Device
 from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
 from .execution.cells import CellSpec, cell_fields, expand_cells
@@ -111,7 +111,7 @@ def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
         dataset_cls = plugins.get("datasets", ds.name)
         data = dataset_cls(dataset_cls.Params.model_validate(ds.params)).load(fields["data_seed"])
         model = build_model(data, ds.model, device, dtype)
-        _check_fit_possible(data, model)
+        check_fit_possible(data, model.n_experts)
         tensors = {
             name: device.tensor(getattr(data, name), dtype)
             for name in ("X_train", "y_train", "X_test", "y_test")
@@ -130,15 +130,6 @@ def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
             raise
         return UnitFailure("error", f"dataset {ds.id!r} failed: {_describe(exc)}")
     return PreparedUnit(device, data, model, tensors, truth, init, metrics)
-
-
-def _check_fit_possible(data: Data, model: Model) -> None:
-    """Refuse training data too small for the model (fewer rows than experts)."""
-    from . import dataset as dataset_module
-
-    check = getattr(dataset_module, "check_fit_possible", None)
-    if check is not None:
-        check(data, model.n_experts)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

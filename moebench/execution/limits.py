@@ -128,7 +128,8 @@ def memory_limit(size: int | None) -> Iterator[None]:
 
 
 def worker_init(threads: int) -> None:
-    """Start-up of a worker process: ignore Ctrl-C (the parent decides) and set threads.
+    """Start-up of a worker process: ignore Ctrl-C (the parent decides), set threads and load
+    the plugins (a plugin failing at import is recorded, as in the parent).
 
     A terminal's Ctrl-C reaches every process of the foreground group; workers ignore it so
     that the cells in flight can finish within the parent's grace period.
@@ -137,4 +138,7 @@ def worker_init(threads: int) -> None:
     os.environ["MOEBENCH_WORKER"] = "1"
     import torch
 
+    from .. import plugins
+
     torch.set_num_threads(max(1, threads))
+    plugins.load_plugins()  # once per worker, before any cell's hard limit starts

@@ -155,36 +155,48 @@ def test_a_one_image_fashion_mnist_subset_is_refused():
 # ----------------------------------------------------------------------- the table loader
 
 NAMES = st.sampled_from(["x", "y", "z", "x.1", "target", "", " x", "a b", "ü"])
-CELLS = st.one_of(
-    st.integers(-5, 5).map(str),
-    st.floats(-1e3, 1e3, allow_nan=False).map(repr),
-    st.sampled_from(["", "nan", "NaN", "inf", "-inf", "NA", "abc", "1e400", "True", "False",
-                     " 2 ", '"3"', "1,5"]),
-)
+NUMBERS = st.one_of(st.integers(-5, 5).map(str), st.floats(-1e3, 1e3, allow_nan=False).map(repr))
+HOSTILE = st.sampled_from(["", "nan", "NaN", "inf", "-inf", "NA", "abc", "1e400", "True",
+                           "False", " 2 ", '"3"', "1,5"])
 
 
 @st.composite
 def csv_tables(draw):
-    names = draw(st.lists(NAMES, min_size=1, max_size=5))
-    rows = draw(st.lists(st.lists(CELLS, min_size=len(names), max_size=len(names)),
-                         max_size=8))
-    if rows and draw(st.booleans()):  # a ragged row now and then
-        i = draw(st.integers(0, len(rows) - 1))
+    """A small CSV text, the target and features asked for: often valid, often hostile."""
+    often = st.integers(0, 3).map(bool)  # True 3 times in 4
+    names = draw(st.lists(NAMES, min_size=1, max_size=5, unique=draw(often)))
+    clean = draw(often)  # only numbers, or hostile cells mixed in
+    cells = NUMBERS if clean else st.one_of(NUMBERS, NUMBERS, HOSTILE)
+    n = draw(st.integers(0, 10) if draw(st.booleans()) else st.integers(5, 10))
+    rows = [[draw(cells) for _ in names] for _ in range(n)]
+    if rows and not clean and draw(st.booleans()):  # a ragged row
+        i = draw(st.integers(0, n - 1))
         rows[i] = rows[i][: draw(st.integers(0, len(names)))] + draw(
-            st.lists(CELLS, max_size=2))
+            st.lists(cells, max_size=2))
+    target = draw(st.sampled_from(names) if draw(often) else NAMES)
+    task = draw(st.sampled_from(["regression", "classification"]))
+    if task == "classification" and target in names and draw(st.booleans()):
+        j = names.index(target)  # class labels: a few values, possibly text
+        labels = st.sampled_from(["0", "1", "2", "cat", "dog"])
+        for r in rows:
+            if j < len(r):
+                r[j] = draw(labels)
+    features = None if draw(often) else draw(st.lists(
+        st.one_of(st.sampled_from(names), NAMES), min_size=1, max_size=3, unique=True))
     lines = [",".join(names)] + [",".join(r) for r in rows]
-    return "\n".join(lines) + draw(st.sampled_from(["\n", ""]))
+    text = "\n".join(lines) + draw(st.sampled_from(["\n", ""]))
+    return text, target, task, features
 
 
 _TABLE_DIR = Path(tempfile.mkdtemp(prefix="moebench-hostile-"))
+_OUTCOMES: dict[str, int] = {}
 
 
 @PROPERTY
-@given(text=csv_tables(), target=NAMES, task=st.sampled_from(["regression", "classification"]),
-       features=st.one_of(st.none(), st.lists(NAMES, min_size=1, max_size=3, unique=True)),
-       test_fraction=st.sampled_from([0.2, 0.5]))
-def test_table_loads_consistently_or_says_why(text, target, task, features, test_fraction):
+@given(table=csv_tables(), test_fraction=st.sampled_from([0.2, 0.5]))
+def test_table_loads_consistently_or_says_why(table, test_fraction):
     """Any small CSV: consistent finite arrays, or DataError/DataUnavailable with a message."""
+    text, target, task, features = table
     path = _TABLE_DIR / "t.csv"
     path.write_text(text, encoding="utf-8")
     try:
@@ -198,7 +210,9 @@ def test_table_loads_consistently_or_says_why(text, target, task, features, test
         msg = str(exc)
         assert len(msg) > 20, msg
         assert str(path) in msg or "y_train" in msg or "X_train" in msg or "training" in msg, msg
+        _OUTCOMES["refused"] = _OUTCOMES.get("refused", 0) + 1
         return
+    _OUTCOMES["loaded"] = _OUTCOMES.get("loaded", 0) + 1
     header = text.splitlines()[0].split(",")
     assert len(set(header)) == len(header)  # duplicates never load
     m = data.meta
@@ -211,6 +225,13 @@ def test_table_loads_consistently_or_says_why(text, target, task, features, test
         assert np.all(np.isfinite(a))
     if task == "classification":
         assert data.y_train.dtype == np.int64 and np.unique(data.y_train).size >= 2
+
+
+def test_the_table_property_test_sees_both_outcomes():
+    """Guard against a generator that only ever produces unloadable tables (or only good ones)."""
+    if not _OUTCOMES:
+        test_table_loads_consistently_or_says_why()
+    assert _OUTCOMES.get("loaded", 0) >= 10 and _OUTCOMES.get("refused", 0) >= 10, _OUTCOMES
 
 
 @pytest.mark.parametrize("header,dupes", [

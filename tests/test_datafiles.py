@@ -264,3 +264,155 @@ def test_cli_data_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(uci.Yacht, "source", broken)
     failing = CliRunner().invoke(main, ["data", "fetch", "yacht", "--force"])
     assert failing.exit_code == 1 and "cannot download" in failing.output
+
+
+# ------------------------------------------------------- downloads through pooch, checksums
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving ``tmp_path / "www"`` (pooch's HTTP path)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def http_source(base: str, contents: dict[str, bytes], *, md5s: dict[str, str | None] | None = None
+                ) -> DataSource:
+    md5s = md5s if md5s is not None else {n: md5(d) for n, d in contents.items()}
+    files = tuple(DataFile(n, md5s[n], url=f"{base}/{n}") for n in contents)
+    return DataSource("toy", "toy", files, "c", "l")
+
+
+def test_http_download_through_pooch_verifies_and_discards_mismatches(tmp_path, http_server):
+    www, base = http_server
+    write(www, CONTENTS)
+    root = datafiles.fetch(http_source(base, CONTENTS))
+    assert datafiles.check_files(http_source(base, CONTENTS), root) == {"a.txt": "ok",
+                                                                       "sub/b.txt": "ok"}
+    # the server now serves other bytes: a forced download is refused and leaves nothing
+    (www / "a.txt").write_bytes(b"tampered\n")
+    with pytest.raises(DataError, match=f"checksum mismatch for {base}/a.txt"):
+        datafiles.fetch(http_source(base, CONTENTS), force=True)
+    assert not (root / "a.txt").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["sub"]  # no temporary files either
+    missing = http_source(base, {"absent.txt": b"x"})
+    with pytest.raises(DataUnavailable, match=f"cannot download {base}/absent.txt"):
+        datafiles.fetch(missing)
+
+
+def test_a_corrupt_cached_copy_is_downloaded_again(tmp_path, http_server):
+    www, base = http_server
+    write(www, CONTENTS)
+    source = http_source(base, CONTENTS)
+    root = datafiles.fetch(source)
+    (root / "a.txt").write_bytes(b"bit rot\n")
+    assert datafiles.check_files(source, root)["a.txt"] == "mismatch"
+    datafiles.fetch(source)
+    assert (root / "a.txt").read_bytes() == CONTENTS["a.txt"]
+
+
+@pytest.mark.parametrize("scheme", ["file", "http"])
+def test_a_download_without_a_known_checksum_is_refused(tmp_path, monkeypatch, http_server,
+                                                        scheme):
+    www, base = http_server
+    write(www, CONTENTS)
+    if scheme == "file":
+        base = www.as_uri()
+    source = http_source(base, CONTENTS, md5s={"a.txt": md5(CONTENTS["a.txt"]), "sub/b.txt": None})
+    with pytest.raises(DataError) as err:
+        datafiles.fetch(source)
+    msg = str(err.value)
+    assert "no published checksum is known for sub/b.txt" in msg
+    assert "MOEBENCH_ALLOW_UNVERIFIED=1" in msg
+    assert not (tmp_path / "cache" / "toy").exists()  # refused before downloading anything
+    monkeypatch.delenv("MOEBENCH_OFFLINE")
+    with pytest.raises(DataError, match="no published checksum"):  # locate does not hide it
+        datafiles.locate(source)
+    # the explicit opt-in downloads it, and only then is the cached copy used
+    monkeypatch.setenv("MOEBENCH_ALLOW_UNVERIFIED", "1")
+    root, where = datafiles.locate(source)
+    assert where == "cache (downloaded)" and (root / "sub" / "b.txt").read_bytes() == CONTENTS[
+        "sub/b.txt"]
+    monkeypatch.delenv("MOEBENCH_ALLOW_UNVERIFIED")
+    with pytest.raises(DataError, match="does not use the downloaded copies of files it cannot"):
+        datafiles.locate(source)
+    # a copy the user provides in MOEBENCH_DATA is the user's: it is read (status "unknown")
+    env = write(tmp_path / "data" / "toy", CONTENTS)
+    assert datafiles.locate(source) == (env, "$MOEBENCH_DATA")
+    assert datafiles.check_files(source, env)["sub/b.txt"] == "unknown"
+
+
+def test_archive_members_are_covered_by_the_archive_checksum(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in CONTENTS.items():
+            info = tarfile.TarInfo(f"p/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    good = buf.getvalue()
+    (tmp_path / "good.tar.gz").write_bytes(good)
+    files = tuple(DataFile(n, None) for n in CONTENTS)  # members without their own md5
+    source = DataSource("toy", "toy", files, "c", "l", archive=Archive(
+        (tmp_path / "good.tar.gz").as_uri(), md5(good), "good.tar.gz", "p/"))
+    root = datafiles.fetch(source)
+    assert (root / "a.txt").read_bytes() == CONTENTS["a.txt"]
+    assert datafiles.locate(source) == (root, "cache")
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flip"])
+def test_a_tarball_that_does_not_decompress_is_a_data_error(tmp_path, how):
+    """Even with a matching (wrongly published) md5, extraction errors are DataErrors."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        payload = os.urandom(200_000)
+        info = tarfile.TarInfo("p/a.txt")
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    data = bytearray(buf.getvalue())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.tar.gz").write_bytes(bytes(data))
+    source = DataSource("toy", "toy", (DataFile("a.txt", md5(payload)),), "c", "l",
+                        archive=Archive((tmp_path / "bad.tar.gz").as_uri(), md5(bytes(data)),
+                                        "bad.tar.gz", "p/"))
+    with pytest.raises(DataError) as err:
+        datafiles.fetch(source)
+    assert "moebench data fetch toy --force" in str(err.value)
+    assert not (tmp_path / "cache" / "toy" / "a.txt").exists()
+
+
+def test_check_files_reports_a_corrupt_gz_as_mismatch_not_an_exception(tmp_path):
+    payload = b"IDX" * 1000
+    data = gzip.compress(payload)
+    root = tmp_path / "d"
+    root.mkdir()
+    source = DataSource("toy", "toy", (DataFile("x.gz", md5(data), content_md5=md5(payload)),),
+                        "c", "l")
+    for bad in (data[: len(data) // 2], data[:5], b"", data[:-4] + b"\0\0\0\0"):
+        (root / "x.gz").write_bytes(bad)
+        os.utime(root / "x.gz", ns=(1, len(bad)))  # a new mtime: not the cached md5
+        assert datafiles.check_files(source, root) == {"x.gz": "mismatch"}
+        with pytest.raises(DataError, match=r"checksum mismatch for .*x\.gz.*"
+                                            r"run `moebench data fetch toy --force`"):
+            datafiles.verify(source, root)

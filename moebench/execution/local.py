@@ -58,18 +58,10 @@ class _WorkerProcess(multiprocessing.context.SpawnProcess):
     @staticmethod
     def _Popen(process_obj):
         _launching.worker = True
-        # OpenMP threads that wait passively: on a busy machine spinning ones take the cores
-        # from the other workers (the same results, many times slower). The worker reads this
-        # when torch loads; a value the user set wins.
-        added = "OMP_WAIT_POLICY" not in os.environ
-        if added:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         try:
             return multiprocessing.context.SpawnProcess._Popen(process_obj)
         finally:
             _launching.worker = False
-            if added:
-                os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 class _WorkerContext(multiprocessing.context.SpawnContext):

@@ -385,3 +385,15 @@ def test_signal_writes_outputs_and_exits_with_its_code(uninterrupted, tmp_path, 
     assert (directory / "results.parquet").is_file() and (directory / "leaderboard.csv").is_file()
     got = _final_table(directory)
     assert 3 <= len(got) < len(expected)
+
+
+def test_huge_grid_asks_for_yes(fresh_plugins, tmp_path):
+    suite_file = tmp_path / "huge.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE).replace("repetitions: 1", "repetitions: 1000")
+                          + "  - {name: gd, grid: {lr: [" + ", ".join(
+                              str(0.001 * (i + 1)) for i in range(200)) + "]}}\n")
+    result = CliRunner().invoke(main, ["run", str(suite_file), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "200000 cells" in text.replace(",", "") and "--yes" in text
+    assert not (tmp_path / "o" / "exec-test").exists()

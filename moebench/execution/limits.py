@@ -127,6 +127,26 @@ def memory_limit(size: int | None) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, old)
 
 
+_worker_start: list[float] = []
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), else ``None``."""
+    try:
+        with open("/proc/self/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as fh:
+            return float(fh.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def take_worker_start() -> float:
+    """Seconds this worker took to start (interpreter, imports, plugins), the first time it is
+    asked; 0 afterwards, so that a run's accounting counts each worker's start once."""
+    return _worker_start.pop() if _worker_start else 0.0
+
+
 def worker_init(threads: int) -> None:
     """Start-up of a worker process: ignore Ctrl-C (the parent decides), set threads and load
     the plugins (a plugin failing at import is recorded, as in the parent).
@@ -142,3 +162,6 @@ def worker_init(threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     plugins.load_plugins()  # once per worker, before any cell's hard limit starts
+    age = _process_age()
+    if age is not None:
+        _worker_start.append(age)

@@ -20,7 +20,7 @@ _SCALARS = (str, bool, int, float, type(None))
 #: Columns that hold text even when a plugin puts a number there.
 TEXT_COLUMNS = ("status", "message", "suite", "experiment", "dataset", "algorithm", "record",
                 "dataset_name", "algorithm_name", "dataset_params", "algorithm_params", "model",
-                "model_params", "key", "cause")
+                "model_params", "key", "cause", "clock")
 
 
 def as_scalar(value: Any) -> Any:

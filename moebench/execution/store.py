@@ -38,7 +38,7 @@ PARTIAL_FILE = "cells.jsonl"
 MANIFEST_FILE = "manifest.json"
 #: Files and folders computed from the cells at the end of a run.
 DERIVED = ("results.parquet", "leaderboard.csv", "leaderboard.md", "REPRODUCTION.md",
-           "failures.md", "figures")
+           "failures.md", "figures", "report.html")
 
 #: Statuses of a cell that ``--resume`` keeps; ``error``, ``diverged`` and ``crashed`` cells
 #: are run again.
@@ -162,6 +162,8 @@ class ResultStore:
                 path.unlink(missing_ok=True)
         self.previous = latest_cells(previous)
         self.cells: dict[str, list[dict[str, Any]]] = {}
+        #: identities of the cells computed by this run (not kept from a previous one)
+        self.added: set[str] = set()
 
     def reusable(self, key: str) -> list[dict[str, Any]] | None:
         """The rows of a previous run's cell with this key, if ``--resume`` may keep it."""
@@ -188,7 +190,9 @@ class ResultStore:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        self.cells[cell_identity(rows)] = rows
+        identity = cell_identity(rows)
+        self.cells[identity] = rows
+        self.added.add(identity)
         return rows
 
     @property

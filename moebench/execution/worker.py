@@ -8,6 +8,7 @@ changes its results.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .cells import CellSpec, final_row
@@ -18,16 +19,28 @@ _cached: tuple[tuple[Any, ...], Any] | None = None
 
 
 def _prepared(spec: CellSpec):
-    """The spec's unit, prepared once per worker (the previous unit is released first)."""
+    """The spec's unit, prepared once per worker (the previous unit is released first), and the
+    seconds its preparation took in this call (0 when it was cached)."""
     global _cached
     from ..runner import prepare_unit
 
     if _cached is not None and _cached[0] == spec.unit:
-        return _cached[1]
+        return _cached[1], 0.0
     _cached = None
+    start = time.perf_counter()
     unit = prepare_unit(spec)
     _cached = (spec.unit, unit)
-    return unit
+    return unit, time.perf_counter() - start
+
+
+def _account(rows: list[dict[str, Any]], data_time: float) -> list[dict[str, Any]]:
+    """Add the time of data loading and of this worker's start (first cell only) to the final
+    row, for the run's time accounting."""
+    from .limits import take_worker_start
+
+    rows[-1]["time_data"] = data_time
+    rows[-1]["time_worker_start"] = take_worker_start()
+    return rows
 
 
 def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
@@ -43,10 +56,11 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
 
     try:
         with memory_limit(limits.memory):
-            unit = _prepared(spec)
+            unit, data_time = _prepared(spec)
             if isinstance(unit, UnitFailure):
-                return [final_row(spec, unit.status, unit.message, cause=unit.cause)]
-            return run_cell(spec, unit, limits.memory)
+                return _account([final_row(spec, unit.status, unit.message, cause=unit.cause)],
+                                data_time)
+            return _account(run_cell(spec, unit, limits.memory), data_time)
     except MemoryError as exc:
         _cached = None
         return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]

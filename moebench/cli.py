@@ -211,17 +211,23 @@ def list_cmd(kind: str, as_json: bool) -> None:
 @main.command("report")
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="write REPRODUCTION.md and figures/ here (default: RESULTS_DIR)")
-def report_cmd(results_dir: Path, to: Path | None) -> None:
-    """Write REPRODUCTION.md: measurements beside the papers' numbers, with figures."""
+              help="write report.html, REPRODUCTION.md and figures/ here (default: RESULTS_DIR)")
+@click.option("--no-html", is_flag=True, help="write REPRODUCTION.md only")
+def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
+    """Write report.html (interactive, offline) and REPRODUCTION.md (measurements beside the
+    papers' numbers, with figures)."""
+    from .html_report import write_html_report
     from .report import write_report
 
     try:
-        path = write_report(results_dir, to)
+        paths = [write_report(results_dir, to)]
+        if not no_html:
+            paths.append(write_html_report(results_dir, to))
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
-    console.print(f"wrote {path}")
+    for path in paths:
+        console.print(f"wrote {escape(str(path))}", highlight=False)
 
 
 @main.command("leaderboard")

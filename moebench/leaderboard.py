@@ -20,6 +20,7 @@ COLUMNS = [
     "metric",
     "mean",
     "std",
+    "median",
     "n_seeds",
     "median_time",
     "median_iterations",
@@ -50,7 +51,8 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
     -------
     pandas.DataFrame
         One row per (experiment, dataset, algorithm) with mean and std of the metric over
-        successful cells, median time and iterations, success rate and status counts.
+        successful cells (``std`` with ddof 0: the population std of the seeds run), its
+        median, median time and iterations, success rate and status counts.
         Skipped cells do not count towards the success rate; algorithms without a finite
         mean rank last.
     """
@@ -73,6 +75,7 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     "metric": metric,
                     "mean": float(values.mean()) if len(values) else math.nan,
                     "std": float(values.std(ddof=0)) if len(values) else math.nan,
+                    "median": float(values.median()) if len(values) else math.nan,
                     "n_seeds": int(len(values)),
                     "median_time": float(ok["time"].median()) if len(ok) else math.nan,
                     "median_iterations": float(ok["iteration"].median()) if len(ok) else math.nan,

@@ -380,6 +380,8 @@ def run_suite(
     scheduler: str | None = None,
     wall_timeout: float | None = None,
     max_cells: int | None = None,
+    html_report: bool = True,
+    on_cell: Any = None,
 ) -> Path:
     """Run a parsed suite and write results into ``<out>/<suite name>/``.
 
@@ -410,6 +412,11 @@ def run_suite(
         Hard wall-clock limit per cell in seconds, overriding the suite's.
     max_cells
         Refuse grids with more cells than this (``None``: no limit).
+    html_report
+        Write the interactive ``report.html`` at the end (``moebench run --no-report``: no).
+    on_cell
+        Called with the final row of each cell as it is reported (finished or kept by
+        ``--resume``), before ``progress``: the command line's progress display uses it.
 
     Returns
     -------
@@ -453,6 +460,8 @@ def run_suite(
         else:
             store.keep(rows)
         done += 1
+        if on_cell is not None:
+            on_cell(rows[-1])
         if progress is not None:
             progress(done, total)
 
@@ -483,14 +492,15 @@ def run_suite(
         if not stop.requested:
             state = "complete"
     finally:
-        _finish(store, manifest, experiments, state)
+        _finish(store, manifest, experiments, state, html_report)
     if stop.requested:
         raise Interrupted(store.directory, stop.signum or signal.SIGINT)
     return store.directory
 
 
 def _finish(store: ResultStore, manifest: dict[str, Any],
-            experiments: list[ResolvedExperiment], state: str) -> None:
+            experiments: list[ResolvedExperiment], state: str,
+            html_report: bool = True) -> None:
     """Write the manifest, table, leaderboards and report; one failing never costs the others."""
     manifest["finished"] = datetime.now(UTC).isoformat()
     manifest["state"] = state
@@ -509,6 +519,13 @@ def _finish(store: ResultStore, manifest: dict[str, Any],
         from .report import write_report
 
         steps.append(("REPRODUCTION.md", lambda: write_report(store.directory)))
+    from .summary import write_failures
+
+    steps.append(("failures.md", lambda: write_failures(store.directory)))
+    if html_report:
+        from .html_report import write_html_report
+
+        steps.append(("report.html", lambda: write_html_report(store.directory)))
     for name, step in steps:
         try:
             step()

@@ -1,0 +1,327 @@
+"""Open a ``report.html`` in headless Chromium and check it, through the DevTools protocol.
+
+Used by ``tests/test_html_report.py`` and to take the screenshots in ``docs/``::
+
+    python -m moebench.browser_check results/paper/report.html --screenshots docs/
+
+It starts Debian's ``chromium`` (``apt-get install chromium``) headless with a throw-away
+profile, loads the page from ``file://``, and reports console errors, uncaught exceptions,
+failed requests and any request that is not to a ``file:`` or ``data:`` URL (the report must
+work offline); it checks that every plot rendered (a non-empty SVG), clicks a leaderboard
+header and checks that the row order changed, and saves screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--mute-audio", "--remote-debugging-port=0",
+         "--remote-allow-origins=*"]
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium executable, or ``None``."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def missing_reason() -> str | None:
+    """Why the browser check cannot run here (``None``: it can)."""
+    if find_chromium() is None:
+        return "chromium is not installed (apt-get install chromium)"
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        return "the websocket-client package is not installed"
+    return None
+
+
+@dataclass
+class CheckResult:
+    """What :func:`check_report` found."""
+
+    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    foreign_requests: list[str] = field(default_factory=list)
+    plots: int = 0
+    empty_plots: list[str] = field(default_factory=list)
+    sorted_ok: bool | None = None
+    sort_detail: str = ""
+    screenshots: list[Path] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        out = [f"console: {m}" for m in self.console_errors]
+        out += [f"failed request: {m}" for m in self.failed_requests]
+        out += [f"network request: {m}" for m in self.foreign_requests]
+        out += [f"empty plot: {m}" for m in self.empty_plots]
+        if self.sorted_ok is False:
+            out.append(f"clicking a leaderboard header did not change the order "
+                       f"({self.sort_detail})")
+        return out
+
+
+class DevTools:
+    """A minimal Chrome DevTools protocol client over one page's websocket."""
+
+    def __init__(self, ws_url: str, timeout: float = 60.0):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        ident = self.next_id
+        self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == ident:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            if "method" in message:
+                self.events.append(message)
+
+    def wait_for(self, method: str, timeout: float) -> bool:
+        """Collect events until ``method`` arrives (``True``) or the timeout (``False``)."""
+        import websocket
+
+        if any(e["method"] == method for e in self.events):
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.ws.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                message = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
+            if "method" in message:
+                self.events.append(message)
+                if message["method"] == method:
+                    return True
+        return False
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"evaluating {expression[:60]!r}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float) -> int:
+    marker = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"chromium exited with code {process.returncode}")
+        if marker.is_file():
+            lines = marker.read_text().split()
+            if lines:
+                return int(lines[0])
+        time.sleep(0.1)
+    raise RuntimeError(f"chromium did not open its DevTools port within {timeout} s")
+
+
+def _page_ws(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+        targets = json.loads(resp.read())
+    pages = [t for t in targets if t.get("type") == "page"]
+    if not pages:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/new?about:blank",
+                                    timeout=10) as resp:
+            pages = [json.loads(resp.read())]
+    return pages[0]["webSocketDebuggerUrl"]
+
+
+def _event_problems(events: list[dict[str, Any]], result: CheckResult) -> None:
+    requests: dict[str, str] = {}
+    for e in events:
+        method, p = e["method"], e.get("params", {})
+        if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
+            result.console_errors.append(text)
+        elif method == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            result.console_errors.append(
+                d.get("exception", {}).get("description") or d.get("text", "exception"))
+        elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            result.console_errors.append(p["entry"].get("text", ""))
+        elif method == "Network.requestWillBeSent":
+            url = p.get("request", {}).get("url", "")
+            requests[p.get("requestId", "")] = url
+            if not url.startswith(("file:", "data:", "about:", "blob:")):
+                result.foreign_requests.append(url)
+        elif method == "Network.loadingFailed":
+            url = requests.get(p.get("requestId", ""), "?")
+            result.failed_requests.append(f"{url}: {p.get('errorText')}")
+
+
+_PLOTS_JS = """
+(() => {
+  const out = [];
+  document.querySelectorAll('div.plot').forEach(div => {
+    const svg = div.querySelector('svg.main-svg');
+    const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    const marks = div.querySelectorAll('path.js-line, g.point, path.box, path.js-fill').length;
+    out.push({id: div.id, width: r.width, height: r.height, marks: marks});
+  });
+  return out;
+})()
+"""
+
+_ORDER_JS = """
+(() => Array.from(document.querySelector('table.leaderboard').tBodies[0].rows)
+   .map(r => r.cells[2].textContent.trim() + '|' + r.cells[0].textContent.trim()))()
+"""
+
+
+def _click(tools: DevTools, selector: str) -> None:
+    """A real mouse click (pressed and released) at the centre of the element."""
+    box = tools.evaluate(
+        f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+        "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+        "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    for kind in ("mousePressed", "mouseReleased"):
+        tools.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
+                   clickCount=1)
+
+
+def _screenshot(tools: DevTools, path: Path, selector: str | None) -> Path:
+    if selector:
+        tools.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView()")
+        tools.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)))")
+    shot = tools.call("Page.captureScreenshot", format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def check_report(html: str | Path, screenshots: str | Path | None = None,
+                 shots: list[tuple[str, str | None]] | None = None,
+                 width: int = 1400, height: int = 1000, timeout: float = 120.0) -> CheckResult:
+    """Load ``html`` in headless Chromium and check it (see the module docstring).
+
+    Parameters
+    ----------
+    html
+        The report file.
+    screenshots
+        Folder for PNG screenshots (none when ``None``).
+    shots
+        ``(file name, CSS selector to scroll to)`` pairs; default: the top of the page and the
+        first experiment's plots.
+    width, height
+        Viewport size in CSS pixels.
+    timeout
+        Seconds to wait for the page and its plots.
+
+    Returns
+    -------
+    CheckResult
+        Console errors, failed or foreign requests, plot counts, whether sorting worked and
+        the screenshot paths; ``.problems`` lists what is wrong.
+    """
+    exe = find_chromium()
+    if exe is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    html = Path(html).resolve()
+    result = CheckResult()
+    with tempfile.TemporaryDirectory(prefix="moebench-chromium-") as profile:
+        process = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tools = None
+        try:
+            port = _devtools_port(Path(profile), process, timeout=30)
+            tools = DevTools(_page_ws(port), timeout=timeout)
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                tools.call(f"{domain}.enable")
+            tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                       deviceScaleFactor=1, mobile=False)
+            tools.events.clear()
+            tools.call("Page.navigate", url=html.as_uri())
+            if not tools.wait_for("Page.loadEventFired", timeout):
+                result.console_errors.append(f"the page did not load within {timeout} s")
+                return result
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and tools.evaluate(
+                    "window.moebenchRendered === undefined"):
+                time.sleep(0.2)
+            plots = tools.evaluate(_PLOTS_JS)
+            result.plots = len(plots)
+            result.empty_plots = [p["id"] for p in plots
+                                  if p["width"] < 50 or p["height"] < 50 or p["marks"] == 0]
+            if tools.evaluate("document.querySelector('table.leaderboard') !== null"):
+                before = tools.evaluate(_ORDER_JS)
+                # sort by algorithm name: the order changes unless it already was sorted
+                _click(tools, "table.leaderboard th:nth-child(3)")
+                first = tools.evaluate(_ORDER_JS)
+                _click(tools, "table.leaderboard th:nth-child(3)")
+                second = tools.evaluate(_ORDER_JS)
+                up = [r.split("|")[0].lower() for r in first]
+                down = [r.split("|")[0].lower() for r in second]
+                result.sorted_ok = (up == sorted(up) and down == sorted(down, reverse=True)
+                                    and (first != before or second != before))
+                result.sort_detail = f"before {before[:4]}, after {first[:4]}"
+                _click(tools, "table.leaderboard th:nth-child(2)")  # back to rank order
+            if screenshots is not None:
+                folder = Path(screenshots)
+                for name, selector in shots or [("report-top.png", None),
+                                                ("report-plots.png", "div.plot")]:
+                    result.screenshots.append(_screenshot(tools, folder / name, selector))
+            tools.wait_for("Never.happens", 0.3)  # collect late events
+            _event_problems(tools.events, result)
+        finally:
+            if tools is not None:
+                tools.close()
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("html", type=Path)
+    parser.add_argument("--screenshots", type=Path, default=None)
+    parser.add_argument("--shot", action="append", default=[],
+                        help="NAME.png=CSS-SELECTOR (repeatable; default: top and first plots)")
+    args = parser.parse_args(argv)
+    shots = [tuple(s.split("=", 1)) if "=" in s else (s, None) for s in args.shot] or None
+    result = check_report(args.html, args.screenshots, shots)
+    print(f"{result.plots} plots rendered; sorting {'works' if result.sorted_ok else 'FAILED'}")
+    for path in result.screenshots:
+        print(f"screenshot {path}")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    return 1 if result.problems else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The end of a run: a compact per-experiment summary and the complete failure list.
+
+``failures.md`` (in the results folder) lists every cell that did not succeed, with its
+experiment, dataset, algorithm, seed, status and full message; the console shows one line per
+experiment (winner, counts by status) and where the full tables are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .leaderboard import leaderboard, metric_direction, rank_metrics
+from .results import SUCCESS, read_manifest, read_results
+
+FAILURES_FILE = "failures.md"
+
+
+def failures(results: pd.DataFrame) -> pd.DataFrame:
+    """The final rows of the cells that did not succeed (skipped, error, diverged, crashed)."""
+    finals = results[(results["record"] == "final") & ~results["status"].isin(SUCCESS)]
+    return finals.sort_values(["experiment", "status", "dataset", "algorithm", "repetition"],
+                              kind="stable")
+
+
+def write_failures(directory: str | Path) -> Path:
+    """Write ``failures.md``: every unsuccessful cell with its full message.
+
+    Parameters
+    ----------
+    directory
+        A results folder.
+
+    Returns
+    -------
+    Path
+        The file (written also when every cell succeeded, saying so).
+    """
+    directory = Path(directory)
+    results = read_results(directory)
+    manifest = read_manifest(directory)
+    bad = failures(results)
+    lines = [f"# Failures and skips: {manifest.get('suite', directory.name)}", ""]
+    if bad.empty:
+        lines.append("Every cell succeeded.")
+    else:
+        counts = bad["status"].value_counts()
+        lines += [f"{len(bad)} cell(s) did not succeed ("
+                  + ", ".join(f"{s}: {n}" for s, n in counts.items()) + ").", ""]
+        for exp, group in bad.groupby("experiment", sort=False):
+            lines += [f"## {exp}", "", "| dataset | algorithm | seed | status | message |",
+                      "|---|---|---|---|---|"]
+            details = []
+            for r in group.itertuples(index=False):
+                message = "" if pd.isna(r.message) else str(r.message)
+                first = message.split("\n")[0].replace("|", "\\|")
+                lines.append(f"| {r.dataset} | {r.algorithm} | {r.repetition} | {r.status} | "
+                             f"{first} |")
+                if "\n" in message.strip():
+                    details += [f"<details><summary>{r.dataset} / {r.algorithm} / seed "
+                                f"{r.repetition}</summary>", "", "```", message.strip(), "```",
+                                "", "</details>", ""]
+            lines += ["", *details]
+    path = directory / FAILURES_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class ExperimentSummary:
+    """One experiment in the end-of-run summary."""
+
+    experiment: str
+    metric: str | None
+    winner: str | None
+    score: str
+    counts: dict[str, int]
+
+
+def summarize(directory: str | Path) -> list[ExperimentSummary]:
+    """Per experiment: the best algorithm (on its best dataset configuration's ranking, i.e.
+    the algorithm ranked first most often), its score, and the cells' counts by status."""
+    directory = Path(directory)
+    results = read_results(directory)
+    ranks = rank_metrics(directory, results)
+    board = leaderboard(results, ranks) if ranks else pd.DataFrame()
+    finals = results[results["record"] == "final"]
+    out = []
+    for exp, group in finals.groupby("experiment", sort=False):
+        counts = {str(k): int(v) for k, v in group["status"].value_counts().items()}
+        metric, winner, score = ranks.get(exp), None, "-"
+        if not board.empty:
+            firsts = board[(board["experiment"] == exp) & (board["rank"] == 1)
+                           & board["mean"].notna()]
+            if not firsts.empty:
+                wins = firsts["algorithm"].value_counts()
+                winner = str(wins.index[0])
+                n_configs = int(board[board["experiment"] == exp]["dataset"].nunique())
+                if n_configs == 1:
+                    row = firsts.iloc[0]
+                    score = f"{metric} {row['mean']:.4g} ± {row['std']:.2g}"
+                else:
+                    score = f"first on {int(wins.iloc[0])}/{n_configs} dataset configurations"
+        out.append(ExperimentSummary(str(exp), metric, winner, score, counts))
+    return out
+
+
+def summary_lines(directory: str | Path) -> list[str]:
+    """Plain-text lines of the end-of-run summary (no markup)."""
+    directory = Path(directory)
+    lines = []
+    for s in summarize(directory):
+        arrow = ""
+        if s.metric:
+            arrow = " (higher is better)" if metric_direction(s.metric) == "max" else ""
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
+        best = f"best {s.winner}: {s.score}{arrow}" if s.winner else "no successful cell"
+        lines.append(f"{s.experiment}: {best}; cells: {counts}")
+    return lines
+
+
+def where_lines(directory: str | Path) -> list[str]:
+    """Where the full tables, report and failure list of a results folder are."""
+    directory = Path(directory)
+    found = []
+    for name, what in (("leaderboard.md", "leaderboards"), ("report.html", "interactive report"),
+                       ("REPRODUCTION.md", "reproduction report"),
+                       (FAILURES_FILE, "failures and skips"), ("results.parquet", "table")):
+        if (directory / name).exists():
+            found.append(f"{what}: {directory / name}")
+    return found

@@ -1,0 +1,106 @@
+"""report.html: self-contained, offline, and rendering in a real (headless) browser."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+from moebench import plugins
+from moebench.browser_check import check_report, missing_reason
+from moebench.html_report import HTML_FILE, write_html_report
+from moebench.runner import run_suite
+from moebench.suite import parse_suite
+
+SUITE = """
+name: html-test
+seed: 5
+repetitions: 3
+budget: {max_iter: 8}
+experiments:
+  - name: small
+    description: A small experiment <b>with markup</b> that must be escaped.
+    metrics: [param_error, train_nll]
+    leaderboard: {rank_by: param_error}
+    reference:
+      source: A paper, Table 9
+      values:
+        - {dataset: "synthetic-moe[k=2]", algorithm: joint-em, metric: param_error, mean: 0.05,
+           std: 0.01}
+      claims:
+        - {text: EM beats GD, better: joint-em, than: gd, metric: train_nll}
+    figures:
+      - {metric: param_error, log_y: true}
+    datasets:
+      - name: synthetic-moe
+        params: {n: 400, n_test: 100, d: 5, sigma: 0.2}
+        grid: {k: [2, 3]}
+    algorithms:
+      - name: joint-em
+      - name: gd
+        params: {lr: 0.05}
+      - name: gd
+        label: gd-unstable
+        params: {lr: 5.0}
+  - name: faulty
+    metrics: [param_error]
+    datasets:
+      - name: synthetic-moe
+        params: {n: 300, n_test: 50, d: 3, k: 2}
+      - name: table
+        params: {path: /nonexistent/moebench-data.csv, target: y}
+    algorithms:
+      - name: joint-em
+"""
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    plugins.reset_plugins()
+    out = tmp_path_factory.mktemp("html")
+    directory = run_suite(parse_suite(textwrap.dedent(SUITE)), out, suite_path="html.yaml")
+    plugins.reset_plugins()
+    return directory
+
+
+def test_run_writes_a_self_contained_report(report_dir):
+    html = (report_dir / HTML_FILE).read_text()
+    # offline: no external script, style, font or image outside plotly.js's own source (whose
+    # links are in its modebar's text); the browser test checks that nothing is requested
+    start = html.index("<script>")
+    ours = html[:start] + html[html.index("</script>", start):]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", ours)
+    assert "<script src" not in html and "@import" not in html
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inlined
+    assert "A paper, Table 9" in html and "EM beats GD" in html
+    assert "&lt;b&gt;with markup&lt;/b&gt;" in html  # escaped by Jinja2
+    for word in ("mean ± std", "median", "median time", "success", "vs time", "manifest",
+                 "html.yaml"):
+        assert word in html
+    # each experiment's failures with their messages, and the manifest
+    assert "faulty" in html and "no such file: /nonexistent/moebench-data.csv" in html
+    assert "diverged" in html  # gd-unstable blows up: named, not drawn
+
+
+def test_report_command_writes_both_reports(report_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from moebench.cli import main
+
+    result = CliRunner().invoke(main, ["report", str(report_dir), "--to", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / HTML_FILE).is_file() and (tmp_path / "REPRODUCTION.md").is_file()
+    assert write_html_report(report_dir, tmp_path / "again").is_file()
+
+
+@pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    result = check_report(report_dir / HTML_FILE, screenshots=tmp_path / "shots")
+    assert result.problems == [], result.problems
+    # 2 datasets x (1 convergence figure + 1 box plot) in 'small', 1 + 1 in 'faulty'
+    assert result.plots == 6
+    assert result.sorted_ok
+    assert len(result.screenshots) == 2
+    for shot in result.screenshots:
+        assert shot.stat().st_size > 20_000  # a real picture, not a blank page

@@ -20,17 +20,21 @@ D_GRID = [10, 100]
 
 
 @functools.lru_cache(maxsize=2)
-def regression_problem(n: int, k: int, d: int, seed: int = 0, sigma: float = 0.5):
-    """Data, model, truth and a random initialisation (float64, CPU), cached per process."""
+def regression_problem(n: int, k: int, d: int, seed: int = 0, sigma: float = 0.5,
+                       device: str = "cpu", dtype: torch.dtype = torch.float64):
+    """Data, model, truth and a random initialisation on ``device`` in ``dtype`` (default:
+    float64 on the CPU), cached per process."""
     gating = "orthogonal" if d >= 2 * k - 1 else "generic"
     dataset = SyntheticMoE(SyntheticMoE.Params(n=n, n_test=10, d=d, k=k, sigma=sigma,
                                                gating=gating))
     data = dataset.load(seed)
-    model = RegressionMoE(RegressionMoE.Params(k=k, sigma=sigma), n_features=d)
-    X = torch.as_tensor(data.X_train)
-    y = torch.as_tensor(data.y_train)
+    model = RegressionMoE(RegressionMoE.Params(k=k, sigma=sigma), n_features=d,
+                          device=torch.device(device), dtype=dtype)
+    X = torch.as_tensor(data.X_train).to(device, dtype)
+    y = torch.as_tensor(data.y_train).to(device, dtype)
     truth = model.as_tensors(data.truth)
-    init = model.init_params(InitSpec(), torch_generator(seed))
+    init = {k_: v.to(device, dtype)
+            for k_, v in model.init_params(InitSpec(), torch_generator(seed)).items()}
     return model, X, y, truth, init
 
 

@@ -1,0 +1,60 @@
+"""Joint EM at suite sizes, idle and beside a competing CPU-bound process, per thread policy.
+
+    python -m benchmarks.busy_machine [--n 4000 10000] [--d 8] [--k 4] [--threads 2]
+
+For each OpenMP wait policy (the default spin-then-sleep, ``OMP_WAIT_POLICY=PASSIVE``, a short
+``GOMP_SPINCOUNT``) and for one torch thread, it runs ``benchmarks.suite_sizes`` for joint EM in a
+fresh process (the policy is read when the OpenMP runtime loads), once idle and once with one
+busy-loop process competing, interleaved, and prints the median ms per iteration and the
+busy/idle ratio. On 2 cores a fair share is 2x; the target is at most 2.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+POLICIES = {
+    "default": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin-10k": {"GOMP_SPINCOUNT": "10000"},
+    "1 thread": {"__threads": "1"},
+}
+
+
+def run(n: int, d: int, k: int, threads: int, busy: int, env: dict[str, str]) -> float:
+    env = dict(env)
+    t = env.pop("__threads", str(threads))
+    cmd = [sys.executable, "-m", "benchmarks.suite_sizes", "--algorithms", "joint-em",
+           "--n", str(n), "--d", str(d), "--k", str(k), "--threads", t, "--busy", str(busy),
+           "--repeat", "3"]
+    out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True).stdout
+    return float(re.search(r"([0-9.]+) ms/iter wall", out).group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[4000, 10000])
+    ap.add_argument("--d", type=int, default=8)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--policies", nargs="+", default=list(POLICIES))
+    args = ap.parse_args()
+    print(f"joint EM, d={args.d}, k={args.k}, {args.threads} torch threads unless said, "
+          f"{os.cpu_count()} cores")
+    print("| policy | n | idle (ms/iter) | 1 busy process (ms/iter) | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for n in args.n:
+        for name in args.policies:
+            env = POLICIES[name]
+            idle = run(n, args.d, args.k, args.threads, 0, env)
+            busy = run(n, args.d, args.k, args.threads, 1, env)
+            print(f"| {name} | {n} | {idle:.2f} | {busy:.2f} | {busy / idle:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

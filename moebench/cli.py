@@ -328,5 +328,64 @@ def data_fetch(name: str, force: bool) -> None:
                   f"{st.verified}")
 
 
+@main.command("compare")
+@click.argument("run_a", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--factor", type=click.FloatRange(min=1.0), default=1.1, show_default=True,
+              help="how much worse a measure must get to count (1.1: 10 %)")
+@click.option("--metric", "metrics", multiple=True,
+              help="compare only this metric (repeatable; 'time' for the algorithm time); "
+                   "default: time and every metric of each experiment")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True,
+              help="significance level of the paired Wilcoxon signed-rank tests")
+@click.option("--fail-on-regression", is_flag=True,
+              help="exit 1 when a measure got significantly worse beyond --factor")
+@click.option("--only-changed", is_flag=True, help="do not list unchanged measures")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...], alpha: float,
+                fail_on_regression: bool, only_changed: bool, as_json: bool) -> None:
+    """Compare two results folders RUN_A (base) and RUN_B (change), cell configuration by cell
+    configuration: time ratio and metric changes with paired tests over the seeds, sorted
+    worse / better / unchanged / only in A / only in B (like asv compare --split)."""
+    from .compare import compare_runs, regressions
+
+    try:
+        changes = compare_runs(run_a, run_b, factor=factor, metrics=list(metrics) or None,
+                               alpha=alpha)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    worse = regressions(changes)
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in changes], indent=1))
+    else:
+        shown = [c for c in changes if not (only_changed and c.verdict == "unchanged")]
+        styles = {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}
+        table = Table(title=escape(f"A: {run_a}\nB: {run_b}"), title_justify="left")
+        for h in ("change", "experiment / dataset / algorithm", "measure", "A", "B", "B / A",
+                  "p", "pairs"):
+            table.add_column(h, overflow="fold")
+
+        def num(x: float | None, fmt: str = ".4g") -> str:
+            return "-" if x is None or x != x else format(x, fmt)
+
+        for c in shown:
+            table.add_row(styles.get(c.verdict, c.verdict),
+                          escape(f"{c.experiment} / {c.dataset} / {c.algorithm}"),
+                          escape(c.measure + (f" ({c.note})" if c.note else "")),
+                          num(c.a), num(c.b), num(c.ratio, ".3g"), num(c.p_value, ".2g"),
+                          str(c.pairs))
+        console.print(table)
+        counts = {v: sum(c.verdict == v for c in changes) for v in
+                  ("worse", "better", "unchanged", "only in A", "only in B")}
+        console.print(", ".join(f"{k}: {v}" for k, v in counts.items())
+                      + f" (factor {factor}, alpha {alpha})", highlight=False)
+    if fail_on_regression and worse:
+        err_console.print(f"[red]regression:[/red] {len(worse)} measure(s) got significantly "
+                          f"worse by more than a factor {factor}", highlight=False)
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,120 @@
+"""moebench compare: a slowed algorithm is flagged, an unchanged rerun is not."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from moebench import plugins
+from moebench.cli import main
+from moebench.compare import compare_runs, regressions
+from moebench.runner import run_suite
+from moebench.suite import parse_suite
+
+# An algorithm whose speed changes with a file beside it, not with its parameters: the cell
+# configurations (and so the matching across runs) stay the same, as after a code change. (A
+# file, not an environment variable: the worker pool is reused while the environment stays.)
+SLEEPY = '''
+    import time
+    from pathlib import Path
+
+    from moebench import Algorithm, hookimpl
+    from moebench.algorithm import Iterate
+
+
+    class Sleepy(Algorithm):
+        """Gradient-free steps that shrink the gate; sleeps (delay.txt beside it) s per step."""
+        name = "sleepy"
+        summary = "sleeps between iterations"
+
+        def fit(self, problem, init, callback):
+            delay = float(Path(__file__).with_name("delay.txt").read_text())
+            params = dict(init)
+            t = 0
+            while callback(Iterate(t, params)):
+                time.sleep(delay)
+                params = {k: v * 0.9 if k == "W" else v for k, v in params.items()}
+                t += 1
+            return params
+
+
+    @hookimpl
+    def register_algorithms(register):
+        register(Sleepy)
+'''
+
+SUITE = """
+name: cmp
+seed: 11
+repetitions: 3
+budget: {max_iter: 8}
+metrics: [param_error, train_nll]
+datasets:
+  - name: synthetic-moe
+    params: {n: 300, n_test: 50, d: 3, k: 2, sigma: 0.3}
+algorithms:
+  - name: sleepy
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    (site / "mb_test_sleepy.py").write_text(textwrap.dedent(SLEEPY))
+    info = site / "mb_test_sleepy-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-test-sleepy\n"
+                                   "Version: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[moebench]\nsleepy = mb_test_sleepy\n")
+    out = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(site))
+        plugins.reset_plugins()
+        suite = parse_suite(textwrap.dedent(SUITE))
+        with_em = parse_suite(textwrap.dedent(SUITE) + "  - name: joint-em\n")
+        found = {}
+        for name, delay, which in (("base", "0.004", suite), ("same", "0.004", with_em),
+                                   ("slow", "0.03", suite)):
+            (site / "delay.txt").write_text(delay)
+            found[name] = run_suite(which, out / name, html_report=False)
+        plugins.reset_plugins()
+    return found
+
+
+def test_slowed_algorithm_is_flagged(runs):
+    changes = compare_runs(runs["base"], runs["slow"], factor=1.5)
+    worse = regressions(changes)
+    assert [(c.algorithm, c.measure) for c in worse] == [("sleepy", "time per iteration")]
+    (slow,) = worse
+    assert slow.ratio > 3 and slow.p_value < 0.01 and slow.pairs == 24  # 3 seeds x 8 steps
+    # the metrics did not change: same data, same steps
+    assert all(c.verdict == "unchanged" for c in changes if c.measure in ("param_error",
+                                                                         "train_nll"))
+
+
+def test_unchanged_rerun_is_not_flagged(runs):
+    changes = compare_runs(runs["base"], runs["same"], factor=1.5)
+    assert regressions(changes) == []
+    verdicts = {(c.algorithm, c.measure): c.verdict for c in changes}
+    assert verdicts[("sleepy", "param_error")] == "unchanged"
+    assert verdicts[("joint-em", "cells")] == "only in B"
+    order = [c.verdict for c in changes]
+    assert order == sorted(order, key=["worse", "better", "unchanged", "only in A",
+                                       "only in B"].index)
+
+
+def test_compare_command_exit_codes(runs):
+    runner = CliRunner()
+    slow = runner.invoke(main, ["compare", str(runs["base"]), str(runs["slow"]), "--factor",
+                                "1.5", "--fail-on-regression"])
+    assert slow.exit_code == 1, slow.output
+    assert "worse" in slow.output and "sleepy" in slow.output and "regression" in slow.output
+    same = runner.invoke(main, ["compare", str(runs["base"]), str(runs["same"]), "--factor",
+                                "1.5", "--fail-on-regression", "--metric", "time"])
+    assert same.exit_code == 0, same.output
+    assert "worse: 0" in same.output and "only in B: 1" in same.output
+    data = runner.invoke(main, ["compare", str(runs["base"]), str(runs["slow"]), "--json",
+                                "--metric", "param_error"])
+    assert data.exit_code == 0 and '"verdict": "unchanged"' in data.output

@@ -1,9 +1,31 @@
 """The ``Algorithm`` interface and the per-iteration callback protocol.
 
-An algorithm reports its state through ``callback(Iterate)`` once before its first step
-(iteration 0) and after every step. The callback returns ``False`` when the algorithm must stop
-(budget exhausted or divergence); the runner stops the clock while it computes metrics, as
-benchopt's callback mode does. An algorithm that converges by its own criterion simply returns.
+The contract between an algorithm and the runner (enforced by the runner and checked by
+:func:`moebench.testing.check_algorithm`):
+
+1. ``fit(problem, init, callback)`` starts from ``init`` and must not modify it (nor the
+   tensors of ``problem``).
+2. It reports ``callback(Iterate(0, params, objective))`` once before its first step, then
+   ``Iterate(t, ...)`` after every step with ``t = 1, 2, 3, ...`` (consecutive: one call per
+   step; an algorithm with restarts keeps counting across restarts). The runner's ``max_iter``
+   counts these reports and its ``timeout`` is checked at each, so report regularly.
+3. ``Iterate.objective`` is a finite Python ``float`` or ``None``: the mean training NLL, or the
+   loss the algorithm itself monitors, lower being better (the runner stops a run whose objective
+   becomes non-finite or grows by a factor of 10^6 as ``diverged``). 0-d tensors and numpy
+   scalars are converted by the runner; anything else (a string, a vector) fails the cell.
+   ``Iterate.extras`` maps names to scalar floats (recorded as ``extra.<name>`` columns).
+4. The tensors in ``Iterate.params`` belong to the callback from then on: the algorithm must not
+   modify them afterwards (clone before updating in place). A callback may keep references
+   (the conformance kit does) without copying.
+5. When the callback returns ``False`` (budget exhausted, divergence), ``fit`` returns at once,
+   without further computation on the data: no further step, no further callback.
+6. ``fit`` returns the final parameters (a dict with the model's names and shapes, on the run's
+   device); the final metrics of the cell are computed on *these*, not on the last reported
+   ones. Usually they are the last reported parameters.
+7. Returning before the callback said stop means "converged by my own criterion": the cell's
+   status is ``done`` (``max_iter`` or ``timeout`` when the runner stopped it).
+8. ``problem.generator`` is the only randomness: two fits with generators seeded alike give
+   identical results.
 """
 
 from __future__ import annotations
@@ -16,7 +38,7 @@ from typing import ClassVar
 import torch
 
 from .density import GaussianMixtureDensity
-from .model import Model, ParamDict
+from .model import InitSpec, Model, ParamDict
 from .params import NoParams, Params
 
 
@@ -27,13 +49,15 @@ class Iterate:
     Attributes
     ----------
     iteration
-        0 for the initial point, then 1, 2, ...
+        0 for the initial point, then 1, 2, ... (consecutive, one per reported step).
     params
-        Current parameters (not copied: the callback must not modify them).
+        Current parameters (not copied: the callback must not modify them, and the algorithm
+        must not modify them after reporting them).
     objective
-        The quantity the algorithm itself monitors (e.g. training NLL), if it has one.
+        A finite Python float or ``None``: the mean training NLL, or the loss the algorithm
+        itself monitors (lower is better).
     extras
-        Further scalar diagnostics (step size, KL divergence of the step, ...).
+        Further diagnostics, each a scalar float (step size, KL divergence of the step, ...).
     """
 
     iteration: int
@@ -61,6 +85,13 @@ class Problem:
     input_density
         The density of the inputs when the dataset knows it (score-function methods); ``None``
         when unknown.
+    init_spec
+        The experiment's ``init`` settings (scheme, scale, radius), from which ``init`` was
+        drawn. An algorithm that makes its own starting points (restarts) draws them with
+        :meth:`draw_init`, which follows this spec.
+    init_truth
+        Reserved for :meth:`draw_init` (the ground truth that the ``near-truth`` scheme
+        perturbs; ``None`` when the data has none). Algorithms must not read it.
     """
 
     model: Model
@@ -68,13 +99,35 @@ class Problem:
     y: torch.Tensor
     generator: torch.Generator
     input_density: GaussianMixtureDensity | None = None
+    init_spec: InitSpec = field(default_factory=InitSpec)
+    init_truth: ParamDict | None = field(default=None, repr=False)
+
+    def draw_init(self, generator: torch.Generator | None = None) -> ParamDict:
+        """A new starting point drawn like ``init``: ``model.init_params(init_spec, ...)``.
+
+        Parameters
+        ----------
+        generator
+            The randomness to use (default: :attr:`generator`, so that restarts are
+            reproducible).
+
+        Returns
+        -------
+        ParamDict
+            Fresh tensors on the model's device and dtype.
+        """
+        gen = self.generator if generator is None else generator
+        params = self.model.init_params(self.init_spec, gen, self.init_truth)
+        return {k: v.to(self.model.device, self.model.dtype) for k, v in params.items()}
 
 
 class Algorithm(ABC):
     """A method that fits a :class:`Model` to data.
 
     Subclasses set ``name``, ``summary`` and ``Params`` and implement :meth:`fit`; they may
-    override :meth:`unsupported_reason` to decline model families they cannot fit.
+    override :meth:`unsupported_reason` to decline model families they cannot fit. The contract
+    of :meth:`fit` with its callback is numbered in this module's docstring (and in
+    docs/plugins.md); ``moebench.testing.check_algorithm(name)`` checks it.
     """
 
     name: ClassVar[str]
@@ -92,5 +145,22 @@ class Algorithm(ABC):
     def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:
         """Fit from ``init``, calling ``callback`` at iteration 0 and after every step.
 
-        Returns the final parameters. Stops as soon as ``callback`` returns ``False``.
+        Parameters
+        ----------
+        problem
+            Model family, training data, generator and init settings.
+        init
+            Starting parameters; must not be modified.
+        callback
+            Receives an :class:`Iterate` at iteration 0 and after every step (iterations
+            ``0, 1, 2, ...``; ``objective`` a finite float or ``None``; ``extras`` scalar
+            floats). Reported tensors must not be modified afterwards. When it returns
+            ``False``, return at once, computing nothing more.
+
+        Returns
+        -------
+        ParamDict
+            The final parameters (the model's names and shapes, on its device): the cell's
+            final metrics are computed on them. Returning before the callback said stop means
+            converged (status ``done``).
         """

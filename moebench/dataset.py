@@ -30,7 +30,9 @@ class Data:
     Attributes
     ----------
     X_train, X_test
-        Inputs, shape ``(n, d)``, floating point.
+        Inputs, shape ``(n, d)``, floating point. The test split may be empty (``(0, d)``: a
+        dataset trained on every row, e.g. ``table`` with ``test_fraction: 0``); metrics on the
+        test split are then absent (NaN, see :attr:`moebench.Metric.uses_test`).
     y_train, y_test
         Targets, shape ``(n,)``: real values for regression, integer labels for classification.
     task
@@ -50,10 +52,10 @@ class Data:
     ------
     DataError
         On construction, when the arrays are malformed (shapes, non-numeric, NaN or infinite
-        values, an empty split) or the training data are degenerate: a single training row, no
-        feature or only constant feature columns (one constant column among others is fine), a
-        constant regression target ``y_train``, or a single class in a classification training
-        set. Whether there are enough rows for the model's experts is checked by
+        values, an empty training split) or the training data are degenerate: a single training
+        row, no feature or only constant feature columns (one constant column among others is
+        fine), a constant regression target ``y_train``, or a single class in a classification
+        training set. Whether there are enough rows for the model's experts is checked by
         :func:`check_fit_possible` once the model is known.
     """
 
@@ -79,7 +81,7 @@ class Data:
                 raise DataError(
                     f"X_{split} has {X.shape[0]} rows but y_{split} has {y.shape[0]}"
                 )
-            if X.shape[0] == 0:
+            if X.shape[0] == 0 and split == "train":
                 raise DataError(f"the {split} split is empty")
             for name, a in ((f"X_{split}", X), (f"y_{split}", y)):
                 if not np.issubdtype(a.dtype, np.number):
@@ -132,6 +134,11 @@ class Data:
     @property
     def n_features(self) -> int:
         return int(self.X_train.shape[1])
+
+    @property
+    def has_test(self) -> bool:
+        """Whether there is a test split (``False``: every row is used for training)."""
+        return int(self.X_test.shape[0]) > 0
 
 
 #: Rows per block when validating, so that memory-mapped arrays are checked block by block.

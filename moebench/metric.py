@@ -41,14 +41,17 @@ class Metric(ABC):
     """A scalar score of fitted parameters.
 
     ``direction`` says whether lower (``"min"``) or higher (``"max"``) is better;
-    ``requires_truth`` metrics give NaN on data without ground truth; ``tasks`` lists the tasks
-    the metric applies to.
+    ``requires_truth`` metrics give NaN on data without ground truth; ``uses_test`` metrics
+    (by default those named ``test_*``) give NaN on data without a test split; ``tasks`` lists
+    the tasks the metric applies to.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     direction: ClassVar[Literal["min", "max"]] = "min"
     requires_truth: ClassVar[bool] = False
+    #: Whether the metric reads the test split; ``None``: whether its name starts with ``test_``.
+    uses_test: ClassVar[bool | None] = None
     tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
     Params: ClassVar[type[Params]] = NoParams
 
@@ -59,7 +62,13 @@ class Metric(ABC):
         """Whether the metric is defined for this model and data."""
         if self.requires_truth and ctx.truth is None:
             return False
+        if self.reads_test_split() and int(ctx.X_test.shape[0]) == 0:
+            return False
         return ctx.model.task in self.tasks
+
+    def reads_test_split(self) -> bool:
+        """Whether the metric needs the test split (``uses_test``, by default ``test_*``)."""
+        return self.name.startswith("test_") if self.uses_test is None else bool(self.uses_test)
 
     @abstractmethod
     def compute(self, ctx: EvalContext) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import platform
 import signal
@@ -176,6 +177,34 @@ def _report_float(value: Any, what: str) -> float | None:
     return float(scalar)
 
 
+def _iteration_number(value: Any) -> int | None:
+    """``Iterate.iteration`` as an int (numpy integers included), or ``None`` if it is none."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _returned_problem(params: Any, model: Model) -> str | None:
+    """Why what ``fit`` returned cannot be the final parameters, or ``None`` if it can."""
+    shapes = model.shapes()
+    if not isinstance(params, dict):
+        return (f"fit must return the final parameters (a dict of tensors {sorted(shapes)}); it "
+                f"returned {type(params).__name__}")
+    missing = sorted(set(shapes) - set(params))
+    if missing:
+        return f"fit returned parameters without {', '.join(missing)} (the model has " \
+               f"{sorted(shapes)})"
+    for name, shape in shapes.items():
+        value = params[name]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            return f"fit returned parameter {name!r} as {got}; the model needs shape {shape}"
+    return None
+
+
 def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
              ) -> list[dict[str, Any]]:
     """Run the algorithm of ``spec`` on a prepared unit; returns the cell's rows.
@@ -186,7 +215,7 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     included, become the cell's ``error`` (``crashed`` when out of memory).
     """
     exp, alg = spec.experiment, spec.algorithm
-    budget = exp.budget
+    budget = exp.budget_for(alg)  # the algorithm entry's own budget, else the experiment's
     device, model, tensors, truth = unit.device, unit.model, unit.tensors, unit.truth
     fields = {**cell_fields(spec), "model": model.name,
               "model_params": _json(model.params.model_dump())}
@@ -215,12 +244,17 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     checked = [m.name for m in unit.metrics if m.applies_to(probe)]
     rows: list[dict[str, Any]] = []
     state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None,
-                             "ignored": 0}
+                             "ignored": 0, "next": 0}
 
     def callback(it: Iterate) -> bool:
         if state["status"] is not None:  # told to stop already: neither timed nor recorded
             state["ignored"] += 1
             return False
+        if _iteration_number(it.iteration) != state["next"]:
+            raise ReportError(f"Iterate.iteration must count 0, 1, 2, ... (one per report; "
+                              f"restarts keep counting): expected {state['next']}, the "
+                              f"algorithm reported {it.iteration!r}")
+        state["next"] += 1
         device.synchronize()
         state["elapsed"] += time.perf_counter() - state["t0"]
         objective = _report_float(it.objective, "Iterate.objective")
@@ -256,7 +290,8 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
         return True
 
     problem = Problem(model, tensors["X_train"], tensors["y_train"],
-                      torch_generator(fields["seed"], device.torch_device()), density)
+                      torch_generator(fields["seed"], device.torch_device()), density,
+                      init_spec=exp.init, init_truth=truth)
     start = {k: v.clone() for k, v in unit.init.items()}
     device.synchronize()
     state["t0"] = time.perf_counter()
@@ -285,6 +320,11 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
 
     status = state["status"]
     values: dict[str, Any] = {}
+    if status in ("done", "max_iter", "timeout"):
+        problem_text = _returned_problem(final_params, model)
+        if problem_text is not None:
+            status, state["message"] = "error", problem_text
+            final_params = None
     if status in ("done", "max_iter", "timeout") and final_params is not None:
         try:
             values = evaluate(final_params)
@@ -297,6 +337,10 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     if state["ignored"]:
         note = (f"the algorithm reported {state['ignored']} more iteration(s) after the runner "
                 "said stop (not recorded, not timed)")
+        state["message"] = f"{state['message']}; {note}" if state["message"] else note
+    absent = [] if unit.data.has_test else [m.name for m in unit.metrics if m.reads_test_split()]
+    if absent:
+        note = (f"no test split (the dataset trains on every row): {', '.join(absent)} absent")
         state["message"] = f"{state['message']}; {note}" if state["message"] else note
     for row in rows:
         row["status"] = status
@@ -359,10 +403,11 @@ class Interrupted(MoebenchError):
                          "(run again with --resume to complete the suite)")
 
 
-def _cell_limits(exp: ResolvedExperiment, wall: float | None, memory: int | None) -> Limits:
+def _cell_limits(spec: CellSpec, wall: float | None, memory: int | None) -> Limits:
+    budget = spec.experiment.budget_for(spec.algorithm)
     if wall is None:
-        wall = exp.budget.wall_timeout if exp.budget.wall_timeout is not None \
-            else default_wall(exp.budget.timeout)
+        wall = budget.wall_timeout if budget.wall_timeout is not None \
+            else default_wall(budget.timeout)
     return Limits(wall=wall, memory=memory)
 
 
@@ -473,7 +518,7 @@ def run_suite(
             report(kept, new=False)
             reused += 1
         else:
-            todo.append((spec, _cell_limits(spec.experiment, wall_timeout, memory)))
+            todo.append((spec, _cell_limits(spec, wall_timeout, memory)))
     manifest["reused_cells"] = reused
 
     stop = StopRequest()
@@ -547,7 +592,9 @@ def _describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:
         "metrics": exp.metrics,
         "rank_by": exp.rank_by,
         "datasets": {v.id: {"name": v.name, "params": v.params} for v in exp.datasets},
-        "algorithms": {v.id: {"name": v.name, "params": v.params} for v in exp.algorithms},
+        "algorithms": {v.id: {"name": v.name, "params": v.params,
+                              **({"budget": v.budget.model_dump()} if v.budget else {})}
+                       for v in exp.algorithms},
         "reference": exp.reference.model_dump() if exp.reference else None,
         "figures": [f.model_dump() for f in exp.figures],
     }

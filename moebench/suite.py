@@ -109,7 +109,18 @@ class DatasetEntry(Component):
 
 
 class AlgorithmEntry(Component):
-    pass
+    """An algorithm with its parameters and, optionally, its own ``budget``.
+
+    ``budget`` overrides the experiment's budget for this algorithm's cells, field by field (a
+    restart method may get ``{max_iter: 500}`` and keep the experiment's ``timeout``). It does not
+    change any seed: the data, the initial point and the algorithm's generator are the same as
+    without it. Under ``--quick`` a ``quick.budget`` of the experiment or suite still applies to
+    every algorithm.
+    """
+
+    budget: Budget | None = Field(
+        None, description="this algorithm's budget: its fields override the experiment's"
+    )
 
 
 class Leaderboard(_Strict):
@@ -245,6 +256,8 @@ class Variant:
     name: str
     params: dict[str, Any]
     model: ModelChoice | None = None
+    #: An algorithm entry's own budget (already merged over the experiment's), else ``None``.
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,10 @@ class ResolvedExperiment:
     algorithms: list[Variant]
     reference: Reference | None = None
     figures: tuple[Figure, ...] = ()
+
+    def budget_for(self, algorithm: Variant) -> Budget:
+        """The budget of ``algorithm``'s cells: its own (``budget:`` in its entry) or ours."""
+        return algorithm.budget if algorithm.budget is not None else self.budget
 
 
 DEFAULT_METRICS = ["param_error", "train_nll", "test_nll", "test_mse"]
@@ -691,8 +708,21 @@ def _expand(
                 problems.add(where, msg)
             continue
         model = entry.model if isinstance(entry, DatasetEntry) else None
-        variants.append(Variant(_variant_id(entry, point), entry.name, merged, model))
+        own = entry.budget if isinstance(entry, AlgorithmEntry) else None
+        variants.append(Variant(_variant_id(entry, point), entry.name, merged, model, own))
     return variants
+
+
+def _with_budget(variant: Variant, base: Budget, own: bool = True) -> Variant:
+    """``variant`` with its own budget (the fields its entry sets) merged over ``base``
+    (``own=False``: without a budget of its own)."""
+    if variant.budget is None:
+        return variant
+    if not own:
+        return Variant(variant.id, variant.name, variant.params, variant.model)
+    own = {k: getattr(variant.budget, k) for k in variant.budget.model_fields_set}
+    merged = Budget.model_validate({**base.model_dump(), **own})
+    return Variant(variant.id, variant.name, variant.params, variant.model, merged)
 
 
 def _check_reference(
@@ -892,12 +922,15 @@ def resolve(
                 )
         _check_reference(exp, loc, metrics, datasets, algorithms, problems)
         fast = _fast(suite, exp, quick)
+        budget = fast.budget or exp.budget or suite.budget or Budget()
+        # an entry's own budget is merged over the experiment's; a quick budget replaces both
+        algorithms = [_with_budget(v, budget, own=not fast.budget) for v in algorithms]
         resolved.append(
             ResolvedExperiment(
                 name=exp.name,
                 description=exp.description or suite.description,
                 repetitions=_repetitions(suite, exp, quick, seeds),
-                budget=fast.budget or exp.budget or suite.budget or Budget(),
+                budget=budget,
                 init=exp.init or suite.init or InitSpec(),
                 metrics=list(metrics),
                 rank_by=rank_by,

@@ -76,7 +76,8 @@ def cell_key(
 ) -> str:
     """The stable key of a cell: SHA-256 of its full resolved configuration and versions.
 
-    The configuration covers the suite seed, the experiment's name, budget, initialisation and
+    The configuration covers the suite seed, the experiment's name, the cell's budget (the
+    algorithm entry's own, else the experiment's), initialisation and
     metrics, both variants (plugin name, parameters, model override), the repetition, the
     device and dtype; the versions are moebench's and those of the distributions that register
     the cell's dataset, algorithm, device and metrics. A cell computed under another
@@ -86,7 +87,7 @@ def cell_key(
     config = {
         "suite_seed": suite_seed,
         "experiment": experiment.name,
-        "budget": experiment.budget.model_dump(),
+        "budget": experiment.budget_for(algorithm).model_dump(),  # an entry's own budget too
         "init": experiment.init.model_dump(),
         "metrics": list(experiment.metrics),
         "dataset": {"name": dataset.name, "params": dataset.params,

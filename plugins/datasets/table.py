@@ -9,7 +9,7 @@ Suite example::
           target: price                 # the target column (or NPZ array)
           features: [area, rooms, age]  # optional; default: every other column
           task: regression              # or classification
-          test_fraction: 0.2            # fixed random split (split_seed), or
+          test_fraction: 0.2            # fixed random split (split_seed; 0: no test split), or
           # split_column: is_test       # a column marking test rows (test/train, true/false, 1/0)
 
 An NPZ file holds either a 2-d array ``X`` (features, named ``x0``, ``x1``, ...) and the 1-d
@@ -193,7 +193,8 @@ class Table(Dataset):
             "regression", description="regression (real target) or classification (labels)"
         )
         test_fraction: float = Field(
-            0.2, gt=0, lt=1, description="fraction of rows in the fixed random test split"
+            0.2, ge=0, lt=1, description="fraction of rows in the fixed random test split; 0 "
+            "trains on every row (no test split: test metrics are then absent, NaN)"
         )
         split_seed: int = Field(0, ge=0, description="seed of the fixed random split")
         split_column: str | None = Field(
@@ -262,6 +263,10 @@ class Table(Dataset):
                 raise DataError(f"{path}: split column {p.split_column!r} leaves the "
                                 f"{'training' if train.size == 0 else 'test'} split empty")
             split = f"column {p.split_column!r}"
+        elif p.test_fraction == 0:
+            train, test = np.arange(X.shape[0]), np.arange(0)
+            split = ("none (test_fraction=0): every row trains; test metrics are absent (NaN) "
+                     "and a leaderboard ranked by one has no values")
         else:
             train, test = fixed_split(X.shape[0], p.test_fraction, p.split_seed)
             split = f"random, test_fraction={p.test_fraction}, split_seed={p.split_seed}"

@@ -30,6 +30,7 @@ import torch
 
 from . import __version__, plugins
 from .algorithm import Iterate, Problem
+from .clock import AlgorithmClock, default_clock
 from .dataset import Data, check_fit_possible
 from .device import DTYPES, Device
 from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
@@ -244,7 +245,16 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     checked = [m.name for m in unit.metrics if m.applies_to(probe)]
     rows: list[dict[str, Any]] = []
     state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None,
-                             "ignored": 0, "next": 0}
+                             "ignored": 0, "next": 0, "metrics_time": 0.0}
+    clock = AlgorithmClock()
+    clock_name = budget.clock or default_clock(device.torch_device().type)
+
+    def timed_evaluate(params: ParamDict) -> dict[str, float]:
+        t = time.perf_counter()
+        try:
+            return evaluate(params)
+        finally:
+            state["metrics_time"] += time.perf_counter() - t
 
     def callback(it: Iterate) -> bool:
         if state["status"] is not None:  # told to stop already: neither timed nor recorded
@@ -256,13 +266,15 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
                               f"algorithm reported {it.iteration!r}")
         state["next"] += 1
         device.synchronize()
-        state["elapsed"] += time.perf_counter() - state["t0"]
+        clock.stop()
+        state["elapsed"] = clock.wall
         objective = _report_float(it.objective, "Iterate.objective")
         extras = {f"extra.{k}": _report_float(v, f"Iterate.extras[{k!r}]")
                   for k, v in it.extras.items()}
-        values = evaluate(it.params)
+        values = timed_evaluate(it.params)
         rows.append({**fields, "record": "iteration", "iteration": int(it.iteration),
-                     "time": state["elapsed"], "objective": objective, **values, **extras})
+                     "time": clock.wall, "cpu_time": clock.cpu, "objective": objective,
+                     **values, **extras})
         state["last"] = (int(it.iteration), values)
         bad = [n for n in checked if not math.isfinite(values[n])]
         if objective is not None and not math.isfinite(objective):
@@ -281,12 +293,13 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
         if it.iteration >= budget.max_iter:
             state["status"] = "max_iter"
             return False
-        if budget.timeout is not None and state["elapsed"] >= budget.timeout:
+        if budget.timeout is not None and clock.spent(clock_name) >= budget.timeout:
             state["status"] = "timeout"
-            state["message"] = f"stopped after {state['elapsed']:.3g} s (budget {budget.timeout} s)"
+            state["message"] = (f"stopped after {clock.spent(clock_name):.3g} s of {clock_name} "
+                                f"time (budget {budget.timeout} s) at iteration {it.iteration}")
             return False
         device.synchronize()
-        state["t0"] = time.perf_counter()
+        clock.start()
         return True
 
     problem = Problem(model, tensors["X_train"], tensors["y_train"],
@@ -294,17 +307,19 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
                       init_spec=exp.init, init_truth=truth)
     start = {k: v.clone() for k, v in unit.init.items()}
     device.synchronize()
-    state["t0"] = time.perf_counter()
+    clock.start()
     final_params = None
     try:
         final_params = algorithm.fit(problem, start, callback)
         device.synchronize()
         if state["status"] is None:
-            state["elapsed"] += time.perf_counter() - state["t0"]
-            if budget.timeout is not None and state["elapsed"] > budget.timeout:
+            clock.stop()
+            state["elapsed"] = clock.wall
+            if budget.timeout is not None and clock.spent(clock_name) > budget.timeout:
                 state["status"] = "timeout"
-                state["message"] = (f"the algorithm returned after {state['elapsed']:.3g} s "
-                                    f"without reporting in time (budget {budget.timeout} s)")
+                state["message"] = (f"the algorithm returned after {clock.spent(clock_name):.3g}"
+                                    f" s of {clock_name} time without reporting in time "
+                                    f"(budget {budget.timeout} s)")
             else:
                 state["status"] = "done"
     except UnsupportedProblem as exc:
@@ -327,7 +342,7 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
             final_params = None
     if status in ("done", "max_iter", "timeout") and final_params is not None:
         try:
-            values = evaluate(final_params)
+            values = timed_evaluate(final_params)
         except Exception as exc:
             status, state["message"] = "error", f"evaluating metrics failed: {_describe(exc)}"
         if status == "done" and any(not math.isfinite(values[n]) for n in checked):
@@ -346,7 +361,8 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
         row["status"] = status
     last_iter = state["last"][0] if state["last"] else 0
     rows.append(final(values, status=status, message=state["message"], iteration=last_iter,
-                      time=state["elapsed"]))
+                      time=clock.wall, cpu_time=clock.cpu, clock=clock_name,
+                      time_metrics=state["metrics_time"], time_compile=clock.compile))
     return rows
 
 
@@ -548,6 +564,7 @@ def _finish(store: ResultStore, manifest: dict[str, Any],
             html_report: bool = True) -> None:
     """Write the manifest, table, leaderboards and report; one failing never costs the others."""
     manifest["finished"] = datetime.now(UTC).isoformat()
+    manifest["time_accounting"] = time_accounting(store, manifest)
     manifest["state"] = state
     manifest["interrupted"] = state != "complete"
     finals = store.finals()
@@ -579,6 +596,34 @@ def _finish(store: ResultStore, manifest: dict[str, Any],
     if problems:
         manifest["output_errors"] = problems
         store.write_manifest(manifest)
+
+
+#: Columns of a cell's final row summed by :func:`time_accounting`, and their names there.
+ACCOUNTED = {"time": "algorithm_wall", "cpu_time": "algorithm_cpu", "time_metrics": "metrics",
+             "time_data": "data", "time_compile": "compilation",
+             "time_worker_start": "worker_start"}
+
+
+def time_accounting(store: ResultStore, manifest: dict[str, Any]) -> dict[str, float]:
+    """Where a run's time went, in seconds, over the cells it computed (reused cells excluded).
+
+    ``algorithm_wall`` / ``algorithm_cpu``: the algorithm clocks (compilation excluded);
+    ``metrics``: evaluating the metrics at every reported iteration; ``data``: loading or
+    generating data and drawing initial points; ``compilation``: ``torch.compile``;
+    ``worker_start``: starting the worker processes (interpreter, imports, plugins), summed over
+    workers; ``wall``: the run from start to end. The parts are summed over cells that may run
+    in parallel, so with ``--jobs`` > 1 they can add up to more than ``wall``.
+    """
+    totals = {name: 0.0 for name in ACCOUNTED.values()}
+    for identity in store.added:
+        final = store.cells[identity][-1]
+        for column, name in ACCOUNTED.items():
+            value = final.get(column)
+            if isinstance(value, int | float) and math.isfinite(value):
+                totals[name] += float(value)
+    started = datetime.fromisoformat(manifest["started"])
+    totals["wall"] = (datetime.now(UTC) - started).total_seconds()
+    return {k: round(v, 4) for k, v in totals.items()}
 
 
 def _describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:

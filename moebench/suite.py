@@ -69,6 +69,11 @@ class Budget(_Strict):
     timeout: float | None = Field(
         300.0, gt=0, description="seconds of algorithm time (metrics excluded)"
     )
+    clock: Literal["cpu", "wall"] | None = Field(
+        None, description="the clock timeout counts: 'cpu' (CPU time of the algorithm's "
+        "thread; the same iterations whatever the machine's load) or 'wall'; default: cpu on "
+        "CPU devices, wall elsewhere"
+    )
     wall_timeout: float | None = Field(
         None, gt=0, description="hard wall-clock limit per cell in seconds: the worker of a "
         "cell still running then is killed (default: 3 x timeout + 120 s; none without a "

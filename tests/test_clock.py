@@ -1,0 +1,79 @@
+"""The algorithm clocks (CPU by default on CPU devices, wall on request), compilation kept apart,
+and the run's time accounting in the manifest."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from moebench import clock as clock_module
+from moebench.clock import AlgorithmClock, default_clock
+from moebench.results import read_manifest, read_results
+from moebench.runner import run_suite
+from moebench.suite import parse_suite
+
+SUITE = """
+name: clock-test
+seed: 2
+repetitions: 2
+budget: {max_iter: 4, timeout: 60CLOCK}
+metrics: [train_nll, test_mse]
+datasets:
+  - name: synthetic-moe
+    params: {n: 400, n_test: 100, d: 3, k: 2, sigma: 0.3}
+algorithms:
+  - name: joint-em
+  - name: gd
+"""
+
+
+def make(clock: str = ""):
+    return parse_suite(textwrap.dedent(SUITE).replace("CLOCK", clock))
+
+
+def test_cpu_clock_is_the_default_on_cpu_and_recorded_beside_wall(fresh_plugins, tmp_path):
+    directory = run_suite(make(), tmp_path)
+    frame = read_results(directory)
+    fin = frame[frame["record"] == "final"]
+    assert set(fin["clock"]) == {"cpu"}
+    iters = frame[frame["record"] == "iteration"]
+    assert (iters["cpu_time"] >= 0).all() and (iters["time"] >= 0).all()
+    for _, cell in iters.groupby(["algorithm", "repetition"]):
+        assert cell["cpu_time"].is_monotonic_increasing and cell["time"].is_monotonic_increasing
+    acc = read_manifest(directory)["time_accounting"]
+    assert set(acc) == {"algorithm_wall", "algorithm_cpu", "metrics", "data", "compilation",
+                        "worker_start", "wall"}
+    assert all(v >= 0 for v in acc.values())
+    assert acc["algorithm_wall"] == pytest.approx(fin["time"].sum(), rel=1e-3, abs=1e-3)
+    assert acc["data"] > 0 and acc["metrics"] > 0
+
+
+def test_wall_clock_on_request_and_timeout_names_its_clock(fresh_plugins, tmp_path):
+    directory = run_suite(make(", clock: wall"), tmp_path)
+    fin = read_results(directory).query("record == 'final'")
+    assert set(fin["clock"]) == {"wall"}
+    tiny = parse_suite(textwrap.dedent(SUITE).replace("timeout: 60CLOCK", "timeout: 1.0e-9"))
+    out = run_suite(tiny, tmp_path / "t")
+    fin = read_results(out).query("record == 'final'")
+    assert set(fin["status"]) == {"timeout"}
+    assert fin["message"].str.contains("of cpu time").all()
+
+
+def test_compilation_is_not_on_the_algorithm_clock(monkeypatch):
+    spent = {"compile": 0.0}
+    monkeypatch.setattr(clock_module, "compile_seconds", lambda: spent["compile"])
+    clock = AlgorithmClock()
+    clock.start()
+    x = np.arange(200_000.0)
+    for _ in range(20):
+        x = np.sqrt(x + 1.0)
+    spent["compile"] = 1000.0  # a compilation of 1000 s "happened" inside the interval
+    clock.stop()
+    assert clock.compile == 1000.0
+    assert 0.0 <= clock.wall < 1000.0 and 0.0 <= clock.cpu < 1000.0
+
+
+def test_default_clock():
+    assert default_clock("cpu") == "cpu" and default_clock("cuda") == "wall"

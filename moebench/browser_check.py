@@ -191,8 +191,16 @@ _PLOTS_JS = """
 })()
 """
 
+#: The first leaderboard with two algorithms or more (its id), or null.
+_PICK_JS = """
+(() => {
+  const t = Array.from(document.querySelectorAll('table.leaderboard')).find(t =>
+    new Set(Array.from(t.tBodies[0].rows).map(r => r.cells[2].textContent.trim())).size > 1);
+  return t ? t.id : null;
+})()
+"""
 _ORDER_JS = """
-(() => Array.from(document.querySelector('table.leaderboard').tBodies[0].rows)
+(() => Array.from(document.getElementById(%s).tBodies[0].rows)
    .map(r => r.cells[2].textContent.trim() + '|' + r.cells[0].textContent.trim()))()
 """
 
@@ -274,20 +282,23 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
             result.plots = len(plots)
             result.empty_plots = [p["id"] for p in plots
                                   if p["width"] < 50 or p["height"] < 50 or p["marks"] == 0]
-            if tools.evaluate("document.querySelector('table.leaderboard') !== null"):
-                before = tools.evaluate(_ORDER_JS)
-                # sort by algorithm name: the order changes unless it already was sorted
-                _click(tools, "table.leaderboard th:nth-child(3)")
-                first = tools.evaluate(_ORDER_JS)
-                _click(tools, "table.leaderboard th:nth-child(3)")
-                second = tools.evaluate(_ORDER_JS)
+            table = tools.evaluate(_PICK_JS)
+            if table is not None:
+                order = _ORDER_JS % json.dumps(table)
+                header = f"#{table} th:nth-child(3)"
+                before = tools.evaluate(order)
+                _click(tools, header)  # by algorithm, ascending
+                first = tools.evaluate(order)
+                _click(tools, header)  # descending
+                second = tools.evaluate(order)
                 up = [r.split("|")[0].lower() for r in first]
                 down = [r.split("|")[0].lower() for r in second]
                 result.sorted_ok = (up == sorted(up) and down == sorted(down, reverse=True)
                                     and (first != before or second != before))
-                result.sort_detail = f"before {before[:4]}, after {first[:4]}"
-                _click(tools, "table.leaderboard th:nth-child(2)")  # back to rank order
+                result.sort_detail = f"{table}: before {before[:4]}, after {first[:4]}"
+                _click(tools, f"#{table} th:nth-child(2)")  # back to rank order
             if screenshots is not None:
+                tools.call("Input.dispatchMouseEvent", type="mouseMoved", x=0, y=0)
                 folder = Path(screenshots)
                 for name, selector in shots or [("report-top.png", None),
                                                 ("report-plots.png", "div.plot")]:

@@ -10,14 +10,6 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from . import __version__, plugins
@@ -48,6 +40,24 @@ def print_leaderboard(board) -> None:
         for row in format_rows(group):
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
+
+
+def print_grid(experiments: list) -> None:
+    """``--dry-run``: the expanded grid, per experiment, and the number of cells."""
+    from .selection import grid_summary
+
+    total = 0
+    for g in grid_summary(experiments):
+        total += g["cells"]
+        console.print(f"[bold]{escape(g['experiment'])}[/bold]: {len(g['datasets'])} dataset "
+                      f"variant(s) x {len(g['algorithms'])} algorithm variant(s) x "
+                      f"{g['repetitions']} seed(s) = {g['cells']} cells", highlight=False)
+        console.print(f"  datasets: {escape(', '.join(g['datasets']))}", highlight=False,
+                      soft_wrap=True)
+        console.print(f"  algorithms: {escape(', '.join(g['algorithms']))}", highlight=False,
+                      soft_wrap=True)
+    console.print(f"{len(experiments)} experiment(s), {total} cells (dry run: nothing ran)",
+                  highlight=False)
 
 
 #: Exit codes of ``moebench run`` (documented in the README).
@@ -81,21 +91,48 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
               help="exit 3 when a cell errored or crashed, or was skipped for missing data")
 @click.option("--yes", is_flag=True,
               help="run grids larger than 100,000 cells without asking")
+@click.option("-e", "--experiment", "experiments", multiple=True, metavar="NAME",
+              help="run only this experiment (repeatable)")
+@click.option("-a", "--algorithm", "algorithms", multiple=True, metavar="NAME[p=v,...]",
+              help="run only this algorithm entry (label or plugin name; repeatable); "
+                   "NAME[lr=0.1] fixes a parameter, NAME[lr=[0.1,0.5]] sweeps it")
+@click.option("-d", "--dataset", "datasets", multiple=True, metavar="NAME[p=v,...]",
+              help="run only this dataset entry (repeatable), with parameters as for -a")
+@click.option("--budget-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="override budget.timeout: seconds of algorithm time per cell, after which "
+                   "the runner stops the algorithm (--timeout is the hard wall-clock limit)")
+@click.option("--dry-run", is_flag=True,
+              help="print the expanded grid (variants and cells per experiment) and exit")
+@click.option("--no-report", is_flag=True, help="do not write report.html")
+@click.option("--tables", is_flag=True,
+              help="also print every leaderboard (they are in leaderboard.md either way)")
+@click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "lines", "none"]),
+              default="auto", show_default=True,
+              help="a bar on a terminal, plain periodic lines otherwise (auto)")
+@click.option("-v", "--verbose", is_flag=True, help="show tracebacks of unexpected errors")
 def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs: int,
         quick: bool, resume: bool, overwrite: bool, wall_timeout: float | None,
-        executor: str, scheduler: str | None, strict: bool, yes: bool) -> None:
-    """Run SUITE_FILE and write results, leaderboards and a manifest to OUT/<suite>/.
+        executor: str, scheduler: str | None, strict: bool, yes: bool,
+        experiments: tuple[str, ...] = (), algorithms: tuple[str, ...] = (),
+        datasets: tuple[str, ...] = (), budget_timeout: float | None = None,
+        dry_run: bool = False, no_report: bool = False, tables: bool = False,
+        progress_mode: str = "auto", verbose: bool = False) -> None:
+    """Run SUITE_FILE and write results, leaderboards, report.html and a manifest to
+    OUT/<suite>/.
 
     Exit codes: 0 every cell ran (some may have failed as cells), 1 the run could not start or
-    go on, 2 the suite is invalid, 3 with --strict a cell errored, crashed or missed its data,
-    130 interrupted by Ctrl-C (143 by SIGTERM).
+    go on, 2 the suite or the selection is invalid, 3 with --strict a cell errored, crashed or
+    missed its data, 130 interrupted by Ctrl-C (143 by SIGTERM).
     """
     from .execution.store import ResultsExist
+    from .progress import RunProgress
     from .results import read_results as _read
     from .results import unsuccessful_cells
     from .runner import Interrupted, run_suite
+    from .selection import SelectionError, select, with_suggestions
     from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
-    from .suite import load_suite
+    from .suite import load_suite, resolve
 
     if resume and overwrite:
         err_console.print("[red]error:[/red] --resume and --overwrite exclude each other")
@@ -109,23 +146,30 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
             lines = suite._lines
             suite = suite.model_copy(update={"device": device})
             suite._lines = lines
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err_console, transient=False,
-        ) as bar:
-            task = bar.add_task(f"{suite.name}", total=None)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        suite = select(suite, experiments, algorithms, datasets, budget_timeout,
+                       str(suite_file))
+        resolved = resolve(suite, str(suite_file), quick=quick, seeds=seeds,
+                           max_cells=None if yes else limit)
+        if dry_run:
+            print_grid(resolved)
+            return
+        plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
+                for _ in range(e.repetitions) for a in e.algorithms]
+        with RunProgress(plan, err_console, jobs=jobs, mode=progress_mode,
+                         title=suite.name) as shown:
             directory = run_suite(suite, out, jobs=jobs, quick=quick, seeds=seeds,
-                                  suite_path=str(suite_file), progress=progress, mode=mode,
+                                  suite_path=str(suite_file), progress=shown.progress,
+                                  on_cell=shown.on_cell, mode=mode,
                                   executor=executor, scheduler=scheduler,
-                                  wall_timeout=wall_timeout,
+                                  wall_timeout=wall_timeout, html_report=not no_report,
                                   max_cells=None if yes else limit)
     except SuiteError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(with_suggestions(str(exc)))}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INVALID_SUITE)
+    except SelectionError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(EXIT_INVALID_SUITE)
     except Interrupted as exc:
         err_console.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False)
@@ -134,25 +178,39 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(EXIT_CANNOT_RUN)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(with_suggestions(str(exc)))}",
+                          highlight=False, soft_wrap=True)
         sys.exit(EXIT_CANNOT_RUN)
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
+        if verbose:
+            raise
         err_console.print(f"[red]error:[/red] the run stopped: {type(exc).__name__}: "
                           f"{escape(str(exc))}; the finished cells are kept in {escape(str(out))} "
                           "(run again with --resume)", highlight=False)
         sys.exit(EXIT_CANNOT_RUN)
     from .leaderboard import leaderboard, rank_metrics
+    from .summary import summary_lines, where_lines
 
     results = _read(directory)
-    print_leaderboard(leaderboard(results, rank_metrics(directory, results)))
+    if tables:
+        print_leaderboard(leaderboard(results, rank_metrics(directory, results)))
     finals = results[results["record"] == "final"]
     counts = finals["status"].value_counts().to_dict()
-    console.print(f"results in {directory}  ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
-    for status, reason, count in unsuccessful_cells(results)[:8]:
+    for line in summary_lines(directory):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    console.print(f"results in {escape(str(directory))}  "
+                  f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False)
+    for line in where_lines(directory):
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+    problems = unsuccessful_cells(results)
+    for status, reason, count in problems[:8]:
         err_console.print(f"[yellow]{status}[/yellow] ({count} cell{'s' if count != 1 else ''})"
                           f": {escape(reason)}", highlight=False)
+    if len(problems) > 8:
+        err_console.print(f"... and {len(problems) - 8} more kinds of failure: see "
+                          f"{escape(str(directory / 'failures.md'))}", highlight=False)
     if strict:
         failed = finals["status"].isin(["error", "crashed"])
         if "cause" in finals:
@@ -195,17 +253,18 @@ def list_cmd(kind: str, as_json: bool) -> None:
         return
     for name, cls in found.items():
         owner = plugins.load_plugins().owners[kind][name]
-        console.print(f"[bold]{name}[/bold]  {cls.summary}  [dim](plugin {owner})[/dim]")
+        console.print(f"[bold]{escape(name)}[/bold]  {escape(cls.summary)}  "
+                      f"[dim](plugin {escape(owner)})[/dim]", highlight=False)
         extra = []
         if kind == "metrics":
             extra.append(f"{'lower' if cls.direction == 'min' else 'higher'} is better"
                          + (", needs ground truth" if cls.requires_truth else ""))
         for line in extra:
-            console.print(f"    {line}")
+            console.print(f"    {escape(line)}", highlight=False)
         for p in describe_params(cls.Params):
             default = "required" if p["required"] else f"default {p['default']!r}"
-            console.print(f"    {p['name']}: {p['type']} = {default}  {p['description']}",
-                          highlight=False)
+            console.print(escape(f"    {p['name']}: {p['type']} = {default}  "
+                                 f"{p['description']}"), highlight=False)
 
 
 @main.command("report")
@@ -266,12 +325,15 @@ def data() -> None:
 @click.option("--no-verify", is_flag=True, help="do not compute checksums (faster)")
 def data_list(as_json: bool, no_verify: bool) -> None:
     """Show each dataset's files: present?, where found, checksums verified."""
-    from .datafiles import status
+    from .datafiles import DATA_ENV, cache_dir, data_dir, search_places, status
 
     rows = []
     for source, names in _data_sources().values():
         st = status(source, check=not no_verify)
+        places = [f"{label}: {root if root is not None else '(not set)'}"
+                  for label, root in search_places(source)]
         rows.append({
+            "searched": places,
             "source": source.name,
             "datasets": names,
             "present": st.present,
@@ -290,12 +352,18 @@ def data_list(as_json: bool, no_verify: bool) -> None:
         complete = r["present"] == r["total"]
         present = f"{r['present']}/{r['total']}"
         present = f"[green]{present}[/green]" if complete else f"[red]{present}[/red]"
-        where = f"{r['where']}: {r['path']}" if r["where"] else "-"
+        where = (f"{r['where']}: {r['path']}" if r["where"]
+                 else "not found; searched " + "; ".join(r["searched"]))
         label = ", ".join(r["datasets"])
         if label != r["source"]:
             label += f" ({r['source']})"
         table.add_row(escape(label), present, escape(where), escape(r["verified"]))
     console.print(table)
+    env = data_dir()
+    console.print(escape(f"searched in this order: the suite's `path` if given, ${DATA_ENV} "
+                         f"({env if env is not None else 'not set'}), the cache "
+                         f"({cache_dir()}), then Debian's folder where there is one"),
+                  highlight=False, soft_wrap=True)
 
 
 @data.command("fetch")

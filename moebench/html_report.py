@@ -138,7 +138,8 @@ def convergence_figure(curves: list[Curve], metric: str, title: str, log_request
         every = max(1, len(it) // 10)
         sizes = [7 if i % every == 0 or i == len(it) - 1 else 0 for i in range(len(it))]
         band_y = _list(c.q75) + _list(c.q25)[::-1]
-        traces.append({"type": "scatter", "x": it + it[::-1], "y": band_y, "fill": "toself",
+        traces.append({"type": "scatter", "mode": "lines", "x": it + it[::-1], "y": band_y,
+                       "fill": "toself",
                        "fillcolor": _rgba(color, 0.18), "line": {"width": 0},
                        "hoverinfo": "skip", "showlegend": False, "legendgroup": c.algorithm,
                        "name": c.algorithm + " 25-75 %"})

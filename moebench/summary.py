@@ -117,7 +117,8 @@ def summary_lines(directory: str | Path) -> list[str]:
             arrow = " (higher is better)" if metric_direction(s.metric) == "max" else ""
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
         best = f"best {s.winner}: {s.score}{arrow}" if s.winner else "no successful cell"
-        lines.append(f"{s.experiment}: {best}; cells: {counts}")
+        ranked = f" (ranked by {s.metric})" if s.metric else ""
+        lines.append(f"{s.experiment}{ranked}: {best}; cells: {counts}")
     return lines
 
 

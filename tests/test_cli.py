@@ -65,7 +65,7 @@ def test_unavailable_device_is_a_clear_error(fresh_plugins, tmp_path):
 
 def test_run_smoke_and_leaderboard(fresh_plugins, tmp_path):
     result = invoke("run", str(ROOT / "suites" / "smoke.yaml"), "--out", str(tmp_path),
-                    "--seeds", "1")
+                    "--seeds", "1", "--tables")
     assert result.exit_code == 0, result.output
     directory = tmp_path / "smoke"
     for name in ("results.parquet", "leaderboard.csv", "leaderboard.md", "manifest.json"):

@@ -1,0 +1,144 @@
+"""moebench run -e/-a/-d, --dry-run, --budget-timeout, errors with "did you mean", progress
+lines and the end-of-run summary; list and data list output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from moebench.cli import main
+from moebench.progress import CellCosts
+from moebench.selection import SelectionError, parse_selector, select, with_suggestions
+from moebench.suite import load_suite, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "suites" / "smoke.yaml")
+PAPER = str(ROOT / "suites" / "paper.yaml")
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["run", *args])
+
+
+def test_selector_syntax():
+    sel = parse_selector("gd[lr=[0.1, 0.5],optimizer=adam,batch_size=32]")
+    assert sel.name == "gd"
+    assert sel.values == {"lr": [0.1, 0.5], "optimizer": ["adam"], "batch_size": [32]}
+    assert parse_selector(" joint-em ").values == {}
+    for bad in ("gd[lr]", "[lr=1]", "gd[lr=[1,]"):
+        with pytest.raises(SelectionError):
+            parse_selector(bad)
+
+
+def test_dry_run_prints_the_selected_grid(fresh_plugins, tmp_path):
+    result = run(SMOKE, "--out", str(tmp_path), "--dry-run", "-e", "makkuva",
+                 "-a", "gd[lr=[0.01,0.1]]", "-a", "joint-em", "-d", "synthetic-moe[k=3]")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "makkuva: 1 dataset variant(s) x 3 algorithm variant(s) x 3 seed(s) = 9 cells" in out
+    assert "synthetic-moe[k=3]" in out and "gd[lr=0.01], gd[lr=0.1], joint-em" in out
+    assert "1 experiment(s), 9 cells" in out and "fruytier" not in out
+    assert not (tmp_path / "smoke").exists()
+    whole = run(SMOKE, "--dry-run", "--seeds", "2")
+    assert "2 experiment(s), 32 cells" in " ".join(whole.output.split())
+
+
+def test_selection_keeps_references_of_kept_variants(fresh_plugins):
+    suite = load_suite(PAPER)
+    chosen = select(suite, ["fruytier-synthetic"], ["em", "gd[lr=1.0]"], ["symmoline"],
+                    budget_timeout=7.5, source=PAPER)
+    (exp,) = resolve(chosen, PAPER, quick=True)
+    assert [a.id for a in exp.algorithms] == ["em", "gd[lr=1.0]"]
+    assert exp.budget.timeout == 7.5  # the quick budget too
+    claims = exp.reference.claims
+    assert claims and all({c.better, c.than} <= {"em", "gd[lr=1.0]"} for c in claims)
+    (full,) = resolve(select(suite, ["makkuva-table1"], budget_timeout=3), PAPER)
+    assert full.budget.timeout == 3 and full.budget.max_iter == 100
+
+
+def test_selection_is_validated_like_the_suite(fresh_plugins):
+    bad = run(SMOKE, "--dry-run", "-a", "gd[lrr=0.1]")
+    assert bad.exit_code == 2
+    assert "params.lrr" in bad.output and "unknown parameter of algorithm 'gd'" in bad.output
+    wrong = run(SMOKE, "--dry-run", "-a", "gd[lr=fast]")
+    assert wrong.exit_code == 2 and "lr" in wrong.output
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["-e", "makuva"], "did you mean 'makkuva'?"),
+    (["-a", "joint-me"], "did you mean 'joint-em'?"),
+    (["-d", "synthetic-mo"], "did you mean 'synthetic-moe'?"),
+    (["--device", "cpx"], "did you mean 'cpu'?"),
+])
+def test_misspelt_names_get_a_suggestion_and_no_traceback(fresh_plugins, args, hint):
+    result = run(SMOKE, "--dry-run", *args)
+    assert result.exit_code == 2, result.output
+    assert hint in result.output and "Traceback" not in result.output
+    assert result.output.startswith("error:")
+
+
+def test_suite_errors_get_suggestions():
+    message = ("  algorithms[0].name (line 3): unknown algorithm 'jiont-em'; valid names: gd, "
+               "joint-em")
+    assert with_suggestions(message).endswith("(did you mean 'joint-em'?)")
+    assert with_suggestions("unrelated") == "unrelated"
+
+
+def test_missing_suite_file_is_one_line(fresh_plugins, tmp_path):
+    result = run(str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert "no such suite file" in result.output and "Traceback" not in result.output
+
+
+def test_budget_timeout_is_not_the_hard_limit():
+    helps = CliRunner().invoke(main, ["run", "--help"]).output
+    text = " ".join(helps.split())
+    assert "--budget-timeout SECONDS" in text and "--timeout" in text
+    assert "hard wall-clock limit per cell" in text
+
+
+def test_run_prints_progress_lines_and_a_compact_summary(fresh_plugins, tmp_path):
+    result = run(SMOKE, "--out", str(tmp_path), "-e", "fruytier", "-a", "joint-em",
+                 "-a", "gd", "--seeds", "2", "--budget-timeout", "30")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "smoke: started" in out and "4/4 cells (100 %)" in out  # plain lines: no terminal
+    assert "fruytier (ranked by param_error): best " in out and "cells: " in out
+    directory = tmp_path / "smoke"
+    assert f"report.html: {directory / 'report.html'}" in " ".join(out.split()) or \
+        "interactive report" in out
+    assert (directory / "failures.md").read_text().startswith("# Failures and skips")
+    assert (directory / "report.html").is_file()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["experiments"][0]["budget"]["timeout"] == 30
+
+
+def test_eta_accounts_for_cell_cost():
+    plan = [("e", "d", "slow")] * 3 + [("e", "d", "fast")] * 3
+    costs = CellCosts(plan, jobs=1)
+    assert costs.eta() is None
+    costs.finished({"experiment": "e", "dataset": "d", "algorithm": "slow", "time": 10.0})
+    costs.finished({"experiment": "e", "dataset": "d", "algorithm": "fast", "time": 1.0,
+                    "time_metrics": 0.5})
+    assert costs.eta() == pytest.approx(2 * 10.0 + 2 * 1.5)
+    assert costs.in_flight() == "e · d · slow"
+
+
+def test_list_keeps_bracketed_text(fresh_plugins):
+    datasets = CliRunner().invoke(main, ["list", "datasets"]).output
+    assert "[dB]" in datasets and "list[str]" in datasets
+    assert "E[y|x]" in CliRunner().invoke(main, ["list", "metrics"]).output
+
+
+def test_data_list_says_where_it_looked(monkeypatch, tmp_path):
+    monkeypatch.delenv("MOEBENCH_DATA", raising=False)
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["data", "list", "--no-verify"])
+    out = " ".join(result.output.split())
+    assert "searched in this order" in out and "$MOEBENCH_DATA (not set)" in out
+    assert str(tmp_path / "cache") in out
+    rows = json.loads(CliRunner().invoke(main, ["data", "list", "--json", "--no-verify"]).output)
+    assert all(r["searched"] for r in rows)

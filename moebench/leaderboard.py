@@ -26,7 +26,11 @@ COLUMNS = [
     "median_iterations",
     "success_rate",
     "statuses",
+    "cut_short",
 ]
+
+#: Marks a score some of whose seeds were cut short by the timeout (status ``timeout``).
+CUT_SHORT_MARK = "†"
 
 
 def metric_direction(metric: str) -> str:
@@ -81,6 +85,7 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     "median_iterations": float(ok["iteration"].median()) if len(ok) else math.nan,
                     "success_rate": len(ok) / len(ran) if len(ran) else math.nan,
                     "statuses": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+                    "cut_short": int((ok["status"] == "timeout").sum()),
                 }
             )
         sign = -1.0 if metric_direction(metric) == "max" else 1.0
@@ -103,6 +108,8 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in board.itertuples(index=False):
         score = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}" if not math.isnan(r.mean) else "-"
+        if getattr(r, "cut_short", 0) and score != "-":
+            score += f" {CUT_SHORT_MARK}"
         out.append(
             [
                 str(r.rank),
@@ -132,6 +139,10 @@ def to_markdown(board: pd.DataFrame) -> str:
         parts.append("|" + "---|" * len(HEADERS))
         for row in format_rows(group):
             parts.append("| " + " | ".join(row) + " |")
+        if "cut_short" in group and group["cut_short"].fillna(0).astype(int).any():
+            parts.append(f"\n{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
+                         "`timeout`): their final values come from fewer iterations than the "
+                         "budget's `max_iter`.")
         parts.append("")
     return "\n".join(parts)
 

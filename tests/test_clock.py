@@ -59,6 +59,8 @@ def test_wall_clock_on_request_and_timeout_names_its_clock(fresh_plugins, tmp_pa
     fin = read_results(out).query("record == 'final'")
     assert set(fin["status"]) == {"timeout"}
     assert fin["message"].str.contains("of cpu time").all()
+    board = (out / "leaderboard.md").read_text()
+    assert "†" in board and "cut short by the timeout" in board
 
 
 def test_compilation_is_not_on_the_algorithm_clock(monkeypatch):

@@ -79,3 +79,13 @@ def test_compilation_is_not_on_the_algorithm_clock(monkeypatch):
 
 def test_default_clock():
     assert default_clock("cpu") == "cpu" and default_clock("cuda") == "wall"
+
+
+def test_workers_share_a_persistent_compile_cache(monkeypatch, tmp_path):
+    from moebench.execution.limits import use_persistent_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path))
+    assert use_persistent_compile_cache() == str(tmp_path / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    assert use_persistent_compile_cache() == "/elsewhere"  # the user's choice wins

@@ -130,6 +130,16 @@ def memory_limit(size: int | None) -> Iterator[None]:
 _worker_start: list[float] = []
 
 
+def use_persistent_compile_cache() -> str:
+    """Point torch.compile's on-disk caches (inductor's FX graph and kernel caches) at
+    ``<moebench cache>/torchinductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so that every
+    worker and every later run reuses what one compiled (torch's default lives in the temporary
+    folder, which is cleared on reboot). Returns the folder."""
+    from ..datafiles import cache_dir
+
+    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
+
+
 def _process_age() -> float | None:
     """Seconds since this process started (Linux), else ``None``."""
     try:
@@ -156,6 +166,7 @@ def worker_init(threads: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["MOEBENCH_WORKER"] = "1"
+    use_persistent_compile_cache()
     import torch
 
     from .. import plugins

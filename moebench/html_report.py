@@ -413,10 +413,27 @@ def build_context(directory: str | Path) -> dict[str, Any]:
     }
 
 
-def _plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
+_PLOTLY_JS: str | None = None
 
-    return get_plotlyjs().replace("</script", "<\\/script")
+
+def _plotly_js() -> str:
+    """plotly.js, read from the plotly package's data (without importing plotly: slow)."""
+    global _PLOTLY_JS
+    if _PLOTLY_JS is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("plotly")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        found = [Path(r) / "package_data" / "plotly.min.js" for r in roots]
+        found = [f for f in found if f.is_file()]
+        if found:
+            text = found[0].read_text(encoding="utf-8")
+        else:  # another layout: ask plotly
+            from plotly.offline import get_plotlyjs
+
+            text = get_plotlyjs()
+        _PLOTLY_JS = text.replace("</script", "<\\/script")
+    return _PLOTLY_JS
 
 
 def render(context: dict[str, Any]) -> str:

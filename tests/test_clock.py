@@ -89,3 +89,16 @@ def test_workers_share_a_persistent_compile_cache(monkeypatch, tmp_path):
     assert use_persistent_compile_cache() == str(tmp_path / "torchinductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
     assert use_persistent_compile_cache() == "/elsewhere"  # the user's choice wins
+
+
+def test_workers_wait_passively_unless_the_user_says_otherwise(monkeypatch):
+    from moebench.execution import local
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    pool = local.worker_pool(1, 1)
+    assert pool.schedule(local._environment_value, ("OMP_WAIT_POLICY",)).result() == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in local.os.environ  # the parent's environment is unchanged
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    pool = local.worker_pool(1, 1)  # another environment: a new pool
+    assert pool.schedule(local._environment_value, ("OMP_WAIT_POLICY",)).result() == "ACTIVE"
+    local.shutdown_pool()

@@ -36,6 +36,14 @@ from .worker import execute_cell
 Report = Callable[[list[dict[str, Any]]], None]
 
 
+#: Environment of the worker processes, where the user has not set these variables.
+#: ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads (torch's runtime and the native kernel's, two
+#: runtimes in one process) sleep instead of spinning when they wait. With another CPU-bound
+#: process on the machine, spinning threads take the cores from the threads that have work:
+#: joint EM at n = 4000 took 83-275 ms per iteration spinning against 4-8 ms passive on a busy
+#: 2-core machine (``python -m benchmarks.busy_machine``); the results are the same bit for bit.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 _launching = threading.local()
 _original_preparation = spawn.get_preparation_data
 
@@ -58,10 +66,14 @@ class _WorkerProcess(multiprocessing.context.SpawnProcess):
     @staticmethod
     def _Popen(process_obj):
         _launching.worker = True
+        added = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
+        os.environ.update(added)  # read by the child's OpenMP runtimes when they load
         try:
             return multiprocessing.context.SpawnProcess._Popen(process_obj)
         finally:
             _launching.worker = False
+            for k in added:
+                os.environ.pop(k, None)
 
 
 class _WorkerContext(multiprocessing.context.SpawnContext):
@@ -110,6 +122,11 @@ def shutdown_pool(kill: bool = False) -> None:
 
 
 atexit.register(shutdown_pool, True)
+
+
+def _environment_value(name: str) -> str | None:
+    """A worker's value of an environment variable (tests)."""
+    return os.environ.get(name)
 
 
 def resolve_future(spec: CellSpec, limits: Limits, future: Future) -> list[dict[str, Any]]:

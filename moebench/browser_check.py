@@ -219,7 +219,9 @@ def _click(tools: DevTools, selector: str) -> None:
 def _screenshot(tools: DevTools, path: Path, selector: str | None) -> Path:
     if selector:
         tools.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView()")
-        tools.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)))")
+    else:
+        tools.evaluate("window.scrollTo(0, 0)")
+    tools.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)))")
     shot = tools.call("Page.captureScreenshot", format="png")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))

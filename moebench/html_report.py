@@ -407,7 +407,7 @@ def build_context(directory: str | Path) -> dict[str, Any]:
         "figures": figures,
         "legend": styles.legend(),
         "colors": {item["algorithm"]: item["color"] for item in styles.legend()},
-        "verdict_rule": VERDICT_RULE,
+        "verdict_rule": VERDICT_RULE.replace("*", ""),
         "total_failures": sum(len(s["failures"]) for s in sections),
         "plotly_js": _plotly_js(),
     }

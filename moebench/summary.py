@@ -102,7 +102,8 @@ def summarize(directory: str | Path) -> list[ExperimentSummary]:
                     row = firsts.iloc[0]
                     score = f"{metric} {row['mean']:.4g} ± {row['std']:.2g}"
                 else:
-                    score = f"first on {int(wins.iloc[0])}/{n_configs} dataset configurations"
+                    score = (f"first on {int(wins.iloc[0])} of {n_configs} dataset "
+                             "configurations")
         out.append(ExperimentSummary(str(exp), metric, winner, score, counts))
     return out
 
@@ -114,9 +115,9 @@ def summary_lines(directory: str | Path) -> list[str]:
     for s in summarize(directory):
         arrow = ""
         if s.metric:
-            arrow = " (higher is better)" if metric_direction(s.metric) == "max" else ""
+            arrow = ", higher is better" if metric_direction(s.metric) == "max" else ""
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-        best = f"best {s.winner}: {s.score}{arrow}" if s.winner else "no successful cell"
+        best = f"best {s.winner} ({s.score}{arrow})" if s.winner else "no successful cell"
         ranked = f" (ranked by {s.metric})" if s.metric else ""
         lines.append(f"{s.experiment}{ranked}: {best}; cells: {counts}")
     return lines

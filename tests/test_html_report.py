@@ -16,7 +16,7 @@ from moebench.suite import parse_suite
 SUITE = """
 name: html-test
 seed: 5
-repetitions: 3
+repetitions: 2
 budget: {max_iter: 8}
 experiments:
   - name: small
@@ -34,7 +34,7 @@ experiments:
       - {metric: param_error, log_y: true}
     datasets:
       - name: synthetic-moe
-        params: {n: 400, n_test: 100, d: 5, sigma: 0.2}
+        params: {n: 300, n_test: 100, d: 5, sigma: 0.2}
         grid: {k: [2, 3]}
     algorithms:
       - name: joint-em

@@ -3,6 +3,8 @@
 #
 #   benchmarks/asv_compare_commits.sh BASE NEW [asv run options, e.g. --quick --bench EMKernels]
 #
+# (needs asv in the environment: pip install asv)
+#
 # `asv continuous` cannot run with `environment_type: existing`, and the editable install follows
 # one checkout. So each commit is checked out into a temporary `git worktree`, and asv runs there
 # with that worktree's moebench and moebench_plugins first on PYTHONPATH (`asv run --python=same

@@ -298,7 +298,7 @@ def leaderboard_cmd(results_dir: Path) -> None:
     try:
         board = write_leaderboards(results_dir)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     print_leaderboard(board)
 

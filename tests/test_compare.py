@@ -118,3 +118,40 @@ def test_compare_command_exit_codes(runs):
     data = runner.invoke(main, ["compare", str(runs["base"]), str(runs["slow"]), "--json",
                                 "--metric", "param_error"])
     assert data.exit_code == 0 and '"verdict": "unchanged"' in data.output
+
+
+def _folder(path, rows):
+    from moebench.execution.store import rows_to_frame
+
+    path.mkdir(parents=True)
+    rows_to_frame(rows).to_parquet(path / "results.parquet", index=False)
+    (path / "manifest.json").write_text('{"metrics": {"e": ["param_error", "test_accuracy"]}}')
+    return path
+
+
+def _final(alg, rep, param_error, accuracy, status="max_iter"):
+    return {"experiment": "e", "dataset": "d", "algorithm": alg, "repetition": rep,
+            "dataset_params": "{}", "algorithm_params": "{}", "record": "final",
+            "iteration": 10, "time": 1.0, "status": status, "param_error": param_error,
+            "test_accuracy": accuracy}
+
+
+def test_metric_regressions_need_the_factor_and_significance(tmp_path):
+    seeds = range(8)
+    a = _folder(tmp_path / "a", [_final("x", r, 0.1 + 0.01 * r, 0.9) for r in seeds]
+                + [_final("gone", r, 0.1, 0.9) for r in seeds])
+    b = _folder(tmp_path / "b", [_final("x", r, 0.2 + 0.01 * r, 0.9 - 0.001 * (r % 2))
+                                 for r in seeds]
+                + [_final("new", r, 0.1, 0.9) for r in seeds])
+    changes = {(c.algorithm, c.measure): c for c in compare_runs(a, b, factor=1.1)}
+    worse = changes[("x", "param_error")]
+    assert worse.verdict == "worse" and worse.p_value < 0.01 and worse.ratio > 1.5
+    # accuracy moved by < 0.1 %: within the factor, not a change
+    assert changes[("x", "test_accuracy")].verdict == "unchanged"
+    assert changes[("gone", "cells")].verdict == "only in A"
+    assert changes[("new", "cells")].verdict == "only in B"
+    # a cell that now errors is a regression too
+    c = _folder(tmp_path / "c", [_final("x", r, 0.1 + 0.01 * r, 0.9, "error" if r == 0 else
+                                        "max_iter") for r in seeds])
+    failed = [ch for ch in regressions(compare_runs(a, c)) if ch.measure == "successful cells"]
+    assert failed and failed[0].a == 8 and failed[0].b == 7

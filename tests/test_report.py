@@ -88,3 +88,24 @@ def test_reference_must_name_real_ids(fresh_plugins):
     ((where, message),) = info.value.problems
     assert where.startswith("experiments[0].reference.values[0].algorithm")
     assert "joint-em" in message
+
+
+def test_figure_axes_clip_a_blow_up_and_use_quantiles():
+    import numpy as np
+
+    from moebench.report import Curve, use_log, y_range
+
+    it = np.arange(5.0)
+
+    def curve(name, values):
+        v = np.asarray(values, float)
+        return Curve(name, it, it * 0.1, v, v * 0.9, v * 1.1, 3)
+
+    good = curve("em", [2.0, 1.0, 0.5, 0.4, 0.4])
+    bad = curve("gd[lr=3.0]", [2.0, 50.0, 1e4, 1e6, 1e8])
+    assert use_log([good, bad], False)  # > 3 decades, all positive
+    lo, hi = y_range([good, bad], True, "min")
+    assert hi == 6.0 and lo < 0.4  # bounded by the initial value, not by the blow-up
+    assert bad.off_scale and not good.off_scale
+    assert y_range([curve("em", [2.0, 1.0, 0.5, 0.4, 0.4])], False, "min") is None
+    assert not use_log([curve("nll", [-1.0, -2.0, -3.0, -3.0, -3.0])], True)  # values <= 0

@@ -455,5 +455,25 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...
         sys.exit(1)
 
 
+@main.command("init-plugin")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["algorithm", "dataset", "metric"]),
+              default="algorithm", show_default=True, help="what the plugin registers")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="where to create moebench-NAME/")
+def init_plugin_cmd(name: str, kind: str, directory: Path) -> None:
+    """Write a pip-installable plugin package NAME: pyproject.toml with the entry point, a
+    working skeleton, a README and a pytest file running the conformance kit."""
+    from .scaffold import init_plugin
+
+    try:
+        root = init_plugin(name, kind, directory)  # type: ignore[arg-type]
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    console.print(f"wrote {escape(str(root))}\n  pip install -e {escape(str(root))}\n"
+                  f"  moebench plugins\n  pytest {escape(str(root / 'tests'))}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

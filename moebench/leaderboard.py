@@ -83,7 +83,8 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     "n_seeds": int(len(values)),
                     "median_time": float(ok["time"].median()) if len(ok) else math.nan,
                     "median_iterations": float(ok["iteration"].median()) if len(ok) else math.nan,
-                    "success_rate": len(ok) / len(ran) if len(ran) else math.nan,
+                    # a success has a finite value: a cell killed at the hard limit has none
+                    "success_rate": len(values) / len(ran) if len(ran) else math.nan,
                     "statuses": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
                     "cut_short": int((ok["status"] == "timeout").sum()),
                 }

@@ -171,6 +171,9 @@ def _report_float(value: Any, what: str) -> float | None:
     """A reported scalar as a Python float: 0-d tensors and numpy scalars are unwrapped."""
     if value is None:
         return None
+    if getattr(value, "ndim", 0):  # a tensor or array with dimensions, even of one element
+        raise ReportError(f"{what} must be a Python float (or None); the algorithm reported a "
+                          f"{type(value).__name__} of shape {tuple(value.shape)}")
     scalar = as_scalar(value)
     if isinstance(scalar, bool) or not isinstance(scalar, int | float):
         raise ReportError(f"{what} must be a Python float (or None); the algorithm reported "
@@ -206,8 +209,13 @@ def _returned_problem(params: Any, model: Model) -> str | None:
     return None
 
 
-def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
-             ) -> list[dict[str, Any]]:
+class _StopIgnored(BaseException):
+    """Raised in the callback of an algorithm that reports again after being told to stop
+    (a ``BaseException``, so that a plugin's ``except Exception`` does not swallow it)."""
+
+
+def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
+             deadline: float | None = None) -> list[dict[str, Any]]:
     """Run the algorithm of ``spec`` on a prepared unit; returns the cell's rows.
 
     Every iteration the algorithm reports becomes an ``iteration`` row (the clock stops while
@@ -259,7 +267,13 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     def callback(it: Iterate) -> bool:
         if state["status"] is not None:  # told to stop already: neither timed nor recorded
             state["ignored"] += 1
-            return False
+            raise _StopIgnored
+        go_on = report(it)
+        if not go_on:  # kept in case the algorithm ignores the stop and must be aborted
+            state["last_params"] = {k: v.detach().clone() for k, v in it.params.items()}
+        return go_on
+
+    def report(it: Iterate) -> bool:
         if _iteration_number(it.iteration) != state["next"]:
             raise ReportError(f"Iterate.iteration must count 0, 1, 2, ... (one per report; "
                               f"restarts keep counting): expected {state['next']}, the "
@@ -293,6 +307,12 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
         if it.iteration >= budget.max_iter:
             state["status"] = "max_iter"
             return False
+        if deadline is not None and time.monotonic() >= deadline:
+            state["status"] = "timeout"
+            state["message"] = (f"stopped near the hard wall-clock limit at iteration "
+                                f"{it.iteration} ({clock.spent(clock_name):.3g} s of "
+                                f"{clock_name} time)")
+            return False
         if budget.timeout is not None and clock.spent(clock_name) >= budget.timeout:
             state["status"] = "timeout"
             state["message"] = (f"stopped after {clock.spent(clock_name):.3g} s of {clock_name} "
@@ -302,7 +322,9 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
         clock.start()
         return True
 
-    problem = Problem(model, tensors["X_train"], tensors["y_train"],
+    # the algorithm gets its own copies: one that writes into its inputs must not change the
+    # data of the cells that follow on this worker
+    problem = Problem(model, tensors["X_train"].clone(), tensors["y_train"].clone(),
                       torch_generator(fields["seed"], device.torch_device()), density,
                       init_spec=exp.init, init_truth=truth)
     start = {k: v.clone() for k, v in unit.init.items()}
@@ -322,6 +344,8 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
                                     f"(budget {budget.timeout} s)")
             else:
                 state["status"] = "done"
+    except _StopIgnored:
+        final_params = state["last_params"]
     except UnsupportedProblem as exc:
         state["status"], state["message"] = "skipped", str(exc)
     except ReportError as exc:
@@ -350,8 +374,9 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None
     elif state["last"] is not None:
         values = state["last"][1]
     if state["ignored"]:
-        note = (f"the algorithm reported {state['ignored']} more iteration(s) after the runner "
-                "said stop (not recorded, not timed)")
+        note = ("the algorithm reported another iteration after the runner said stop; it was "
+                "stopped by an exception raised in its callback (final metrics: the last "
+                "reported parameters)")
         state["message"] = f"{state['message']}; {note}" if state["message"] else note
     absent = [] if unit.data.has_test else [m.name for m in unit.metrics if m.reads_test_split()]
     if absent:
@@ -553,7 +578,11 @@ def run_suite(
         if not stop.requested:
             state = "complete"
     finally:
-        _finish(store, manifest, experiments, state, html_report)
+        # a further Ctrl-C while the outputs are written must not cost them; after SIGTERM or
+        # a second Ctrl-C the slow reports are left out (table, leaderboards, manifest written)
+        with stop.installed():
+            _finish(store, manifest, experiments, state, html_report and not stop.forced,
+                    slow_reports=not stop.forced)
     if stop.requested:
         raise Interrupted(store.directory, stop.signum or signal.SIGINT)
     return store.directory
@@ -561,7 +590,7 @@ def run_suite(
 
 def _finish(store: ResultStore, manifest: dict[str, Any],
             experiments: list[ResolvedExperiment], state: str,
-            html_report: bool = True) -> None:
+            html_report: bool = True, slow_reports: bool = True) -> None:
     """Write the manifest, table, leaderboards and report; one failing never costs the others."""
     manifest["finished"] = datetime.now(UTC).isoformat()
     manifest["time_accounting"] = time_accounting(store, manifest)
@@ -577,7 +606,7 @@ def _finish(store: ResultStore, manifest: dict[str, Any],
         return
     steps = [("results.parquet", store.write_table),
              ("leaderboards", lambda: write_leaderboards(store.directory))]
-    if any(e.reference or e.figures for e in experiments):
+    if slow_reports and any(e.reference or e.figures for e in experiments):
         from .report import write_report
 
         steps.append(("REPRODUCTION.md", lambda: write_report(store.directory)))

@@ -54,6 +54,25 @@ FAULTS = '''
             if how == "string-objective":
                 callback(Iterate(0, init, objective="low"))
                 return init
+            if how == "mutate":  # writes into the data and the initial point it was given
+                callback(Iterate(0, init, objective=1.0))
+                problem.X.mul_(0.0)
+                problem.y.add_(5.0)
+                for v in init.values():
+                    v.add_(1.0)
+                return init
+            if how == "sleepy-reporter":  # reports every 0.3 s while sleeping (no CPU time)
+                t = 0
+                while callback(Iterate(t, init, objective=1.0)):
+                    time.sleep(0.3)
+                    t += 1
+                return init
+            if how.startswith("burn"):  # burn:SECONDS of CPU, then return
+                end = time.thread_time() + float(how.split(":")[1])
+                while time.thread_time() < end:
+                    pass
+                callback(Iterate(0, init, objective=1.0))
+                return init
             if how == "overrun":  # ignores the callback's stop and keeps iterating
                 for t in range(40):
                     callback(Iterate(t, init, objective=1.0))
@@ -146,12 +165,14 @@ def fault(how: str) -> str:
 
 
 def test_each_fault_affects_only_its_own_cell(fault_plugins, tmp_path):
-    hows = ["hang", "abort", "segfault", "sigkill", "os-exit", "system-exit", "keyboard-interrupt",
-            "tensor-objective", "string-objective", "overrun", "slow-return"]
+    hows = ["hang", "sleepy-reporter", "abort", "segfault", "sigkill", "os-exit", "system-exit",
+            "keyboard-interrupt", "tensor-objective", "string-objective", "overrun", "slow-return"]
     memory = "memory_limit: 2GiB\n" if memory_limit_supported() else ""
     if memory:
         hows.append("hog")
-    suite = make_suite(["{name: joint-em}"] + [fault(h) for h in hows] + ["{name: gd}"],
+    entries = [fault(h) if h != "sleepy-reporter" else
+               fault(h)[:-1] + ", budget: {max_iter: 100000}}" for h in hows]
+    suite = make_suite(["{name: joint-em}"] + entries + ["{name: gd}"],
                        extra=memory)
     directory = run_suite(suite, tmp_path, jobs=2)
     fin = finals(directory)
@@ -182,6 +203,12 @@ def test_each_fault_affects_only_its_own_cell(fault_plugins, tmp_path):
     # iterations after the stop are neither recorded nor timed
     assert fin.loc["overrun", "iteration"] == 5
     assert "after the runner said stop" in fin.loc["overrun", "message"]
+    assert "stopped by an exception raised in its callback" in fin.loc["overrun", "message"]
+    assert fin.loc["overrun", "status"] == "max_iter"
+    # one that keeps reporting but never spends CPU time stops before the kill, rows kept
+    assert fin.loc["sleepy-reporter", "status"] == "timeout"
+    assert "near the hard wall-clock limit" in fin.loc["sleepy-reporter", "message"]
+    assert fin.loc["sleepy-reporter", "iteration"] > 10
     assert fin.loc["overrun", "time"] < 0.5
     # returning long after the budget is a timeout, not a success
     assert fin.loc["slow-return", "status"] == "timeout"
@@ -195,6 +222,8 @@ def test_each_fault_affects_only_its_own_cell(fault_plugins, tmp_path):
     manifest = read_manifest(directory)
     assert manifest["state"] == "complete" and manifest["interrupted"] is False
     assert manifest["status_counts"]["crashed"] == 4 + bool(memory)
+    board = pd.read_csv(directory / "leaderboard.csv").set_index("algorithm")
+    assert board.loc["hang", "success_rate"] == 0  # killed: no final value, not a success
 
 
 def test_cells_are_committed_one_line_each_and_partial_lines_ignored(fault_plugins, tmp_path):
@@ -399,3 +428,41 @@ def test_huge_grid_asks_for_yes(fresh_plugins, tmp_path):
     text = " ".join(result.output.split())
     assert "200000 cells" in text.replace(",", "") and "--yes" in text
     assert not (tmp_path / "o" / "exec-test").exists()
+
+
+def test_an_algorithm_writing_into_its_inputs_changes_no_other_cell(fault_plugins, tmp_path):
+    alone = finals(run_suite(make_suite(["{name: joint-em}"]), tmp_path / "a"))
+    after = finals(run_suite(make_suite([fault("mutate"), "{name: joint-em}"]), tmp_path / "b"))
+    for column in ("param_error", "train_nll", "test_mse", "iteration"):
+        assert after.loc["joint-em", column] == alone.loc["joint-em", column], column
+
+
+def _fault_env(site: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+
+
+def test_first_ctrl_c_lets_running_cells_finish_and_a_second_one_still_writes(fault_plugins,
+                                                                             tmp_path):
+    suite_file = tmp_path / "slow.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE).replace("timeout: 0.5", "timeout: 60")
+                          + "".join(f"  - {{name: fault, label: b{i}, params: {{how: 'burn:2'}}}}\n"
+                                    for i in range(4)))
+    for presses, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        proc = _moebench("run", str(suite_file), "--out", str(out), env=_fault_env(fault_plugins))
+        cells = out / "exec-test" / "cells.jsonl"
+        _wait_for_cells(cells, 1, proc)
+        time.sleep(0.3)  # the second cell is running
+        os.killpg(proc.pid, signal.SIGINT)
+        if presses == 2:
+            time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 130, output
+        manifest = read_manifest(out / "exec-test")
+        assert manifest["state"] == "interrupted"
+        assert (out / "exec-test" / "results.parquet").is_file()
+        done = len(cells.read_text().splitlines())
+        if presses == 1:
+            assert done == 2, "the cell in flight at the first Ctrl-C was not let finish"
+        else:
+            assert 1 <= done <= 2

@@ -174,7 +174,9 @@ class LocalExecutor:
                     inflight[future] = (spec, limits)
                 if stop.requested:
                     queue.clear()
-                    for future in [f for f in inflight if f.cancel()]:
+                    # cancel the queued cells only: cancelling a running pebble task kills its
+                    # worker, and the first Ctrl-C lets the running ones finish
+                    for future in [f for f in inflight if not f.running() and f.cancel()]:
                         del inflight[future]
                     if stop.must_kill() and inflight:
                         shutdown_pool(kill=True)

@@ -43,6 +43,11 @@ def _account(rows: list[dict[str, Any]], data_time: float) -> list[dict[str, Any
     return rows
 
 
+#: A cell still reporting iterations stops itself (status ``timeout``, rows kept) once this
+#: fraction of its hard wall-clock limit has passed, before the supervisor would kill it.
+SOFT_WALL = 0.9
+
+
 def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
     """Run one cell in this process under ``limits.memory``; never raises for the plugin.
 
@@ -54,13 +59,14 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
     global _cached
     from ..runner import UnitFailure, run_cell
 
+    deadline = None if limits.wall is None else time.monotonic() + SOFT_WALL * limits.wall
     try:
         with memory_limit(limits.memory):
             unit, data_time = _prepared(spec)
             if isinstance(unit, UnitFailure):
                 return _account([final_row(spec, unit.status, unit.message, cause=unit.cause)],
                                 data_time)
-            return _account(run_cell(spec, unit, limits.memory), data_time)
+            return _account(run_cell(spec, unit, limits.memory, deadline), data_time)
     except MemoryError as exc:
         _cached = None
         return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]

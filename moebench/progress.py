@@ -71,6 +71,16 @@ class CellCosts:
                 left += n * cost
         return left / self.jobs
 
+    def eta_text(self) -> str:
+        """The ETA as ``H:MM:SS``, ``>= H:MM:SS`` while some experiment with cells left has
+        no finished cell to estimate them from, ``?`` before any cell finished."""
+        seconds = self.eta()
+        if seconds is None:
+            return "?"
+        unknown = any(n and self._mean(exp) is None
+                      for (exp, _ds, _alg), n in self.remaining.items())
+        return (">= " if unknown else "") + _clock(seconds)
+
     def in_flight(self) -> str:
         """The first configuration with cells left (cells run in this order)."""
         for (exp, ds, alg), n in self.remaining.items():
@@ -150,7 +160,7 @@ class RunProgress:
         elapsed = time.monotonic() - self.start
         share = f"{100 * self.done / self.total:.0f} %" if self.total else "-"
         return (f"{self.done}/{self.total} cells ({share}), elapsed {_clock(elapsed)}, "
-                f"ETA {_clock(self.costs.eta())}, now {self.costs.in_flight()}")
+                f"ETA {self.costs.eta_text()}, now {self.costs.in_flight()}")
 
     def _line(self, what: str | None = None) -> None:
         with self._lock:
@@ -166,7 +176,7 @@ class RunProgress:
         self.done, self.total = done, total
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total,
-                             eta=_clock(self.costs.eta()), now=escape(self.costs.in_flight()))
+                             eta=self.costs.eta_text(), now=escape(self.costs.in_flight()))
         elif self.mode == "lines" and total:
             decile = int(10 * done / total)
             if decile > self._last_decile:

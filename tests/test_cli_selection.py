@@ -125,6 +125,9 @@ def test_eta_accounts_for_cell_cost():
                     "time_metrics": 0.5})
     assert costs.eta() == pytest.approx(2 * 10.0 + 2 * 1.5)
     assert costs.in_flight() == "e · d · slow"
+    other = CellCosts([("e", "d", "a"), ("f", "d", "a")])
+    other.finished({"experiment": "e", "dataset": "d", "algorithm": "a", "time": 2.0})
+    assert other.eta_text() == ">= 0:00:02"  # experiment f: no finished cell to go by
 
 
 def test_list_keeps_bracketed_text(fresh_plugins):

@@ -375,7 +375,7 @@ def _converging_params(
 def algorithm_checks(
     name: str | type[Algorithm],
     params: dict[str, Any] | None = None,
-    dataset: tuple[str, dict[str, Any]] = DEFAULT_DATASET,
+    dataset: tuple[str | type[Dataset], dict[str, Any]] = DEFAULT_DATASET,
     converge_params: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """Yield ``(check id, zero-argument check)`` pairs, one per check and device.
@@ -385,7 +385,7 @@ def algorithm_checks(
     model family.
     """
     algorithm_cls = _algorithm_class(name)
-    dataset_cls = plugins.get("datasets", dataset[0])
+    dataset_cls = _dataset_class(dataset[0])
     data = dataset_cls(dataset_cls.Params.model_validate(dataset[1])).load(0)
     converging = _converging_params(algorithm_cls, converge_params)
     label = getattr(algorithm_cls, "name", algorithm_cls.__name__)
@@ -404,7 +404,7 @@ def algorithm_checks(
 def check_algorithm(
     name: str | type[Algorithm],
     params: dict[str, Any] | None = None,
-    dataset: tuple[str, dict[str, Any]] = DEFAULT_DATASET,
+    dataset: tuple[str | type[Dataset], dict[str, Any]] = DEFAULT_DATASET,
     converge_params: dict[str, Any] | None = None,
 ) -> list[str]:
     """Run every conformance check on an algorithm on every available device.
@@ -417,7 +417,7 @@ def check_algorithm(
     params
         The algorithm's parameters (defaults otherwise).
     dataset
-        ``(dataset name, params)`` of the small problem to fit.
+        ``(dataset name or class, params)`` of the small problem to fit.
     converge_params
         Parameters under which the algorithm must return by itself (its convergence criterion
         switched on). Default: ``{"tol": 1e-3}`` when the algorithm has a ``tol`` parameter;

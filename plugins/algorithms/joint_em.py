@@ -91,6 +91,8 @@ def run_em(
     X, y = problem.X, problem.y
     gate = algorithm.params.gate_options()
     params = {k: v.detach().clone() for k, v in init.items()}
+    if eta == 1.0 and extras_hook is None:
+        return _run_fused_em(algorithm, model, X, y, params, gate, callback)
     nll = float(model.nll(params, X, y))
     if not callback(Iterate(0, params, objective=nll)):
         return params
@@ -116,6 +118,42 @@ def run_em(
         if tol > 0 and relative_decrease(nll, new_nll) < tol:
             return params
         nll = new_nll
+
+
+def _run_fused_em(algorithm: Algorithm, model, X: torch.Tensor, y: torch.Tensor,
+                  params: ParamDict, gate, callback: Callback) -> ParamDict:
+    """EM proper, one pass over the data per iteration for linear experts.
+
+    The family's ``em_step`` at ``theta_t`` returns ``theta_{t+1}`` together with the NLL at
+    ``theta_t`` (a by-product of its E-step), so the NLL reported with ``theta_t`` comes from
+    the step that follows it instead of a separate pass: the step is computed before the
+    callback that reports ``theta_t`` (and wasted once, after the last report).
+    """
+    following, following_extras = model.em_step(X, y, params, gate)
+    nll = _nll(model, X, y, params, following_extras)
+    if not callback(Iterate(0, params, objective=nll)):
+        return params
+    t = 0
+    while True:
+        t += 1
+        params, extras = following, following_extras
+        following, following_extras = model.em_step(X, y, params, gate)
+        new_nll = _nll(model, X, y, params, following_extras)
+        if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
+            return params
+        if not math.isfinite(new_nll):
+            return params
+        tol = algorithm.params.tol
+        if tol > 0 and relative_decrease(nll, new_nll) < tol:
+            return params
+        nll = new_nll
+
+
+def _nll(model, X: torch.Tensor, y: torch.Tensor, params: ParamDict, extras: dict) -> float:
+    """The NLL at ``params`` from the step's by-product, else computed (families whose
+    ``em_step`` does not report it)."""
+    nll = extras.pop("nll", None)
+    return float(nll) if nll is not None else float(model.nll(params, X, y))
 
 
 def needs_m_step(algorithm: str, model: Model) -> str | None:

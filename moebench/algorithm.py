@@ -23,7 +23,9 @@ The contract between an algorithm and the runner (enforced by the runner and che
    device); the final metrics of the cell are computed on *these*, not on the last reported
    ones. Usually they are the last reported parameters.
 7. Returning before the callback said stop means "converged by my own criterion": the cell's
-   status is ``done`` (``max_iter`` or ``timeout`` when the runner stopped it).
+   status is ``done`` (``max_iter`` or ``timeout`` when the runner stopped it). The cell's final
+   row carries the extras of the last report, and :meth:`Algorithm.note` adds remarks to its
+   message.
 8. ``problem.generator`` is the only randomness: two fits with generators seeded alike give
    identical results.
 """
@@ -136,6 +138,15 @@ class Algorithm(ABC):
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Add a remark to the cell's final message (e.g. "phase 2 did not run").
+
+        The runner appends every note to the message of the cell's ``final`` row; use it for
+        what a reader of the results must know but a float in ``extras`` cannot say.
+        """
+        self.notes.append(text)
 
     def unsupported_reason(self, model: Model) -> str | None:
         """``None`` if this algorithm can fit ``model``, else why not (cells are skipped)."""

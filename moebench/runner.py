@@ -285,6 +285,7 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
         objective = _report_float(it.objective, "Iterate.objective")
         extras = {f"extra.{k}": _report_float(v, f"Iterate.extras[{k!r}]")
                   for k, v in it.extras.items()}
+        state["last_extras"] = extras  # the final row carries the last report's extras too
         values = timed_evaluate(it.params)
         rows.append({**fields, "record": "iteration", "iteration": int(it.iteration),
                      "time": clock.wall, "cpu_time": clock.cpu, "objective": objective,
@@ -382,12 +383,15 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
     if absent:
         note = (f"no test split (the dataset trains on every row): {', '.join(absent)} absent")
         state["message"] = f"{state['message']}; {note}" if state["message"] else note
+    for note in getattr(algorithm, "notes", None) or []:  # Algorithm.note(): e.g. a phase
+        state["message"] = f"{state['message']}; {note}" if state["message"] else str(note)
     for row in rows:
         row["status"] = status
     last_iter = state["last"][0] if state["last"] else 0
     rows.append(final(values, status=status, message=state["message"], iteration=last_iter,
                       time=clock.wall, cpu_time=clock.cpu, clock=clock_name,
-                      time_metrics=state["metrics_time"], time_compile=clock.compile))
+                      time_metrics=state["metrics_time"], time_compile=clock.compile,
+                      **state.get("last_extras", {})))
     return rows
 
 

@@ -282,6 +282,12 @@ experiments:
       - name: returns-none
       - name: returns-other
       - name: init-probe
+      - name: tensor-em
+        label: refine-never
+        params: {refine: true, tol: 0, gate_max_iter: null}
+      - name: tensor-em
+        label: refine-split
+        params: {refine: true, tol: 0, gate_max_iter: 2}
   - name: near
     init: {scheme: near-truth, radius: 0.25}
     datasets:
@@ -379,3 +385,35 @@ def test_runner_enforces_the_callback_contract(contract_site, table_file, tmp_pa
     assert np.isnan(rows["test_mse"]) and np.isnan(rows["test_nll"])
     assert "no test split" in rows["message"] and "test_mse" in rows["message"]
     assert json.loads(rows["dataset_params"])["test_fraction"] == 0
+
+    # tensor-em with refine: the budget is split between the phases, a phase that did not run
+    # is said in the cell's message and in the final row's extras
+    never = fin.loc[("synth", "refine-never")]
+    assert never["status"] == "max_iter" and never["extra.joint"] == 0.0
+    assert "refine: joint EM did not run" in never["message"]
+    split = fin.loc[("synth", "refine-split")]
+    assert split["extra.joint"] == 1.0 and split["extra.gate_iters"] == 2.0
+    assert not isinstance(split["message"], str) or "did not run" not in split["message"]
+
+
+# ------------------------------------------------------------------ first-party surprises
+
+
+def test_mirror_em_skip_names_the_families_with_a_mirror_step():
+    from moebench.api import MirrorEM, RegressionMoE
+    from moebench_plugins.algorithms.mirror_em import MIRROR_FAMILIES
+
+    mirror = MirrorEM(MirrorEM.Params(eta=0.5))
+    for activation in ("sigmoid", "relu"):
+        model = RegressionMoE(RegressionMoE.Params(activation=activation), n_features=3)
+        reason = mirror.unsupported_reason(model)
+        assert reason is not None and f"not {activation!r} ones" in reason
+        assert "implemented for: regression-moe with linear experts" in reason
+        assert "logistic-moe, deep-moe, symmoline, symmologe" in reason
+    # every family the message names does take mirror steps
+    for name in ("regression-moe", "logistic-moe", "deep-moe", "symmoline", "symmologe"):
+        assert name in MIRROR_FAMILIES
+        cls = plugins.get("models", name)
+        n_classes = {"logistic-moe": 3, "deep-moe": 3, "symmologe": 2}.get(name)
+        model = cls(cls.Params(), n_features=3, n_classes=n_classes)
+        assert mirror.unsupported_reason(model) is None, name

@@ -32,7 +32,12 @@ from moebench import Algorithm, Callback, Model, ParamDict, Problem, hookimpl
 from ..models.em import EMParams
 from .joint_em import needs_m_step, run_em
 
-__all__ = ["MirrorEM", "MirrorEMParams"]
+__all__ = ["MIRROR_FAMILIES", "MirrorEM", "MirrorEMParams"]
+
+#: The model families whose M-step takes mirror steps with ``eta < 1`` (named in the skip
+#: message of the others; ``tests/test_mirror_gradient_em.py`` keeps it true).
+MIRROR_FAMILIES = ("regression-moe with linear experts (not sigmoid or relu: their cells are "
+                   "skipped), logistic-moe, deep-moe, symmoline, symmologe")
 
 
 class MirrorEMParams(EMParams):
@@ -44,7 +49,8 @@ class MirrorEMParams(EMParams):
         le=1,
         description="mirror-descent step size in (0, 1]; 1 is EM. Larger steps are not allowed: "
         "the NLL is 1-smooth relative to the complete-data log-partition, so only eta <= 1 is "
-        "guaranteed to decrease it",
+        "guaranteed to decrease it. eta < 1 needs linear experts in regression-moe (sigmoid and "
+        "relu experts have no mirror step: those cells are skipped)",
     )
 
 
@@ -83,7 +89,8 @@ class MirrorEM(Algorithm):
         if self.params.eta != 1.0:
             reason = model.mirror_step_unsupported()
             if reason:
-                return f"{self.name} with eta={self.params.eta}: {reason}"
+                return (f"{self.name} with eta={self.params.eta}: {reason}. Mirror steps with "
+                        f"eta < 1 are implemented for: {MIRROR_FAMILIES}")
         return None
 
     @torch.no_grad()

@@ -54,8 +54,16 @@ class TensorEMParams(EMParams):
     )
     refine: bool = Field(
         False,
-        description="after gate EM has converged (relative NLL decrease < tol; never with "
-        "tol=0), continue with joint EM on all parameters",
+        description="continue with joint EM on all parameters once gate EM has converged "
+        "(relative NLL decrease < tol) or has run gate_max_iter iterations",
+    )
+    gate_max_iter: int | None = Field(
+        50,
+        ge=1,
+        description="with refine: gate-EM iterations after which joint EM starts even if gate "
+        "EM has not converged, so that both phases get part of the budget (None: only once "
+        "converged; joint EM may then never run). A cell whose joint phase did not run says so "
+        "in its message and has extra.joint = 0 on its final row",
     )
 
 
@@ -73,7 +81,10 @@ class TensorEM(Algorithm):
     when the dataset does not know its input density).
     Iteration 0 reports the tensor estimate of ``A`` with the initial gate (the tensor stage is
     timed as part of it); each further iteration is one gate-EM step (or, with ``refine``, one
-    joint-EM step after gate EM has converged). The objective is the training NLL.
+    joint-EM step after gate EM has converged or run ``gate_max_iter`` iterations). The
+    objective is the training NLL; ``extras`` has ``joint`` (1 in the joint-EM phase) and
+    ``gate_iters`` (gate-EM iterations so far). With ``refine``, a run stopped before the joint
+    phase started gets a note in its cell's message.
     """
 
     name = "tensor-em"
@@ -157,12 +168,23 @@ class TensorEM(Algorithm):
         expert_ld = model.expert_log_densities(params, X, y)
         joint_lp = model.gate_log_probs(params, X) + expert_ld
         nll = _nll(joint_lp)
-        if not callback(Iterate(0, params, objective=nll)):
+        if not callback(Iterate(0, params, objective=nll, extras={"joint": 0.0,
+                                                                   "gate_iters": 0.0})):
+            if p.refine:
+                self.note("refine: joint EM did not run (stopped at the tensor estimate)")
             return params
 
         F = model.features(X)
         t = 0
         joint = False
+        gate_iters = 0
+
+        def stopped() -> ParamDict:
+            if p.refine and not joint:
+                self.note(f"refine: joint EM did not run (gate EM used all {gate_iters} "
+                          "iterations the budget left; lower gate_max_iter or raise max_iter)")
+            return params
+
         while True:
             t += 1
             if joint:
@@ -175,16 +197,18 @@ class TensorEM(Algorithm):
                 params = {**params, "W": W}
                 joint_lp = model.gate_log_probs(params, X) + expert_ld
                 new_nll = _nll(joint_lp)
-            extras = {**extras, "joint": float(joint)}
+                gate_iters += 1
+            extras = {**extras, "joint": float(joint), "gate_iters": float(gate_iters)}
             if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
-                return params
+                return stopped()
             if not math.isfinite(new_nll):
-                return params
-            if p.tol > 0 and relative_decrease(nll, new_nll) < p.tol:
-                if p.refine and not joint:
+                return stopped()
+            converged = p.tol > 0 and relative_decrease(nll, new_nll) < p.tol
+            if p.refine and not joint:
+                if converged or (p.gate_max_iter is not None and gate_iters >= p.gate_max_iter):
                     joint = True
-                else:
-                    return params
+            elif converged:
+                return params
             nll = new_nll
 
     def _gate_step(

@@ -123,7 +123,8 @@ def convergence_figure(curves: list[Curve], metric: str, title: str, log_request
         if c.timeouts:
             notes.append(f"{c.timeouts} timeout")
         if c.diverged:
-            notes.append(f"{c.diverged} diverged, not drawn")
+            drawn = "not in the band" if len(c.iteration) else "not drawn"
+            notes.append(f"{c.diverged} diverged, {drawn}")
         if c.off_scale:
             notes.append("off scale")
         name = c.algorithm + (f" ({'; '.join(notes)})" if notes else "")

@@ -321,7 +321,8 @@ def _plot(path: Path, curve_list: list[Curve], metric: str, title: str, log_y: b
     markers = "os^vD<>ph*"
     for i, c in enumerate(curve_list):
         label = c.algorithm + (f" ({c.timeouts} timeout)" if c.timeouts else "") + \
-            (f" ({c.diverged} diverged, not drawn)" if c.diverged else "") + \
+            (f" ({c.diverged} diverged, not in the band)" if c.diverged and len(c.iteration)
+             else f" ({c.diverged} diverged, not drawn)" if c.diverged else "") + \
             (" (off scale)" if c.off_scale else "")
         every = max(1, len(c.iteration) // 8)
         (line,) = ax.plot(c.iteration, c.median, label=label, marker=markers[i % len(markers)],

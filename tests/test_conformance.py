@@ -289,7 +289,7 @@ class UnseededData(GoodData):
         return super().arrays(int(np.random.default_rng().integers(1 << 30)))
 
 
-class TestIsTrain(GoodData):
+class OverlappingSplits(GoodData):
     def arrays(self, seed):
         X, y, _, _ = super().arrays(seed)
         return X, y, X.copy(), y.copy()
@@ -311,7 +311,7 @@ class UnknownModel(GoodData):
 BROKEN_DATA = [
     (IntegerInputs, "check_dataset_arrays", r"X_train has dtype int64: give float inputs"),
     (UnseededData, "check_dataset_deterministic", r"derive every random choice from the seed"),
-    (TestIsTrain, "check_dataset_train_test_separated", r"100% of the test rows also occur"),
+    (OverlappingSplits, "check_dataset_train_test_separated", r"100% of the test rows also occur"),
     (NaNInputs, "check_dataset_arrays", r"invalid data: X_train contains 1 NaN"),
     (UnknownModel, "check_dataset_model", r"'no-such-model', which is not a registered model"),
 ]

@@ -329,3 +329,30 @@ def test_each_broken_dataset_fails_its_check(cls, check, message):
     text = str(info.value)
     assert text.startswith(f"good-data: {check}: "), text
     assert __import__("re").search(message, text), text
+
+
+# ------------------------------------------------------------------ metrics
+
+
+@pytest.mark.parametrize("name", list(plugins.components("metrics")))
+def test_first_party_metrics_conform(name):
+    from moebench.testing import check_metric
+
+    assert len(check_metric(name)) == 3
+
+
+class ReadsTestUnannounced(moebench.Metric):
+    """Reads the test split without saying so (not named test_*, no uses_test)."""
+
+    name = "holdout_error"
+
+    def compute(self, ctx):
+        return float((ctx.y_test - ctx.model.predict(ctx.params, ctx.X_test)).square().mean())
+
+
+def test_a_metric_reading_the_test_split_unannounced_fails():
+    from moebench.testing import check_metric
+
+    with pytest.raises(AssertionError, match=r"holdout_error: check_metric_without_test_split: "
+                       r"without a test split the metric is nan: .* set uses_test = True"):
+        check_metric(ReadsTestUnannounced)

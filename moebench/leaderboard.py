@@ -27,10 +27,14 @@ COLUMNS = [
     "success_rate",
     "statuses",
     "cut_short",
+    "phase_skipped",
 ]
 
 #: Marks a score some of whose seeds were cut short by the timeout (status ``timeout``).
 CUT_SHORT_MARK = "†"
+#: Marks a score some of whose seeds skipped a phase of a multi-phase algorithm (reported as
+#: the extra ``joint = 0``: ``tensor-em`` with ``refine`` whose joint EM never started).
+PHASE_MARK = "‡"
 
 
 def metric_direction(metric: str) -> str:
@@ -87,6 +91,8 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     "success_rate": len(values) / len(ran) if len(ran) else math.nan,
                     "statuses": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
                     "cut_short": int((ok["status"] == "timeout").sum()),
+                    "phase_skipped": int((ok["extra.joint"] == 0).sum())
+                    if "extra.joint" in ok else 0,
                 }
             )
         sign = -1.0 if metric_direction(metric) == "max" else 1.0
@@ -111,6 +117,8 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
         score = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}" if not math.isnan(r.mean) else "-"
         if getattr(r, "cut_short", 0) and score != "-":
             score += f" {CUT_SHORT_MARK}"
+        if getattr(r, "phase_skipped", 0) and score != "-":
+            score += f" {PHASE_MARK}"
         out.append(
             [
                 str(r.rank),
@@ -144,6 +152,10 @@ def to_markdown(board: pd.DataFrame) -> str:
             parts.append(f"\n{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
                          "`timeout`): their final values come from fewer iterations than the "
                          "budget's `max_iter`.")
+        if "phase_skipped" in group and group["phase_skipped"].fillna(0).astype(int).any():
+            parts.append(f"\n{PHASE_MARK} in some seeds a phase of the algorithm did not run "
+                         "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "
+                         "cells' messages).")
         parts.append("")
     return "\n".join(parts)
 

@@ -102,3 +102,20 @@ def test_workers_wait_passively_unless_the_user_says_otherwise(monkeypatch):
     pool = local.worker_pool(1, 1)  # another environment: a new pool
     assert pool.schedule(local._environment_value, ("OMP_WAIT_POLICY",)).result() == "ACTIVE"
     local.shutdown_pool()
+
+
+def test_leaderboard_marks_seeds_that_skipped_a_phase():
+    import pandas as pd
+
+    from moebench.leaderboard import leaderboard, to_markdown
+
+    rows = [{"record": "final", "experiment": "e", "dataset": "d", "algorithm": a,
+             "repetition": r, "status": "max_iter", "time": 1.0, "iteration": 5,
+             "test_mse": 1.0 + r, "extra.joint": j}
+            for a, js in (("tensor-em+refine", (0, 1)), ("joint-em", (None, None)))
+            for r, j in enumerate(js)]
+    board = leaderboard(pd.DataFrame(rows), "test_mse")
+    marks = board.set_index("algorithm")["phase_skipped"]
+    assert marks["tensor-em+refine"] == 1 and marks["joint-em"] == 0
+    md = to_markdown(board)
+    assert "‡" in md and "did not run" in md

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,10 +34,14 @@ def print_leaderboard(board) -> None:
 
     for (exp, ds), group in board.groupby(["experiment", "dataset"], sort=False):
         metric = group["metric"].iloc[0]
-        table = Table(title=escape(f"{exp} — {ds}  (ranked by {metric})"), title_justify="left")
+        table = Table(title=escape(f"{exp} — {ds}  (ranked by {metric})"), title_justify="left",
+                      box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
+                      collapse_padding=True)
         for h in HEADERS:
-            wide = h in ("algorithm", "mean ± std")
-            table.add_column(h, overflow="fold", no_wrap=wide, min_width=4)
+            # short headers that never wrap ("succ ess" at 80 columns); cells fold
+            short = {"median time": "time", "median iters": "iters"}.get(h, h)
+            table.add_column(short, overflow="fold", no_wrap=h in ("algorithm", "mean ± std"),
+                             min_width=len(short))
         for row in format_rows(group):
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
@@ -236,7 +241,8 @@ def plugins_cmd(as_json: bool) -> None:
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
         status = ("[green]loaded[/green]" if p.status == "loaded"
                   else f"[red]failed[/red] {escape(p.error or '')}")
-        table.add_row(p.name, p.distribution or "-", p.version or "-", status, escape(what))
+        table.add_row(escape(p.name), escape(p.distribution or "-"), escape(p.version or "-"),
+                      status, escape(what))
     console.print(table)
 
 

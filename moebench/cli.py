@@ -450,7 +450,8 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...
                           escape(c.measure + (f" ({c.note})" if c.note else "")),
                           num(c.a), num(c.b), num(c.ratio, ".3g"), num(c.p_value, ".2g"),
                           str(c.pairs))
-        console.print(table)
+        if shown:
+            console.print(table)
         counts = {v: sum(c.verdict == v for c in changes) for v in
                   ("worse", "better", "unchanged", "only in A", "only in B")}
         console.print(", ".join(f"{k}: {v}" for k, v in counts.items())

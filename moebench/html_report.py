@@ -260,13 +260,16 @@ def box_figure(results: pd.DataFrame, experiment: str, dataset: str, metric: str
 
 
 def _leaderboard_rows(board: pd.DataFrame) -> list[dict[str, Any]]:
+    from .leaderboard import format_rows
+
     rows = []
-    for r in board.itertuples(index=False):
+    scores = [row[2] for row in format_rows(board)]  # mean ± std with the leaderboards' marks
+    for r, score in zip(board.itertuples(index=False), scores, strict=True):
         rows.append({
             "dataset": r.dataset, "rank": int(r.rank), "algorithm": r.algorithm,
             "mean": _num(r.mean), "std": _num(r.std), "median": _num(getattr(r, "median",
                                                                               math.nan)),
-            "score": f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}" if _num(r.mean) is not None else "-",
+            "score": score,
             "seeds": int(r.n_seeds), "time": _num(r.median_time),
             "iterations": _num(r.median_iterations), "success": _num(r.success_rate),
             "statuses": r.statuses,
@@ -385,6 +388,10 @@ def build_context(directory: str | Path) -> dict[str, Any]:
             "direction": ("higher is better" if rank_by and metric_direction(rank_by) == "max"
                           else "lower is better"),
             "leaderboard": _leaderboard_rows(board) if not board.empty else [],
+            "cut_short": any("†" in r["score"] for r in _leaderboard_rows(board))
+            if not board.empty else False,
+            "phase_skipped": any("‡" in r["score"] for r in _leaderboard_rows(board))
+            if not board.empty else False,
             "reference": exp.get("reference"),
             "references": [{**r, "paper": _fmt(r["paper_mean"], 3) + (
                 f" ± {_fmt(r['paper_std'], 2)}" if r["paper_std"] is not None else ""),

@@ -133,7 +133,6 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     from .execution.store import ResultsExist
     from .progress import RunProgress
     from .results import read_results as _read
-    from .results import unsuccessful_cells
     from .runner import Interrupted, run_suite
     from .selection import SelectionError, select, with_suggestions
     from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
@@ -196,7 +195,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
                           "(run again with --resume)", highlight=False)
         sys.exit(EXIT_CANNOT_RUN)
     from .leaderboard import leaderboard, rank_metrics
-    from .summary import summary_lines, where_lines
+    from .summary import failure_kinds, summary_lines, where_lines
 
     results = _read(directory)
     if tables:
@@ -209,7 +208,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
                   f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False)
     for line in where_lines(directory):
         console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
-    problems = unsuccessful_cells(results)
+    problems = failure_kinds(results)
     for status, reason, count in problems[:8]:
         err_console.print(f"[yellow]{status}[/yellow] ({count} cell{'s' if count != 1 else ''})"
                           f": {escape(reason)}", highlight=False)

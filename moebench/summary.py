@@ -7,8 +7,10 @@ experiment (winner, counts by status) and where the full tables are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -133,3 +135,27 @@ def where_lines(directory: str | Path) -> list[str]:
         if (directory / name).exists():
             found.append(f"{what}: {directory / name}")
     return found
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")
+
+
+def failure_kinds(results: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """``(status, first message line, count)`` per kind of failure, most frequent first.
+
+    Messages that differ only in their numbers ("blew up at iteration 29" / "... 23") are one
+    kind, shown with the message of its first cell and "(and similar)".
+    """
+    bad = failures(results)
+    if bad.empty:
+        return []
+    first = bad["message"].fillna("").astype(str).str.split("\n").str[0]
+    kinds: dict[tuple[str, str], list[Any]] = {}
+    for status, line in zip(bad["status"], first, strict=True):
+        key = (str(status), _NUMBER.sub("#", line))
+        kind = kinds.setdefault(key, [line, 0, set()])
+        kind[1] += 1
+        kind[2].add(line)
+    out = [(status, example if len(lines) == 1 else f"{example} (and similar)", count)
+           for (status, _), (example, count, lines) in kinds.items()]
+    return sorted(out, key=lambda k: -k[2])

@@ -145,3 +145,20 @@ def test_data_list_says_where_it_looked(monkeypatch, tmp_path):
     assert str(tmp_path / "cache") in out
     rows = json.loads(CliRunner().invoke(main, ["data", "list", "--json", "--no-verify"]).output)
     assert all(r["searched"] for r in rows)
+
+
+def test_failure_kinds_group_messages_that_differ_in_numbers():
+    import pandas as pd
+
+    from moebench.summary import failure_kinds
+
+    rows = [{"record": "final", "status": "diverged", "experiment": "e", "dataset": "d",
+             "algorithm": "gd", "repetition": r,
+             "message": f"objective blew up: 1.{r}e+07 at iteration {20 + r}, from 2.1"}
+            for r in range(5)]
+    rows.append({"record": "final", "status": "skipped", "experiment": "e", "dataset": "c",
+                 "algorithm": "gd", "repetition": 0, "message": "cifar10: files not found"})
+    kinds = failure_kinds(pd.DataFrame(rows))
+    assert kinds[0] == ("diverged", "objective blew up: 1.0e+07 at iteration 20, from 2.1 "
+                        "(and similar)", 5)
+    assert kinds[1] == ("skipped", "cifar10: files not found", 1)

@@ -215,6 +215,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     if len(problems) > 8:
         err_console.print(f"... and {len(problems) - 8} more kinds of failure: see "
                           f"{escape(str(directory / 'failures.md'))}", highlight=False)
+    print_time_accounting(directory)
     if strict:
         failed = finals["status"].isin(["error", "crashed"])
         if "cause" in finals:
@@ -223,6 +224,22 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
             err_console.print(f"[red]--strict:[/red] {int(failed.sum())} cell(s) errored, "
                               "crashed or missed their data", highlight=False)
             sys.exit(EXIT_STRICT)
+
+
+def print_time_accounting(directory: Path) -> None:
+    """One line: where the run's time went (from the manifest's ``time_accounting``)."""
+    from .results import read_manifest
+
+    manifest = read_manifest(directory)
+    acc = manifest.get("time_accounting")
+    if not acc:
+        return
+    console.print(
+        f"time: wall {acc['wall']:.1f} s; summed over cells: algorithms "
+        f"{acc['algorithm_wall']:.1f} s wall / {acc['algorithm_cpu']:.1f} s cpu, metrics "
+        f"{acc['metrics']:.1f} s, data {acc['data']:.1f} s, compilation "
+        f"{acc['compilation']:.1f} s, worker start {acc['worker_start']:.1f} s "
+        f"({manifest.get('jobs', 1)} worker(s))", highlight=False)
 
 
 @main.command("plugins")

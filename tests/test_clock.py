@@ -119,3 +119,17 @@ def test_leaderboard_marks_seeds_that_skipped_a_phase():
     assert marks["tensor-em+refine"] == 1 and marks["joint-em"] == 0
     md = to_markdown(board)
     assert "‡" in md and "did not run" in md
+
+
+def test_run_prints_where_the_time_went(fresh_plugins, tmp_path):
+    from click.testing import CliRunner
+
+    from moebench.cli import main
+
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE).replace("CLOCK", ""))
+    result = CliRunner().invoke(main, ["run", str(suite_file), "--out", str(tmp_path / "o"),
+                                       "--no-report"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "time: wall" in text and "metrics" in text and "worker start" in text

@@ -92,6 +92,7 @@ def run_em(
     gate = algorithm.params.gate_options()
     params = {k: v.detach().clone() for k, v in init.items()}
     if eta == 1.0 and extras_hook is None:
+        # EM proper: the family's em_step fuses the E-step with the M-step statistics.
         return _run_fused_em(algorithm, model, X, y, params, gate, callback)
     nll = float(model.nll(params, X, y))
     if not callback(Iterate(0, params, objective=nll)):
@@ -99,23 +100,14 @@ def run_em(
     t = 0
     while True:
         t += 1
-        if eta == 1.0 and extras_hook is None:
-            # EM proper: the family's em_step fuses the E-step with the M-step statistics.
-            params, extras = model.em_step(X, y, params, gate)
-            extras.pop("nll", None)  # the NLL at the previous parameters, reported already
-        else:
-            R = model.posterior(params, X, y)
-            old = params
-            params, extras = model.m_step(X, y, R, params, gate, eta=eta)
-            if extras_hook is not None:
-                extras = {**extras, **extras_hook(old, params, R)}
+        R = model.posterior(params, X, y)
+        old = params
+        params, extras = model.m_step(X, y, R, params, gate, eta=eta)
+        if extras_hook is not None:
+            extras = {**extras, **extras_hook(old, params, R)}
         new_nll = float(model.nll(params, X, y))
-        if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
-            return params
-        if not math.isfinite(new_nll):
-            return params
-        tol = algorithm.params.tol
-        if tol > 0 and relative_decrease(nll, new_nll) < tol:
+        if not callback(Iterate(t, params, objective=new_nll, extras=extras)) or \
+                _stalled(algorithm, nll, new_nll):
             return params
         nll = new_nll
 
@@ -139,14 +131,16 @@ def _run_fused_em(algorithm: Algorithm, model, X: torch.Tensor, y: torch.Tensor,
         params, extras = following, following_extras
         following, following_extras = model.em_step(X, y, params, gate)
         new_nll = _nll(model, X, y, params, following_extras)
-        if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
-            return params
-        if not math.isfinite(new_nll):
-            return params
-        tol = algorithm.params.tol
-        if tol > 0 and relative_decrease(nll, new_nll) < tol:
+        if not callback(Iterate(t, params, objective=new_nll, extras=extras)) or \
+                _stalled(algorithm, nll, new_nll):
             return params
         nll = new_nll
+
+
+def _stalled(algorithm: Algorithm, nll: float, new_nll: float) -> bool:
+    """Stop: the NLL is not finite, or decreased by less than ``tol`` (relative)."""
+    tol = algorithm.params.tol
+    return not math.isfinite(new_nll) or (tol > 0 and relative_decrease(nll, new_nll) < tol)
 
 
 def _nll(model, X: torch.Tensor, y: torch.Tensor, params: ParamDict, extras: dict) -> float:

@@ -75,6 +75,11 @@ def _timed(f: Callable[[], object], device: str = "cpu") -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with torch.no_grad():  # not set_grad_enabled: a caller (the tests) keeps its autograd
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--k", type=int, default=4)
@@ -89,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["MOEBENCH_COMPILE"] = args.compile
     n, k, d, rep = args.n, args.k, args.d, args.repeat
     dev, dt = args.device, getattr(torch, args.dtype)
-    torch.set_grad_enabled(False)
     model, X, y, _, init = regression_problem(n, k, d, device=dev, dtype=dt)
     R = model.posterior(init, X, y)
     coeffs = cqt_coefficients("linear", 0.5)

@@ -25,7 +25,8 @@ algorithms:
 """
 
 
-def test_kernel_table_runs_in_float32_on_a_chosen_device(capsys):
+def test_kernel_table_runs_in_float32_on_a_chosen_device(capsys, monkeypatch):
+    monkeypatch.setenv("MOEBENCH_COMPILE", "never")  # restored after the test
     measure_kernels.main(["--n", "3000", "--repeat", "1", "--device", "cpu", "--dtype",
                           "float32", "--compile", "never"])
     out = capsys.readouterr().out
@@ -43,3 +44,14 @@ def test_compare_devices_accepts_equal_runs_and_flags_different_ones(fresh_plugi
                                        1e-4, 1e-2)
     assert any("iteration 0: train_nll" in p for p in problems)
     assert any("final: train_nll" in p for p in problems)
+
+
+def test_kernel_table_leaves_autograd_and_compile_settings_alone(monkeypatch):
+    import os
+
+    import torch
+
+    monkeypatch.setenv("MOEBENCH_COMPILE", "never")
+    measure_kernels.main(["--n", "2000", "--repeat", "1"])
+    assert torch.is_grad_enabled()
+    assert os.environ["MOEBENCH_COMPILE"] == "never"

@@ -110,23 +110,31 @@ TEST_PLUGIN_MODULES = {
 }
 
 
+def fake_distribution(site: Path, name: str, modules: dict[str, str],
+                      entry_points: dict[str, str], version: str = "0.0.1") -> Path:
+    """Write modules and a ``NAME-VERSION.dist-info`` with ``[moebench]`` entry points into
+    ``site``: an installed distribution as importlib.metadata sees it, once ``site`` is on
+    ``sys.path`` (worker processes inherit it)."""
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(
+        "[moebench]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    return site
+
+
 @pytest.fixture
 def test_plugins(tmp_path, monkeypatch, fresh_plugins):
     """Make a fake installed distribution with good and broken plugins discoverable."""
-    site = tmp_path / "site"
-    site.mkdir()
-    for module, source in TEST_PLUGIN_MODULES.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / "mb_test_plugins-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-test-plugins\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[moebench]\n"
-        "test-components = mb_test_components\n"
-        "test-broken-import = mb_test_broken_import\n"
-        "test-broken-hook = mb_test_broken_hook\n"
-        "test-duplicate = mb_test_duplicate\n"
-    )
+    site = fake_distribution(tmp_path / "site", "mb-test-plugins", TEST_PLUGIN_MODULES, {
+        "test-components": "mb_test_components",
+        "test-broken-import": "mb_test_broken_import",
+        "test-broken-hook": "mb_test_broken_hook",
+        "test-duplicate": "mb_test_duplicate",
+    })
     monkeypatch.syspath_prepend(str(site))
     plugins.reset_plugins()
     return site

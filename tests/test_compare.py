@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 from click.testing import CliRunner
+from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
@@ -61,13 +62,8 @@ algorithms:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    (site / "mb_test_sleepy.py").write_text(textwrap.dedent(SLEEPY))
-    info = site / "mb_test_sleepy-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-test-sleepy\n"
-                                   "Version: 0.0.1\n")
-    (info / "entry_points.txt").write_text("[moebench]\nsleepy = mb_test_sleepy\n")
+    site = fake_distribution(tmp_path_factory.mktemp("site"), "mb-test-sleepy",
+                             {"mb_test_sleepy": SLEEPY}, {"sleepy": "mb_test_sleepy"})
     out = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(site))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
@@ -119,18 +120,12 @@ IMPORT_INTERRUPT = '''
 @pytest.fixture
 def fault_plugins(tmp_path, monkeypatch, fresh_plugins):
     """A fake installed distribution with misbehaving plugins."""
-    site = tmp_path / "site"
-    site.mkdir()
-    for module, source in (("mb_faults", FAULTS), ("mb_import_exit", IMPORT_EXIT),
-                           ("mb_import_interrupt", IMPORT_INTERRUPT)):
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / "mb_faults-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-faults\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[moebench]\nfaults = mb_faults\nimport-exit = mb_import_exit\n"
-        "import-interrupt = mb_import_interrupt\n"
-    )
+    site = fake_distribution(
+        tmp_path / "site", "mb-faults",
+        {"mb_faults": FAULTS, "mb_import_exit": IMPORT_EXIT,
+         "mb_import_interrupt": IMPORT_INTERRUPT},
+        {"faults": "mb_faults", "import-exit": "mb_import_exit",
+         "import-interrupt": "mb_import_interrupt"})
     monkeypatch.syspath_prepend(str(site))
     plugins.reset_plugins()
     return site

@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.errors import PluginError
@@ -142,16 +142,7 @@ CONTRACTS = '''
 
 
 def _site(tmp_path: Path, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    for module, source in modules.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / "mb_api_plugins-0.0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-api-plugins\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[moebench]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
-    return site
+    return fake_distribution(tmp_path / "site", "mb-api-plugins", modules, entry_points)
 
 
 @pytest.fixture

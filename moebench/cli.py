@@ -130,7 +130,6 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     go on, 2 the suite or the selection is invalid, 3 with --strict a cell errored, crashed or
     missed its data, 130 interrupted by Ctrl-C (143 by SIGTERM).
     """
-    from .execution.store import ResultsExist
     from .progress import RunProgress
     from .results import read_results as _read
     from .runner import Interrupted, run_suite
@@ -178,9 +177,6 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     except Interrupted as exc:
         err_console.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False)
         sys.exit(130 if exc.signum == signal.SIGINT else 128 + exc.signum)
-    except ResultsExist as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        sys.exit(EXIT_CANNOT_RUN)
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(with_suggestions(str(exc)))}",
                           highlight=False, soft_wrap=True)

@@ -37,7 +37,7 @@ from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
 from .execution.cells import CellSpec, cell_fields, expand_cells
 from .execution.interrupts import StopRequest
 from .execution.limits import Limits, default_wall
-from .execution.outcomes import as_scalar, out_of_memory_message
+from .execution.outcomes import as_scalar, is_out_of_memory, out_of_memory_message
 from .execution.store import ResultStore
 from .leaderboard import write_leaderboards
 from .metric import EvalContext, Metric
@@ -125,22 +125,11 @@ def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
         return UnitFailure("skipped", str(exc), cause="data-unavailable")
     except UnsupportedProblem as exc:
         return UnitFailure("skipped", str(exc))
-    except MemoryError:
-        raise
     except Exception as exc:
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             raise
         return UnitFailure("error", f"dataset {ds.id!r} failed: {_describe(exc)}")
     return PreparedUnit(device, data, model, tensors, truth, init, metrics)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError)
-        and any(s in text for s in ("can't allocate memory", "cannot allocate memory",
-                                    "out of memory", "not enough memory"))
-    )
 
 
 def _truth_for(model: Model, data: Data) -> ParamDict | None:
@@ -252,7 +241,7 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
                         tensors["X_test"], tensors["y_test"], truth, meta)
     checked = [m.name for m in unit.metrics if m.applies_to(probe)]
     rows: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"elapsed": 0.0, "status": None, "last": None, "message": None,
+    state: dict[str, Any] = {"status": None, "last": None, "message": None,
                              "ignored": 0, "next": 0, "metrics_time": 0.0}
     clock = AlgorithmClock()
     clock_name = budget.clock or default_clock(device.torch_device().type)
@@ -281,7 +270,6 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
         state["next"] += 1
         device.synchronize()
         clock.stop()
-        state["elapsed"] = clock.wall
         objective = _report_float(it.objective, "Iterate.objective")
         extras = {f"extra.{k}": _report_float(v, f"Iterate.extras[{k!r}]")
                   for k, v in it.extras.items()}
@@ -337,7 +325,6 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
         device.synchronize()
         if state["status"] is None:
             clock.stop()
-            state["elapsed"] = clock.wall
             if budget.timeout is not None and clock.spent(clock_name) > budget.timeout:
                 state["status"] = "timeout"
                 state["message"] = (f"the algorithm returned after {clock.spent(clock_name):.3g}"
@@ -352,7 +339,7 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
     except ReportError as exc:
         state["status"], state["message"] = "error", str(exc)
     except BaseException as exc:  # a plugin's SystemExit or KeyboardInterrupt ends its cell only
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             state["status"], state["message"] = "crashed", out_of_memory_message(exc, memory)
         else:
             state["status"] = "error"

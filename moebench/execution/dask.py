@@ -28,6 +28,7 @@ from .interrupts import StopRequest
 from .limits import Limits
 from .local import POLL, Report, resolve_future, worker_pool
 from .outcomes import crashed_rows
+from .worker import execute_cell
 
 #: Configuration for clusters moebench starts itself: workers may start processes (the cells'
 #: killable workers), and a cell whose worker dies is retried once.
@@ -40,14 +41,8 @@ CLUSTER_CONFIG = {
 def run_cell_on_worker(spec: CellSpec, limits: Limits, threads: int) -> list[dict[str, Any]]:
     """The Dask task of one cell: run it in this Dask worker's pool of one killable process."""
     pool = worker_pool(1, threads)
-    future = pool.schedule(_execute, (spec, limits), timeout=limits.wall)
+    future = pool.schedule(execute_cell, (spec, limits), timeout=limits.wall)
     return resolve_future(spec, limits, future)
-
-
-def _execute(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
-    from .worker import execute_cell
-
-    return execute_cell(spec, limits)
 
 
 def _import_distributed():

@@ -113,6 +113,16 @@ def crashed_rows(spec: CellSpec, exitcode: int | None, detail: str = "") -> list
     return [final_row(spec, "crashed", message, exitcode=exitcode)]
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``MemoryError``, or a torch allocation failure (a ``RuntimeError`` saying so)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and any(s in text for s in ("can't allocate memory", "cannot allocate memory",
+                                    "out of memory", "not enough memory"))
+    )
+
+
 def out_of_memory_message(exc: BaseException, limit: int | None) -> str:
     """Message of a cell that ran out of memory (``MemoryError`` or a failed allocation)."""
     where = f" (memory_limit {format_size(limit)})" if limit else ""

@@ -13,7 +13,7 @@ from typing import Any
 
 from .cells import CellSpec, final_row
 from .limits import Limits, memory_limit
-from .outcomes import out_of_memory_message
+from .outcomes import is_out_of_memory, out_of_memory_message
 
 _cached: tuple[tuple[Any, ...], Any] | None = None
 
@@ -67,13 +67,8 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
                 return _account([final_row(spec, unit.status, unit.message, cause=unit.cause)],
                                 data_time)
             return _account(run_cell(spec, unit, limits.memory, deadline), data_time)
-    except MemoryError as exc:
-        _cached = None
-        return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
     except BaseException as exc:  # SystemExit/KeyboardInterrupt of a plugin: this cell only
         _cached = None
-        from ..runner import _is_out_of_memory
-
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
         return [final_row(spec, "error", f"{type(exc).__name__}: {exc}")]

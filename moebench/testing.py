@@ -354,12 +354,15 @@ def available_devices() -> list[Device]:
     return [d for d in devices if d.is_available()]
 
 
-def _algorithm_class(name: str | type[Algorithm]) -> type[Algorithm]:
+def _component_class(kind: str, name: str | type) -> type:
+    """A registered component of ``kind`` by name, or a class given directly (checked against
+    the kind's base class, e.g. an algorithm that is not registered yet)."""
+    base = plugins.KINDS[kind][1]
     if isinstance(name, type):
-        if not issubclass(name, Algorithm):
-            raise TypeError(f"{name!r} is not a moebench.Algorithm subclass")
+        if not issubclass(name, base):
+            raise TypeError(f"{name!r} is not a moebench.{base.__name__} subclass")
         return name
-    return plugins.get("algorithms", name)
+    return plugins.get(kind, name)
 
 
 def _converging_params(
@@ -384,8 +387,8 @@ def algorithm_checks(
     :class:`~moebench.errors.UnsupportedProblem` when the algorithm declines the dataset's
     model family.
     """
-    algorithm_cls = _algorithm_class(name)
-    dataset_cls = _dataset_class(dataset[0])
+    algorithm_cls = _component_class("algorithms", name)
+    dataset_cls = _component_class("datasets", dataset[0])
     data = dataset_cls(dataset_cls.Params.model_validate(dataset[1])).load(0)
     converging = _converging_params(algorithm_cls, converge_params)
     label = getattr(algorithm_cls, "name", algorithm_cls.__name__)
@@ -445,14 +448,6 @@ def check_algorithm(
 
 #: Fraction of test rows that may also occur (same inputs and target) in the training split.
 MAX_SHARED_TEST_ROWS = 0.5
-
-
-def _dataset_class(name: str | type[Dataset]) -> type[Dataset]:
-    if isinstance(name, type):
-        if not issubclass(name, Dataset):
-            raise TypeError(f"{name!r} is not a moebench.Dataset subclass")
-        return name
-    return plugins.get("datasets", name)
 
 
 def _load(cls: type[Dataset], params: dict[str, Any], seed: int) -> Data:
@@ -527,7 +522,7 @@ def dataset_checks(
     :class:`~moebench.errors.DataUnavailable` from ``load`` propagates (the files are not on
     this machine).
     """
-    cls = _dataset_class(name)
+    cls = _component_class("datasets", name)
     params = dict(params or {})
     cache: dict[int, Data] = {}
 

@@ -59,11 +59,11 @@ def dense_gate_system(F, R, W):
 @pytest.mark.parametrize("native", ["auto", "never"])
 @pytest.mark.parametrize(("k", "d", "intercept"),
                          [(3, 4, False), (2, 12, True), (4, 3, True), (2, 70, True),
-                          (6, 120, False)])
+                          (6, 120, False), (3, 300, True)])
 def test_em_pass_statistics_match_dense_formulas(k, d, intercept, native, monkeypatch):
     # Without the native kernel (2, 12), (2, 70) and (6, 120) use the stacked Gram layout, the
     # others the packed products; with it every case but (6, 120) (beyond its scratch budget)
-    # uses the packed products.
+    # uses the packed products. (3, 300) takes the stacked layout's block-triangular Grams.
     monkeypatch.setenv("MOEBENCH_NATIVE", native)
     model, params, X, y = problem(k=k, d=d, intercept=intercept)
     R = model.posterior(params, X, y)

@@ -732,10 +732,29 @@ def _run_pass(
     return out
 
 
+#: Row blocks of the stacked Grams: beyond two blocks only the upper block triangle is
+#: multiplied (measured at ``D = 786``, 2,668 samples: 0.55x the full GEMM's time, 1-2 threads).
+_GRAM_BLOCK = 128
+
+
 def _stacked_gram(weights: torch.Tensor, Zg: torch.Tensor) -> torch.Tensor:
-    """``[w_j z] @ z^T`` stacked, ``(m D, D)``: the Grams of large ``D`` as one GEMM."""
-    S = (weights[:, None, :] * Zg[None, :, :]).reshape(-1, Zg.shape[1])
-    return S @ Zg.T
+    """``[w_j z] @ z^T`` stacked, ``(m D, D)``: the Grams of large ``D`` as GEMMs.
+
+    Each Gram is symmetric, so for ``D > 2 * _GRAM_BLOCK`` only its upper block triangle is
+    computed (row block ``I`` against rows ``I0:``) and mirrored: about half the arithmetic of the
+    full product (the gate's Newton system at ``D = 786`` on Fashion-MNIST).
+    """
+    m, (D, c) = weights.shape[0], Zg.shape
+    S = weights[:, None, :] * Zg[None, :, :]
+    if D <= 2 * _GRAM_BLOCK:
+        return S.reshape(-1, c) @ Zg.T
+    out = S.new_empty(m, D, D)
+    for i in range(0, D, _GRAM_BLOCK):
+        i1 = min(D, i + _GRAM_BLOCK)
+        block = S[:, i:i1] @ Zg[i:].T
+        out[:, i:i1, i:] = block
+        out[:, i1:, i:i1] = block[:, :, i1 - i :].transpose(1, 2)
+    return out.reshape(m * D, D)
 
 
 def _gate_stats(spec: KernelSpec, sums: _PassSums, d: int, like: torch.Tensor) -> GateStats:

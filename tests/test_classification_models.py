@@ -406,3 +406,15 @@ def test_classification_metrics():
 def test_conformance_on_logistic_moe(algorithm):
     passed = check_algorithm(algorithm, dataset=("synthetic-logistic-moe", SMALL))
     assert passed
+
+
+def test_intercept_features_are_reused_but_never_stale():
+    X = torch.randn(50, 3, dtype=torch.float64)
+    F = classification.with_intercept(X)
+    assert classification.with_intercept(X) is F  # the copy is made once per input tensor
+    torch.testing.assert_close(F, torch.cat([X, torch.ones(50, 1, dtype=X.dtype)], dim=1))
+    X[0, 0] = 123.0  # in-place change of the input: rebuilt
+    assert float(classification.with_intercept(X)[0, 0]) == 123.0
+    G = classification.with_intercept(X)
+    G[1, 1] = -7.0  # in-place change of the copy by a caller: rebuilt, not returned again
+    assert float(classification.with_intercept(X)[1, 1]) == float(X[1, 1])

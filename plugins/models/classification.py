@@ -41,6 +41,7 @@ the training NLL non-increasing, like EM.
 from __future__ import annotations
 
 import math
+import weakref
 from abc import abstractmethod
 from collections.abc import Callable
 
@@ -62,9 +63,32 @@ __all__ = [
     "soft_target_objective",
 ]
 
+#: ``[X, 1]`` per live input tensor: ``id(X) -> (weakref(X), versions, features)``.
+_WITH_INTERCEPT: dict[int, tuple[weakref.ref, tuple[int, int], torch.Tensor]] = {}
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def with_intercept(X: torch.Tensor) -> torch.Tensor:
+    """``X`` with a column of ones appended, built once per input tensor while it lives.
+
+    Every EM iteration and every metric evaluation needs these features of the same training and
+    test inputs; at Fashion-MNIST's 10,000 x 785 the copy costs 15 ms, a third of a metric
+    evaluation when rebuilt each time. The copy is rebuilt when ``X`` or the copy was modified
+    in place and dropped when ``X`` is garbage-collected; inputs that require gradients are not
+    cached.
+    """
+    if X.requires_grad:
+        return torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
+    slot = id(X)
+    hit = _WITH_INTERCEPT.get(slot)
+    if hit is not None and hit[0]() is X and hit[1] == (X._version, hit[2]._version):
+        return hit[2]
+    F = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
+    ref = weakref.ref(X, lambda _ref, slot=slot: _WITH_INTERCEPT.pop(slot, None))
+    _WITH_INTERCEPT[slot] = (ref, (X._version, F._version), F)
+    return F
 
 
 def as_labels(y: torch.Tensor) -> torch.Tensor:
@@ -390,9 +414,7 @@ class LogisticMoE(CategoricalExpertsMoE):
 
     def features(self, X: torch.Tensor) -> torch.Tensor:
         """``X`` with a column of ones appended if configured, shape ``(n, d')``."""
-        if not self.params.intercept:
-            return X
-        return torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
+        return with_intercept(X) if self.params.intercept else X
 
     # ------------------------------------------------------------------ initialisation
 

@@ -29,6 +29,29 @@ def main() -> None:
     """Benchmark algorithms that learn Mixture-of-Experts models."""
 
 
+class JobsType(click.ParamType):
+    """``--jobs``: a positive number of workers, or ``auto`` (one per usable core)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            from .execution.limits import usable_cores
+
+            return usable_cores()
+        try:
+            jobs = int(text)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            self.fail(f"{value!r} is neither a positive number of workers nor 'auto'", param,
+                      ctx)
+        return jobs
+
+
 def print_leaderboard(board) -> None:
     from .leaderboard import HEADERS, format_rows
 
@@ -76,8 +99,10 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
 @click.option("--device", default=None, help="override the suite's device (cpu, cuda, ...)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="override the number of repetitions (seeds) of every experiment")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="worker processes (Dask: workers of the LocalCluster)")
+@click.option("--jobs", type=JobsType(), default="1", show_default=True,
+              help="worker processes (Dask: workers of the LocalCluster); 'auto': one per "
+                   "usable core, each with one torch thread (throughput; cells then share "
+                   "the memory bandwidth, so their times are not those of a lone cell)")
 @click.option("--quick", is_flag=True,
               help="apply the suite's quick settings (fewer seeds, smaller n): a smoke run")
 @click.option("--resume", is_flag=True,

@@ -36,7 +36,7 @@ from .device import DTYPES, Device
 from .errors import DataUnavailable, MoebenchError, UnsupportedProblem
 from .execution.cells import CellSpec, cell_fields, expand_cells
 from .execution.interrupts import StopRequest
-from .execution.limits import Limits, default_wall
+from .execution.limits import Limits, default_wall, worker_threads
 from .execution.outcomes import as_scalar, is_out_of_memory, out_of_memory_message
 from .execution.store import ResultStore
 from .leaderboard import write_leaderboards
@@ -519,7 +519,7 @@ def run_suite(
     total = sum(len(e.datasets) * len(e.algorithms) * e.repetitions for e in experiments)
     store = ResultStore(Path(out) / suite.name, mode)
     memory = suite.memory_limit_bytes()
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = worker_threads(jobs)
     manifest = manifest_base(suite, suite_path, device)
     manifest.update(started=datetime.now(UTC).isoformat(), state="running", jobs=jobs,
                     quick=quick, cells=total, executor=executor, resumed=mode == "resume",

@@ -100,3 +100,23 @@ def test_run_prints_why_cells_were_skipped(fresh_plugins, tmp_path):
 
 def test_list_shows_the_choices_of_a_parameter(fresh_plugins):
     assert "optimizer: 'sgd' | 'adam'" in invoke("list", "algorithms").output
+
+
+def test_jobs_auto_uses_one_worker_per_usable_core_without_oversubscribing(fresh_plugins,
+                                                                           tmp_path):
+    import os
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\nrepetitions: 2\nbudget: {max_iter: 2}\n"
+        "datasets:\n  - name: synthetic-moe\n    params: {n: 300, n_test: 50, d: 3, k: 2}\n"
+        "algorithms:\n  - name: gd\n"
+    )
+    result = invoke("run", str(suite), "--out", str(tmp_path), "--jobs", "auto", "--no-report")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert manifest["jobs"] == cores
+    assert manifest["jobs"] * manifest["worker_threads"] <= cores
+    bad = CliRunner().invoke(main, ["run", str(suite), "--out", str(tmp_path), "--jobs", "0"])
+    assert bad.exit_code == 2 and "neither a positive number of workers nor 'auto'" in bad.output

@@ -151,6 +151,21 @@ def _process_age() -> float | None:
         return None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container
+    allocation), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads per worker: the usable cores shared among ``jobs`` workers (at least one),
+    so that ``jobs x threads`` never exceeds the cores."""
+    return max(1, usable_cores() // max(1, jobs))
+
+
 def take_worker_start() -> float:
     """Seconds this worker took to start (interpreter, imports, plugins), the first time it is
     asked; 0 afterwards, so that a run's accounting counts each worker's start once."""

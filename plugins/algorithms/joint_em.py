@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Self
 
 import torch
+from pydantic import Field, model_validator
 
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import EMParams, SupportsEM
+from ..models.em import EMParams, GateOptions, SupportsEM, check_gate_safeguard
 
 __all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em"]
 
@@ -26,7 +29,53 @@ ExtrasHook = Callable[[ParamDict, ParamDict, torch.Tensor], dict[str, float]]
 
 
 class JointEMParams(EMParams):
-    """Parameters of joint EM (``tol`` and the gate M-step's; see :class:`EMParams`)."""
+    """Parameters of joint EM: those of :class:`EMParams` and the final ridge phase.
+
+    Two defaults differ from the rest of the EM family, so that joint EM with default settings
+    stops at the (unpenalised) maximum-likelihood estimate to about ``1e-9`` relative NLL
+    (``benchmarks/RESULTS.md``, "Peers side by side"):
+
+    ``tol = 1e-10``
+        EM converges linearly with a rate ``rho``: stopping once an iteration lowers the NLL by
+        less than ``tol`` (relative) leaves about ``tol * rho / (1 - rho)`` to gain, ``~1e-8`` at
+        ``tol = 1e-8`` on the peers' problem. ``1e-10`` leaves ``< 1e-9`` (a few more
+        iterations).
+    ``gate_ridge_final = 1e-10``
+        The gate ridge ``lambda`` moves EM's fixed point to the penalised maximum, whose NLL
+        exceeds the maximum likelihood by ``~lambda^2 / 2 * W^T H^{-1} W`` (``H`` the Hessian
+        of the mean NLL in ``W``): negligible for a diffuse gate but ``3e-8`` to ``7e-8``
+        (relative) at ``gate_ridge = 1e-6`` for a sharp one (gate norm 5, noise 0.1).
+        Lowering ``gate_ridge`` itself would also weaken the safeguard in the early
+        iterations, when the posteriors of a poor start can be nearly separable; instead EM
+        runs with ``gate_ridge`` until it stalls, then continues with ``gate_ridge_final``
+        until it stalls again. The ridge stays positive, so every gate M-step keeps a finite
+        maximiser (``||W||_F^2 <= 2 log(k) / lambda``).
+    """
+
+    tol: float = Field(
+        1e-10, ge=0, description="stop when the relative decrease of the training NLL falls "
+        "below tol (0 disables); 1e-10 leaves < 1e-9 (relative) to the maximum likelihood "
+        "where EM converges at rate <= 0.9"
+    )
+    gate_ridge_final: float | None = Field(
+        1e-10, ge=0, description="gate ridge of a final phase: once the NLL stalls (tol) with "
+        "gate_ridge, EM continues with this ridge until it stalls again, so that it stops at "
+        "the maximum likelihood rather than the penalised one (None, or a value >= "
+        "gate_ridge, disables the phase; 0 needs gate_radius)"
+    )
+
+    @model_validator(mode="after")
+    def _check_final_ridge(self) -> Self:
+        if self.gate_ridge_final is not None:
+            check_gate_safeguard(self.gate_ridge_final, self.gate_radius)
+        return self
+
+    def final_gate_options(self) -> GateOptions | None:
+        """The gate settings of the final phase, or ``None`` when there is none."""
+        final = self.gate_ridge_final
+        if final is None or final >= self.gate_ridge:
+            return None
+        return replace(self.gate_options(), ridge=final)
 
 
 class JointEM(Algorithm):
@@ -47,7 +96,8 @@ class JointEM(Algorithm):
         The callback's objective is the training NLL; ``extras`` carries the M-step's
         diagnostics (e.g. ``gate_newton_steps``).
         """
-        return run_em(self, problem, init, callback, eta=1.0)
+        return run_em(self, problem, init, callback, eta=1.0,
+                      final_gate=self.params.final_gate_options())
 
 
 def run_em(
@@ -58,6 +108,7 @@ def run_em(
     eta: float,
     *,
     extras_hook: ExtrasHook | None = None,
+    final_gate: GateOptions | None = None,
 ) -> ParamDict:
     """The EM / mirror-descent loop shared by ``joint-em`` and ``mirror-em``.
 
@@ -78,6 +129,10 @@ def run_em(
     extras_hook
         Optional ``hook(params_old, params_new, R)`` whose returned diagnostics are added to
         ``extras``; it must not modify its arguments.
+    final_gate
+        Gate settings of a final phase (``joint-em``: a smaller ridge): when the NLL first
+        stalls (relative decrease below ``tol``), the loop continues with them until it stalls
+        again. ``None``: stop at the first stall.
 
     Returns
     -------
@@ -93,7 +148,7 @@ def run_em(
     params = {k: v.detach().clone() for k, v in init.items()}
     if eta == 1.0 and extras_hook is None:
         # EM proper: the family's em_step fuses the E-step with the M-step statistics.
-        return _run_fused_em(algorithm, model, X, y, params, gate, callback)
+        return _run_fused_em(algorithm, model, X, y, params, gate, callback, final_gate)
     nll = float(model.nll(params, X, y))
     if not callback(Iterate(0, params, objective=nll)):
         return params
@@ -106,20 +161,26 @@ def run_em(
         if extras_hook is not None:
             extras = {**extras, **extras_hook(old, params, R)}
         new_nll = float(model.nll(params, X, y))
-        if not callback(Iterate(t, params, objective=new_nll, extras=extras)) or \
-                _stalled(algorithm, nll, new_nll):
+        if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
             return params
+        if _stalled(algorithm, nll, new_nll):
+            if final_gate is None or not math.isfinite(new_nll):
+                return params
+            gate, final_gate = final_gate, None
         nll = new_nll
 
 
 def _run_fused_em(algorithm: Algorithm, model, X: torch.Tensor, y: torch.Tensor,
-                  params: ParamDict, gate, callback: Callback) -> ParamDict:
+                  params: ParamDict, gate: GateOptions, callback: Callback,
+                  final_gate: GateOptions | None = None) -> ParamDict:
     """EM proper, one pass over the data per iteration for linear experts.
 
     The family's ``em_step`` at ``theta_t`` returns ``theta_{t+1}`` together with the NLL at
     ``theta_t`` (a by-product of its E-step), so the NLL reported with ``theta_t`` comes from
     the step that follows it instead of a separate pass: the step is computed before the
-    callback that reports ``theta_t`` (and wasted once, after the last report).
+    callback that reports ``theta_t`` (and wasted once, after the last report). When the NLL
+    stalls and ``final_gate`` is set, the step from ``theta_t`` is computed again with
+    ``final_gate`` (one more pass, once), and so are all the steps after it.
     """
     following, following_extras = model.em_step(X, y, params, gate)
     nll = _nll(model, X, y, params, following_extras)
@@ -131,9 +192,16 @@ def _run_fused_em(algorithm: Algorithm, model, X: torch.Tensor, y: torch.Tensor,
         params, extras = following, following_extras
         following, following_extras = model.em_step(X, y, params, gate)
         new_nll = _nll(model, X, y, params, following_extras)
-        if not callback(Iterate(t, params, objective=new_nll, extras=extras)) or \
-                _stalled(algorithm, nll, new_nll):
+        if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
             return params
+        if _stalled(algorithm, nll, new_nll):
+            if final_gate is None or not math.isfinite(new_nll):
+                return params
+            gate, final_gate = final_gate, None
+            # theta_{t+1} came from the old settings: the next stall test would compare two
+            # iterates of the first phase, so take the step again with the new ones.
+            following, following_extras = model.em_step(X, y, params, gate)
+            following_extras.pop("nll", None)
         nll = new_nll
 
 

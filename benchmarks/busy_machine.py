@@ -4,9 +4,11 @@
 
 For each OpenMP wait policy (the default spin-then-sleep, ``OMP_WAIT_POLICY=PASSIVE``, a short
 ``GOMP_SPINCOUNT``) and for one torch thread, it runs ``benchmarks.suite_sizes`` for joint EM in a
-fresh process (the policy is read when the OpenMP runtime loads), once idle and once with one
-busy-loop process competing, interleaved, and prints the median ms per iteration and the
-busy/idle ratio. On 2 cores a fair share is 2x; the target is at most 2.5x.
+fresh process (the policy is read when the OpenMP runtime loads), idle and with one busy-loop
+process competing, interleaved, ``--rounds`` times, and prints the median over rounds of the
+median ms per iteration and the busy/idle ratio. On 2 cores a fair share is 2x; the target is
+at most 2.5x. Single rounds on a small virtual machine vary by up to 2x (frequency, the host's
+other tenants): take at least three.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -43,17 +46,25 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--policies", nargs="+", default=list(POLICIES))
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds over every configuration (medians are reported)")
     args = ap.parse_args()
     print(f"joint EM, d={args.d}, k={args.k}, {args.threads} torch threads unless said, "
-          f"{os.cpu_count()} cores")
-    print("| policy | n | idle (ms/iter) | 1 busy process (ms/iter) | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for n in args.n:
-        for name in args.policies:
-            env = POLICIES[name]
-            idle = run(n, args.d, args.k, args.threads, 0, env)
-            busy = run(n, args.d, args.k, args.threads, 1, env)
-            print(f"| {name} | {n} | {idle:.2f} | {busy:.2f} | {busy / idle:.2f} |", flush=True)
+          f"{os.cpu_count()} cores, median of {args.rounds} interleaved rounds")
+    configs = [(n, name) for n in args.n for name in args.policies]
+    times: dict[tuple[int, str, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for n, name in configs:
+            for busy in (0, 1):
+                times.setdefault((n, name, busy), []).append(
+                    run(n, args.d, args.k, args.threads, busy, POLICIES[name]))
+    print("| policy | n | idle (ms/iter) | 1 busy process (ms/iter) | ratio | idle, each round |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for n, name in configs:
+        idle = statistics.median(times[n, name, 0])
+        busy = statistics.median(times[n, name, 1])
+        rounds = ", ".join(f"{t:.1f}" for t in times[n, name, 0])
+        print(f"| {name} | {n} | {idle:.2f} | {busy:.2f} | {busy / idle:.2f} | {rounds} |")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,23 @@ def worker_threads(jobs: int) -> int:
     return max(1, usable_cores() // max(1, jobs))
 
 
+#: Cells whose training inputs hold fewer numbers than this run with one torch thread. At suite
+#: sizes a second thread buys nothing, and waking it costs: joint EM at n = 4,000, d = 8 took
+#: 2.96 ms per iteration with one thread and 5.83 ms with two passively waiting ones on an idle
+#: 2-core machine, 2.74 vs 3.23 ms beside a busy process (benchmarks/RESULTS.md); the
+#: Fashion-MNIST cells (10,000 x 786 inputs, GEMM-bound) run 1.8x faster with two.
+SMALL_CELL_ELEMENTS = 1_000_000
+
+
+def cell_threads(shape: tuple[int, ...] | None, threads: int) -> int:
+    """Torch threads for a cell on the CPU whose training inputs have ``shape``: one below
+    :data:`SMALL_CELL_ELEMENTS` numbers, else the worker's ``threads``; ``shape=None`` (not an
+    in-memory array) keeps ``threads``."""
+    if shape is None or len(shape) != 2:
+        return threads
+    return 1 if shape[0] * shape[1] < SMALL_CELL_ELEMENTS else threads
+
+
 def take_worker_start() -> float:
     """Seconds this worker took to start (interpreter, imports, plugins), the first time it is
     asked; 0 afterwards, so that a run's accounting counts each worker's start once."""

@@ -9,10 +9,12 @@ changes its results.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .cells import CellSpec, final_row
-from .limits import Limits, memory_limit
+from .limits import Limits, cell_threads, memory_limit
 from .outcomes import is_out_of_memory, out_of_memory_message
 
 _cached: tuple[tuple[Any, ...], Any] | None = None
@@ -43,6 +45,25 @@ def _account(rows: list[dict[str, Any]], data_time: float) -> list[dict[str, Any
     return rows
 
 
+@contextmanager
+def _threads_for(unit: Any) -> Iterator[int]:
+    """Run a cell with :func:`~moebench.execution.limits.cell_threads` torch threads (one for
+    small CPU cells), restoring the worker's setting after it; yields the number used."""
+    import torch
+
+    before = torch.get_num_threads()
+    X = unit.tensors.get("X_train")
+    shape = tuple(X.shape) if isinstance(X, torch.Tensor) else None
+    wanted = cell_threads(shape, before) if unit.device.torch_device().type == "cpu" else before
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 #: A cell still reporting iterations stops itself (status ``timeout``, rows kept) once this
 #: fraction of its hard wall-clock limit has passed, before the supervisor would kill it.
 SOFT_WALL = 0.9
@@ -66,7 +87,10 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
             if isinstance(unit, UnitFailure):
                 return _account([final_row(spec, unit.status, unit.message, cause=unit.cause)],
                                 data_time)
-            return _account(run_cell(spec, unit, limits.memory, deadline), data_time)
+            with _threads_for(unit) as threads:
+                rows = run_cell(spec, unit, limits.memory, deadline)
+            rows[-1]["threads"] = threads
+            return _account(rows, data_time)
     except BaseException as exc:  # SystemExit/KeyboardInterrupt of a plugin: this cell only
         _cached = None
         if is_out_of_memory(exc):

@@ -191,6 +191,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(kernels, "FUSED", False)  # the eager torch kernels on both sides
     monkeypatch.setenv("MOEBENCH_COMPILE", "always")
     model, params, X, y = problem(n=500, k=3, d=4)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
-from .native import Pairs, native_supported, weighted_sums
+from .native import FusedPass, Pairs, fused_supported, native_supported, weighted_sums
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -316,7 +316,10 @@ class KernelSpec:
     gate
         Accumulate the gate objective ``q``.
     gate_system
-        Also the gate gradient and the Hessian weights (weighted Grams of ``f``).
+        Also the gate gradient and, with ``gate_hessian``, the Hessian weights (weighted Grams
+        of ``f``).
+    gate_hessian
+        With ``gate_system``: the Hessian too (else the gradient alone).
     """
 
     k: int
@@ -327,11 +330,12 @@ class KernelSpec:
     expert_stats: bool = False
     gate: bool = False
     gate_system: bool = False
+    gate_hessian: bool = True
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
         """Free gate-row pairs ``a <= b < k - 1`` of the Hessian blocks."""
-        if not self.gate_system:
+        if not (self.gate_system and self.gate_hessian):
             return []
         km1 = self.k - 1
         return [(a, b) for a in range(km1) for b in range(a, km1)]
@@ -501,8 +505,9 @@ def _make_stacked_kernel(spec: KernelSpec) -> Callable[..., tuple]:
                 P = eg[:km1] * (1.0 / sg)
                 Ps = s * P
                 lin.append(R[:km1] - Ps)
-                ia, ib, delta = pair_index(P)
-                hw = Ps[ia] * (delta - P[ib])
+                if pairs:
+                    ia, ib, delta = pair_index(P)
+                    hw = Ps[ia] * (delta - P[ib])
             lin.append(torch.where(R > 0, R * lg, 0.0).sum(dim=0, keepdim=True))
         if ll is not None:
             lin.append(ll[None])
@@ -595,13 +600,14 @@ def activate(t: torch.Tensor, activation: str) -> torch.Tensor:
 class _PassSums:
     """Sums over samples of a kernel's rows (see :func:`_make_kernel`).
 
-    ``grad``: the gate gradient rows of ``lin`` summed against ``f``, ``(k - 1, d' + 1)`` (the
-    last column unused); ``totals``: the sums of the other ``lin`` rows, ``(l', 1)``; ``grams``:
-    the Grams
-    of the chunk rows ``z`` (``[f; y]`` with expert statistics, else ``f``) weighted by the
-    responsibilities (with expert statistics) and then by the gate Hessian weights, packed
-    ``(m, D (D + 1) / 2 + 1)`` (the last column: the sums of the weights) or stacked
-    ``(m D, D)`` (the sums of the responsibilities apart, in ``mass``), as ``packed`` says.
+    ``grad``: the gate gradient rows of ``lin`` summed against ``f``, ``(k - 1, d')`` or
+    ``(k - 1, d' + 1)`` (the last column unused); ``totals``: the sums of the other ``lin`` rows,
+    ``(l', 1)``; ``grams``: the Grams of the chunk rows ``z`` (``[f; y]`` with expert statistics,
+    else ``f``) weighted by the responsibilities (with expert statistics) and then, unless
+    ``hess`` holds them, by the gate Hessian weights, packed ``(m, D (D + 1) / 2 + 1)`` (the last
+    column: the sums of the weights) or stacked ``(m D, D)`` (the sums of the responsibilities
+    apart, in ``mass``), as ``packed`` says; ``hess``: the gate Hessian Grams of ``f`` alone,
+    packed ``(k (k - 1) / 2, d' (d' + 1) / 2)`` (the fused native pass).
     """
 
     packed: bool
@@ -609,38 +615,75 @@ class _PassSums:
     totals: torch.Tensor | None = None
     grams: torch.Tensor | None = None
     mass: torch.Tensor | None = None
+    hess: torch.Tensor | None = None
 
     def lin_parts(self, spec: KernelSpec) -> tuple[float, float, torch.Tensor | None]:
         """``(loglik, q, grad)`` from the ``lin`` sums, ``nan``/``None`` where not computed."""
         grad = self.grad[:, : spec.n_features] if self.grad is not None else None
-        row, q = 0, math.nan
-        if spec.gate:
-            q = float(self.totals[0, 0])
-            row = 1
-        loglik = float(self.totals[row, 0]) if spec.posterior else math.nan
+        totals = self.totals[:, 0].tolist() if self.totals is not None else []
+        q = totals[0] if spec.gate else math.nan
+        loglik = totals[int(spec.gate)] if spec.posterior else math.nan
         return loglik, q, grad
 
     def unpacked(self, spec: KernelSpec) -> torch.Tensor:
         """All ``(m, D, D)`` Grams."""
         D = spec.gram_rows
-        m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
         if not self.packed:
+            m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
             out = self.grams.reshape(m, D, D)
             return 0.5 * (out + out.transpose(1, 2))
-        iu = torch.triu_indices(D, D, device=self.grams.device)
-        out = self.grams.new_zeros(m, D, D)
-        flat = self.grams[:, : iu.shape[1]]
-        out[:, iu[0], iu[1]] = flat
-        out[:, iu[1], iu[0]] = flat
-        return out
+        return _unpack(self.grams, D)
 
     def expert_stats(self, spec: KernelSpec) -> ExpertStats:
         """:class:`ExpertStats` from the first ``k`` Grams of ``[f; y]``."""
         k, d = spec.k, spec.n_features
-        G = self.unpacked(spec)[:k]
+        G = (_unpack(self.grams[:k], d + 1) if self.packed else self.unpacked(spec)[:k])
         mass = self.grams[:k, -1] if self.packed else self.mass
         return ExpertStats(mass=mass.clone(), G=G[:, :d, :d].clone(), b=G[:, :d, d].clone(),
                            yy=G[:, d, d].clone())
+
+
+_UNPACK: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _unpack(flat: torch.Tensor, D: int) -> torch.Tensor:
+    """``(m, D, D)`` symmetric matrices from their packed upper triangles, ``(m, >= D(D+1)/2)``
+    (row by row, as :meth:`Pairs.packed`): one gather through a cached index."""
+    key = (D, flat.device)
+    idx = _UNPACK.get(key)
+    if idx is None:
+        iu = torch.triu_indices(D, D)
+        pos = torch.empty(D, D, dtype=torch.long)
+        pos[iu[0], iu[1]] = torch.arange(iu.shape[1])
+        pos[iu[1], iu[0]] = torch.arange(iu.shape[1])
+        idx = _UNPACK[key] = pos.reshape(-1).to(flat.device)
+    return flat.index_select(1, idx).reshape(flat.shape[0], D, D)
+
+
+_HESS_INDEX: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _hessian_from_packed(hess: torch.Tensor, km1: int, d: int) -> torch.Tensor:
+    """The ``(km1 d, km1 d)`` negated Hessian from the packed pair Grams of the fused pass."""
+    key = (km1, d, hess.device)
+    idx = _HESS_INDEX.get(key)
+    if idx is None:
+        T = d * (d + 1) // 2
+        iu = torch.triu_indices(d, d)
+        pos = torch.empty(d, d, dtype=torch.long)
+        pos[iu[0], iu[1]] = torch.arange(T)
+        pos[iu[1], iu[0]] = torch.arange(T)
+        pair = torch.empty(km1, km1, dtype=torch.long)
+        j = 0
+        for a in range(km1):
+            for b in range(a, km1):
+                pair[a, b] = pair[b, a] = j
+                j += 1
+        # H[a d + i, b d + j] = hess[pair(a, b), pos(i, j)]
+        full = pair[:, None, :, None] * T + pos[None, :, None, :]
+        idx = _HESS_INDEX[key] = full.reshape(-1).to(hess.device)
+    n = km1 * d
+    return hess.reshape(-1).index_select(0, idx).reshape(n, n)
 
 
 #: Most weighted sums (weights x products) a pass gives the native kernel: its scratch is a
@@ -660,6 +703,70 @@ def _packed_layout(spec: KernelSpec, chunks: RowChunks) -> bool:
     return D * (D + 1) // 2 <= m * D
 
 
+#: Whether passes use the fused native kernel where it applies (the tests switch it off to compare).
+FUSED = True
+_FUSED_PASSES: dict[KernelSpec, FusedPass] = {}
+
+
+def _fused_applies(spec: KernelSpec, chunks: RowChunks) -> bool:
+    """Whether :class:`~moebench_plugins.models.native.FusedPass` runs ``spec``'s pass: CPU
+    float64 chunks, at most 16 experts, linear experts for the posterior, the packed Grams
+    within the native kernel's scratch budget, and ``MOEBENCH_COMPILE`` not ``always`` (which
+    asks for the compiled torch kernels)."""
+    return (FUSED and fused_supported(chunks.device, chunks.dtype, spec.k)
+            and compile_mode() != "always"
+            and (spec.activation == "linear" or not spec.posterior)
+            and _packed_layout(spec, chunks))
+
+
+def _run_fused_pass(
+    chunks: RowChunks,
+    spec: KernelSpec,
+    AW: torch.Tensor,
+    const: torch.Tensor,
+    inv_sigma: torch.Tensor,
+    labels: torch.Tensor | LabelFn | None,
+    R_out: torch.Tensor | ChunkedLabels | None,
+    loglik_out: torch.Tensor | None,
+) -> _PassSums:
+    """:func:`_run_pass` through the fused native kernel: one call per chunk."""
+    k = spec.k
+    fused = _FUSED_PASSES.get(spec)
+    if fused is None:
+        fused = _FUSED_PASSES[spec] = FusedPass(
+            k, spec.n_features, posterior=spec.posterior, expert_stats=spec.expert_stats,
+            gate=spec.gate, system=spec.gate_system, hessian=spec.gate_hessian)
+    sums = fused.new_sums(AW)
+    for s, e, Z in chunks:
+        Rin = None
+        if labels is not None:
+            Rin = labels(s, e, Z) if callable(labels) else labels[s:e].T.to(chunks.dtype)
+            if Rin.stride(1) != 1:
+                Rin = Rin.contiguous()
+        Rt = None
+        if isinstance(R_out, ChunkedLabels):
+            Rt = AW.new_empty(k, e - s)
+        elif R_out is not None:
+            Rt = R_out[s:e].T
+            if Rt.stride(1) != 1:
+                Rt = AW.new_empty(k, e - s)
+        ll = None
+        if loglik_out is not None:
+            ll = loglik_out[s:e]
+            if ll.stride(0) != 1:
+                ll = AW.new_empty(e - s)
+        Zc = Z if Z.stride(1) == 1 else Z.contiguous()
+        fused(Zc, AW, const, inv_sigma, Rin, sums, R_out=Rt, loglik_out=ll)
+        if isinstance(R_out, ChunkedLabels):
+            R_out.put(s, Rt)
+        elif R_out is not None and Rt.data_ptr() != R_out[s:e].data_ptr():
+            R_out[s:e].copy_(Rt.T)
+        if ll is not None and ll.data_ptr() != loglik_out[s:e].data_ptr():
+            loglik_out[s:e].copy_(ll)
+    return _PassSums(packed=True, grad=sums.get("grad"), totals=sums.get("totals"),
+                     grams=sums.get("experts"), hess=sums.get("hessian"))
+
+
 def _run_pass(
     chunks: RowChunks,
     spec: KernelSpec,
@@ -675,6 +782,8 @@ def _run_pass(
     In the stacked Gram layout (large ``d``) a chunk is cut into column blocks so that the
     ``(m D, block)`` temporaries stay near :data:`_STACKED_ELEMENTS`.
     """
+    if _fused_applies(spec, chunks):
+        return _run_fused_pass(chunks, spec, AW, const, inv_sigma, labels, R_out, loglik_out)
     dt = chunks.dtype
     D, nf, k = spec.gram_rows, spec.n_features, spec.k
     packed = _packed_layout(spec, chunks)
@@ -765,6 +874,10 @@ def _gate_stats(spec: KernelSpec, sums: _PassSums, d: int, like: torch.Tensor) -
         return GateStats(q=q, grad=None, neg_hessian=None)
     if km1 == 0:
         return GateStats(q=q, grad=like.new_zeros(0, d), neg_hessian=like.new_zeros(0, 0))
+    if not spec.gate_hessian:
+        return GateStats(q=q, grad=grad, neg_hessian=None)
+    if sums.hess is not None:
+        return GateStats(q=q, grad=grad, neg_hessian=_hessian_from_packed(sums.hess, km1, d))
     grams = sums.unpacked(spec)
     row0 = spec.k if spec.expert_stats else 0
     H = like.new_zeros(km1 * d, km1 * d)
@@ -849,6 +962,7 @@ def em_pass(
     expert_stats: bool = False,
     gate: bool = False,
     gate_system: bool = True,
+    gate_hessian: bool = True,
 ) -> PassStats:
     """One pass: E-step and, optionally, the M-step statistics of experts and gate.
 
@@ -870,8 +984,9 @@ def em_pass(
         ``(n,)`` (only with ``labels=None``).
     expert_stats
         Accumulate :class:`ExpertStats` (linear experts).
-    gate, gate_system
-        Accumulate the gate objective at ``W`` and, with ``gate_system``, its Newton system.
+    gate, gate_system, gate_hessian
+        Accumulate the gate objective at ``W`` and, with ``gate_system``, its gradient and, with
+        ``gate_hessian``, its negated Hessian.
 
     Returns
     -------
@@ -886,7 +1001,8 @@ def em_pass(
     posterior = labels is None
     spec = KernelSpec(k=k, n_features=d, activation=activation, posterior=posterior,
                       per_sample=R_out is not None or loglik_out is not None,
-                      expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system)
+                      expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system,
+                      gate_hessian=gate_hessian)
     AW, const, inv_sigma = _pass_inputs(A, W, log_sigma, chunks.device, chunks.dtype, posterior,
                                         gate)
     sums = _run_pass(chunks, spec, AW, const, inv_sigma, labels, R_out=R_out,
@@ -898,7 +1014,8 @@ def em_pass(
 
 
 def gate_pass(
-    chunks: RowChunks, labels: torch.Tensor | LabelFn, W: torch.Tensor, *, system: bool
+    chunks: RowChunks, labels: torch.Tensor | LabelFn, W: torch.Tensor, *, system: bool,
+    hessian: bool = True,
 ) -> GateStats:
     """Gate objective ``q`` at ``W`` and, with ``system``, its gradient and negated Hessian.
 
@@ -912,6 +1029,8 @@ def gate_pass(
         Gate rows ``(k, d')`` (last row zero).
     system
         Also accumulate the Newton system (its Grams in the pass's ``weighted_sums`` call).
+    hessian
+        With ``system``: the Hessian too (else the gradient alone, ``neg_hessian=None``).
 
     Returns
     -------
@@ -919,7 +1038,8 @@ def gate_pass(
         Sums over samples.
     """
     k, d = W.shape
-    spec = KernelSpec(k=k, n_features=d, posterior=False, gate=True, gate_system=system)
+    spec = KernelSpec(k=k, n_features=d, posterior=False, gate=True, gate_system=system,
+                      gate_hessian=hessian)
     W = W.to(chunks.device, chunks.dtype)
     empty = W.new_zeros(0)
     sums = _run_pass(chunks, spec, W, empty, empty, labels)

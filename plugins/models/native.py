@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Pairs", "native_available", "native_mode", "native_supported", "weighted_sums",
+__all__ = ["FUSED_MAX_EXPERTS", "FusedPass", "Pairs", "fused_supported", "native_available",
+           "native_mode", "native_supported", "vector_exp", "vector_log", "weighted_sums",
            "weighted_sums_torch"]
 
 #: The vector width and the register tile follow the instruction set the compiler targets:
@@ -225,8 +226,341 @@ int moebench_sums_REAL(IDX c, int ng, const int *m, const REAL *const *W, const 
 """
 
 
+_FUSED = r"""
+/* ---- fused E-step / gate kernel (float64 only) ------------------------------------------ */
+typedef int64_t VEC_I64 __attribute__((vector_size(VBYTES)));
+
+static inline VEC_double splat_d(double x)
+{
+    VEC_double v;
+    for (int l = 0; l < LANES_double; l++) v[l] = x;
+    return v;
+}
+
+static inline VEC_double sel_d(VEC_I64 m, VEC_double a, VEC_double b)
+{
+    return (VEC_double)((m & (VEC_I64)a) | (~m & (VEC_I64)b));
+}
+
+/* exp(x) to about 1 ulp: x = q ln2 + s (Cody-Waite, |s| <= ln2 / 2), the Taylor polynomial of
+   degree 13 (truncation below 2e-17 relative), then 2^q in two factors so that q down to -1077
+   (subnormal results) stays exact. x > 709.78: inf; x < -745.2: 0; NaN: NaN. */
+static inline VEC_double vexp_d(VEC_double x)
+{
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
+    VEC_double xc = sel_d(x < splat_d(-746.0), splat_d(-746.0), x);
+    xc = sel_d(xc > splat_d(710.0), splat_d(710.0), xc);
+    xc = sel_d(xc == xc, xc, splat_d(0.0));
+    VEC_double t = xc * 1.4426950408889634074 + magic;
+    VEC_double qd = t - magic;
+    VEC_I64 q = (VEC_I64)t - (VEC_I64)splat_d(magic);
+    VEC_double s = xc - qd * 6.93147180369123816490e-01;
+    s = s - qd * 1.90821492927058770002e-10;
+    VEC_double p = splat_d(1.0 / 6227020800.0);
+    p = p * s + 1.0 / 479001600.0;
+    p = p * s + 1.0 / 39916800.0;
+    p = p * s + 1.0 / 3628800.0;
+    p = p * s + 1.0 / 362880.0;
+    p = p * s + 1.0 / 40320.0;
+    p = p * s + 1.0 / 5040.0;
+    p = p * s + 1.0 / 720.0;
+    p = p * s + 1.0 / 120.0;
+    p = p * s + 1.0 / 24.0;
+    p = p * s + 1.0 / 6.0;
+    p = p * s + 0.5;
+    VEC_double u = (s * s) * p + s + 1.0;
+    VEC_I64 q1 = q >> 1, q2 = q - q1;
+    VEC_double f1 = (VEC_double)((q1 + 1023) << 52), f2 = (VEC_double)((q2 + 1023) << 52);
+    u = u * f1 * f2;
+    u = sel_d(x > splat_d(709.782712893384), splat_d(__builtin_inf()), u);
+    u = sel_d(x < splat_d(-745.2), splat_d(0.0), u);
+    return sel_d(x == x, u, x);
+}
+
+/* log(x) for positive normal x (fdlibm's e_log.c reduction and polynomial, below 1 ulp);
+   other arguments give NaN, except +inf which gives +inf. */
+static inline VEC_double vlog_d(VEC_double x)
+{
+    VEC_I64 bits = (VEC_I64)x;
+    VEC_I64 e = ((bits >> 52) & 0x7ff) - 1023;
+    VEC_double m = (VEC_double)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+    VEC_I64 big = m > splat_d(1.4142135623730951);
+    m = sel_d(big, m * 0.5, m);
+    e = e - big; /* big is -1 where true */
+    VEC_double dk = __builtin_convertvector(e, VEC_double);
+    VEC_double f = m - 1.0;
+    VEC_double s = f / (f + 2.0);
+    VEC_double z = s * s, w = z * z;
+    VEC_double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                                                         + w * 1.531383769920937332e-01));
+    VEC_double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                    + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    VEC_double R = t2 + t1;
+    VEC_double hfsq = 0.5 * f * f;
+    VEC_double r = dk * 6.93147180369123816490e-01
+                   - ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+    VEC_I64 ok = (x >= splat_d(2.2250738585072014e-308)) & (x < splat_d(__builtin_inf()));
+    r = sel_d(ok, r, splat_d(__builtin_nan("")));
+    return sel_d(x == splat_d(__builtin_inf()), x, r);
+}
+
+/* The maximum of rows v[0..n), 0 where it is not finite (the log-sum-exp shift). */
+static inline VEC_double finite_max_d(const VEC_double *v, int n)
+{
+    VEC_double mx = v[0];
+    for (int j = 1; j < n; j++) mx = sel_d(v[j] > mx, v[j], mx);
+    return sel_d((mx - mx) == splat_d(0.0), mx, splat_d(0.0));
+}
+
+void moebench_vexp_double(IDX n, const double *x, double *y)
+{
+    IDX i = 0;
+    for (; i + LANES_double <= n; i += LANES_double) {
+        VEC_double v = vexp_d(load_double(x + i));
+        memcpy(y + i, &v, sizeof v);
+    }
+    for (; i < n; i++) {
+        VEC_double v = vexp_d(splat_d(x[i]));
+        y[i] = v[0];
+    }
+}
+
+void moebench_vlog_double(IDX n, const double *x, double *y)
+{
+    IDX i = 0;
+    for (; i + LANES_double <= n; i += LANES_double) {
+        VEC_double v = vlog_d(load_double(x + i));
+        memcpy(y + i, &v, sizeof v);
+    }
+    for (; i < n; i++) {
+        VEC_double v = vlog_d(splat_d(x[i]));
+        y[i] = v[0];
+    }
+}
+
+#define FUSED_KMAX 16
+#define F_POSTERIOR 1
+#define F_EXPERTS 2
+#define F_GATE 4
+#define F_SYSTEM 8
+#define F_HESSIAN 16
+
+/* The weight rows of samples [0, len) of one block (a multiple of LANES_double, rows of Z and
+   of the labels at stride ldz / readable up to len), in the order: gate gradient rows
+   r_a - s p_a (a < k - 1, with F_SYSTEM); the objective row sum_i r_i log p_i (F_GATE) and the
+   log-likelihood (F_POSTERIOR); the responsibilities (F_EXPERTS); the Hessian weights
+   s p_a (delta_ab - p_b), a <= b < k - 1 (F_SYSTEM and F_HESSIAN). With rout/llout the
+   posterior and the log-likelihood are also written to the rows rout[j] and llout
+   (block-relative). */
+static void fused_weights_d(int len, int k, int nf, const double *Z, IDX ldz, const double *AW,
+                            const double *cst, const double *isg, const double *const *lab,
+                            int flags, double *wrow, double *const *rout, double *llout)
+{
+    const int post = flags & F_POSTERIOR, gate = flags & F_GATE, sys = flags & F_SYSTEM;
+    const int nl = post ? 2 * k : k, goff = post ? k : 0, km1 = k - 1;
+    const int ngrad = sys ? km1 : 0, ntot = (gate ? 1 : 0) + (post ? 1 : 0);
+    const int nr = (flags & F_EXPERTS) ? k : 0;
+    double *wgrad = wrow, *wtot = wrow + (IDX)ngrad * BLK, *wr = wtot + (IDX)ntot * BLK;
+    double *whw = wr + (IDX)nr * BLK;
+    for (int i = 0; i < len; i += LANES_double) {
+        VEC_double L[2 * FUSED_KMAX], eg[FUSED_KMAX], lg[FUSED_KMAX], R[FUSED_KMAX];
+        VEC_double sg = splat_d(1.0), ll = splat_d(0.0);
+        for (int j = 0; j < nl; j++) L[j] = splat_d(0.0);
+        for (int a = 0; a < nf && (post || gate); a++) {
+            VEC_double za = load_double(Z + (IDX)a * ldz + i);
+            for (int j = 0; j < nl; j++) L[j] += AW[(IDX)j * nf + a] * za;
+        }
+        if (post || gate) {
+            VEC_double mx = finite_max_d(L + goff, k);
+            sg = splat_d(0.0);
+            for (int j = 0; j < k; j++) {
+                eg[j] = vexp_d(L[goff + j] - mx);
+                sg += eg[j];
+            }
+            VEC_double lse = mx + vlog_d(sg);
+            for (int j = 0; j < k; j++) lg[j] = L[goff + j] - lse;
+        }
+        if (post) {
+            VEC_double y = load_double(Z + (IDX)nf * ldz + i), u[FUSED_KMAX];
+            for (int j = 0; j < k; j++) {
+                VEC_double z = (y - L[j]) * isg[j];
+                u[j] = lg[j] + cst[j] - 0.5 * z * z;
+            }
+            VEC_double mu = finite_max_d(u, k), su = splat_d(0.0);
+            for (int j = 0; j < k; j++) {
+                R[j] = vexp_d(u[j] - mu);
+                su += R[j];
+            }
+            ll = mu + vlog_d(su);
+            VEC_double inv = 1.0 / su;
+            for (int j = 0; j < k; j++) R[j] = R[j] * inv;
+        } else {
+            for (int j = 0; j < k; j++) R[j] = load_double(lab[j] + i);
+        }
+        if (rout)
+            for (int j = 0; j < k; j++) memcpy(rout[j] + i, &R[j], sizeof R[j]);
+        if (llout) memcpy(llout + i, &ll, sizeof ll);
+        for (int j = 0; j < nr; j++) memcpy(wr + (IDX)j * BLK + i, &R[j], sizeof R[j]);
+        int t = 0;
+        if (gate) {
+            VEC_double q = splat_d(0.0);
+            for (int j = 0; j < k; j++)
+                q += sel_d(R[j] > splat_d(0.0), R[j] * lg[j], splat_d(0.0));
+            memcpy(wtot + i, &q, sizeof q);
+            t = 1;
+        }
+        if (post) memcpy(wtot + (IDX)t * BLK + i, &ll, sizeof ll);
+        if (sys && km1 > 0) {
+            VEC_double s = R[0], P[FUSED_KMAX], Ps[FUSED_KMAX];
+            for (int j = 1; j < k; j++) s += R[j];
+            VEC_double inv_sg = 1.0 / sg;
+            for (int a = 0; a < km1; a++) {
+                P[a] = eg[a] * inv_sg;
+                Ps[a] = s * P[a];
+                VEC_double gr = R[a] - Ps[a];
+                memcpy(wgrad + (IDX)a * BLK + i, &gr, sizeof gr);
+            }
+            int p = 0;
+            for (int a = 0; a < km1 && (flags & F_HESSIAN); a++)
+                for (int b = a; b < km1; b++, p++) {
+                    VEC_double h = a == b ? Ps[a] * (1.0 - P[b]) : Ps[a] * (0.0 - P[b]);
+                    memcpy(whw + (IDX)p * BLK + i, &h, sizeof h);
+                }
+        }
+    }
+}
+
+/* One pass of the fused kernel over the c samples of the chunk Z ((nf + 1) rows at stride ldz:
+   features, then targets): per block of BLK samples the weight rows of fused_weights_d, then
+   their weighted sums by the register tiles of range_double. The groups (m[g] weight rows in
+   the order above, products pa/pb over rows [0, nf + 1) and the row of ones nf + 1) and their
+   accumulators out[g] are given by the caller. AW: the rows [A; W] (with F_POSTERIOR) or W,
+   row-major with nf columns; lab: the k label rows (without F_POSTERIOR); rout, llout: the
+   posterior rows and the log-likelihoods of the c samples, or NULL. The blocks are split into
+   nthreads contiguous ranges, partial sums added in thread order in double. Returns 0, -1
+   without memory, -2 when the groups do not match the flags or k is out of range. */
+int moebench_fused_double(IDX c, int k, int nf, const double *Z, IDX ldz, const double *AW,
+                          const double *cst, const double *isg, const double *const *lab,
+                          int flags, double *const *rout, double *llout,
+                          int ng, const int *m, const int *np, const int *const *pa,
+                          const int *const *pb, double *const *out, const double *ones,
+                          int nthreads)
+{
+    if (k < 1 || k > FUSED_KMAX || ng < 0 || ng > 8) return -2;
+    if (!(flags & F_POSTERIOR) && !lab) return -2;
+    if ((flags & F_EXPERTS) && !(flags & F_POSTERIOR) && !lab) return -2;
+    if (c <= 0) return 0;
+    const int km1 = k - 1, sys = flags & F_SYSTEM;
+    const int nw = (sys ? km1 : 0) + ((flags & F_GATE) ? 1 : 0) + ((flags & F_POSTERIOR) ? 1 : 0)
+                   + ((flags & F_EXPERTS) ? k : 0)
+                   + (sys && (flags & F_HESSIAN) ? km1 * k / 2 : 0);
+    int mt = 0;
+    for (int g = 0; g < ng; g++) mt += m[g];
+    if (mt != nw) return -2;
+    const int D = nf + 1;
+    IDX nblk = (c + BLK - 1) / BLK;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (nblk / 2 < nt) nt = nblk / 2 > 1 ? (int)(nblk / 2) : 1;
+    IDX toff[9], poff[9];
+    toff[0] = poff[0] = 0;
+    for (int g = 0; g < ng; g++) {
+        toff[g + 1] = toff[g] + (IDX)((m[g] + TW - 1) / TW) * ((np[g] + TP - 1) / TP) * TW * TP;
+        poff[g + 1] = poff[g] + (IDX)m[g] * np[g];
+    }
+    size_t per = (size_t)toff[ng] * sizeof(VEC_double);
+    size_t wbytes = ((size_t)(nw > 0 ? nw : 1) * BLK * sizeof(double) + 63) / 64 * 64;
+    size_t zbytes = ((size_t)(D + 2 * k + 1) * BLK * sizeof(double) + 63) / 64 * 64;
+    size_t sbytes = (per + 63) / 64 * 64 + wbytes + zbytes;
+    char *scr = aligned_alloc(64, sbytes * nt + 64);
+    double *part = malloc(sizeof(double) * (poff[ng] * nt + 1));
+    if (!scr || !part) { free(scr); free(part); return -1; }
+    memset(scr, 0, sbytes * nt);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+#endif
+    for (int t = 0; t < nt; t++) {
+        char *mine = scr + sbytes * t;
+        VEC_double *acc = (VEC_double *)mine;
+        double *wrow = (double *)(mine + (per + 63) / 64 * 64);
+        double *zpad = (double *)((char *)wrow + wbytes);
+        VEC_double *sg[8];
+        for (int g = 0; g < ng; g++) sg[g] = acc + toff[g];
+        const double *wp[FUSED_KMAX * FUSED_KMAX];
+        for (int r = 0; r < nw; r++) wp[r] = wrow + (IDX)r * BLK;
+        IDX b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
+        for (IDX b = b0; b < b1; b++) {
+            IDX s0 = b * BLK, len = c - s0 < BLK ? c - s0 : BLK;
+            int lenv = (int)((len + LANES_double - 1) / LANES_double * LANES_double);
+            const double *Zb = Z + s0;
+            IDX ld = ldz;
+            const double *labb[FUSED_KMAX];
+            double *rb[FUSED_KMAX];
+            for (int j = 0; j < k; j++) {
+                labb[j] = lab ? lab[j] + s0 : NULL;
+                rb[j] = rout ? rout[j] + s0 : NULL;
+            }
+            double *llb = llout ? llout + s0 : NULL;
+            int tail = lenv != len;
+            double *rt[FUSED_KMAX], *llt = llb;
+            for (int j = 0; j < k; j++) rt[j] = rb[j];
+            if (tail) { /* the last, partial block: zero-padded copies in and out */
+                for (int r = 0; r < D; r++) {
+                    memcpy(zpad + (IDX)r * BLK, Z + (IDX)r * ldz + s0, sizeof(double) * len);
+                    memset(zpad + (IDX)r * BLK + len, 0, sizeof(double) * (lenv - len));
+                }
+                for (int j = 0; j < k; j++) {
+                    if (lab) {
+                        double *dst = zpad + (IDX)(D + j) * BLK;
+                        memcpy(dst, labb[j], sizeof(double) * len);
+                        memset(dst + len, 0, sizeof(double) * (lenv - len));
+                        labb[j] = dst;
+                    }
+                    rt[j] = zpad + (IDX)(D + k + j) * BLK;
+                }
+                llt = zpad + (IDX)(D + 2 * k) * BLK;
+                Zb = zpad;
+                ld = BLK;
+            }
+            fused_weights_d(lenv, k, nf, Zb, ld, AW, cst, isg, lab ? labb : NULL, flags, wrow,
+                            rout ? rt : NULL, llout ? llt : NULL);
+            if (tail) {
+                for (int r = 0; r < nw; r++)
+                    memset(wrow + (IDX)r * BLK + len, 0, sizeof(double) * (lenv - len));
+                for (int j = 0; j < k && rout; j++)
+                    memcpy(rb[j], rt[j], sizeof(double) * len);
+                if (llout) memcpy(llb, llt, sizeof(double) * len);
+            }
+            range_double(0, lenv, ng, m, wp, np, pa, pb, Zb, ld, D, ones, sg);
+        }
+        for (int g = 0; g < ng; g++) {
+            int ntp = (np[g] + TP - 1) / TP;
+            double *pt = part + poff[ng] * t + poff[g];
+            for (int j = 0; j < m[g]; j++)
+                for (int p = 0; p < np[g]; p++) {
+                    VEC_double v = sg[g][((IDX)(j / TW) * ntp + p / TP) * TW * TP
+                                         + (j % TW) * TP + p % TP];
+                    double h = 0.0;
+                    for (int l = 0; l < LANES_double; l++) h += v[l];
+                    pt[(size_t)j * np[g] + p] = h;
+                }
+        }
+    }
+    for (int g = 0; g < ng; g++)
+            for (IDX j = 0; j < (IDX)m[g] * np[g]; j++) {
+                double h = 0.0;
+                for (int t = 0; t < nt; t++) h += part[poff[ng] * t + poff[g] + j];
+                out[g][j] += h;
+            }
+    free(scr);
+    free(part);
+    return 0;
+}
+"""
+
+
 def _source() -> str:
-    return _HEAD + "".join(_TEMPLATE.replace("REAL", real) for real in ("double", "float"))
+    return (_HEAD + "".join(_TEMPLATE.replace("REAL", real) for real in ("double", "float"))
+            + _FUSED)
 
 
 _lock = threading.Lock()
@@ -392,6 +726,15 @@ def _load() -> ctypes.CDLL | None:
                 fn.argtypes = [ctypes.c_longlong, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr,
                                ptr, ctypes.c_longlong, ctypes.c_int, ptr, ctypes.c_int]
                 fn.restype = ctypes.c_int
+            ptr = ctypes.c_void_p
+            lib.moebench_fused_double.argtypes = [
+                ctypes.c_longlong, ctypes.c_int, ctypes.c_int, ptr, ctypes.c_longlong, ptr, ptr,
+                ptr, ptr, ctypes.c_int, ptr, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr,
+                ctypes.c_int]
+            lib.moebench_fused_double.restype = ctypes.c_int
+            for name in ("moebench_vexp_double", "moebench_vlog_double"):
+                getattr(lib, name).argtypes = [ctypes.c_longlong, ptr, ptr]
+                getattr(lib, name).restype = None
         except Exception as exc:  # no compiler, unwritable caches, foreign platform
             warnings.warn(
                 f"moebench's native weighted-sums kernel is unavailable ({type(exc).__name__}: "
@@ -617,3 +960,180 @@ def _native_fn(Z: torch.Tensor, weights: list[torch.Tensor], outs: list[torch.Te
         return None
     name = "moebench_sums_double" if dt == torch.float64 else "moebench_sums_float"
     return getattr(_load(), name)
+
+
+#: Most experts the fused kernel takes (its per-sample rows live in registers and on the stack).
+FUSED_MAX_EXPERTS = 16
+_F_POSTERIOR, _F_EXPERTS, _F_GATE, _F_SYSTEM, _F_HESSIAN = 1, 2, 4, 8, 16
+_BLK = 256  # the C source's BLK: the row of ones passed along covers at least one block
+
+
+def fused_supported(device: torch.device | str, dtype: torch.dtype, k: int) -> bool:
+    """Whether :class:`FusedPass` runs for chunks like these (CPU float64, ``k <= 16``)."""
+    return (dtype == torch.float64 and 1 <= k <= FUSED_MAX_EXPERTS
+            and native_supported(device, dtype))
+
+
+def _elementwise(name: str, x: torch.Tensor) -> torch.Tensor:
+    if not fused_supported(x.device, x.dtype, 1):
+        raise RuntimeError("the native kernels need CPU float64 tensors and a C compiler")
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    getattr(_load(), name)(x.numel(), x.data_ptr(), y.data_ptr())
+    return y
+
+
+def vector_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` by the fused kernel's vectorised exponential (within 1 ulp; for the tests).
+
+    Parameters
+    ----------
+    x
+        A CPU float64 tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        ``exp(x)``, same shape.
+    """
+    return _elementwise("moebench_vexp_double", x)
+
+
+def vector_log(x: torch.Tensor) -> torch.Tensor:
+    """``log(x)`` by the fused kernel's vectorised logarithm (within 1 ulp for positive normal
+    ``x``, NaN for zero, negative and subnormal ``x``; for the tests).
+
+    Parameters
+    ----------
+    x
+        A CPU float64 tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        ``log(x)``, same shape.
+    """
+    return _elementwise("moebench_vlog_double", x)
+
+
+class FusedPass:
+    """One native call per chunk for the E-step and gate kernel and its weighted sums.
+
+    Per block of 256 samples the C kernel computes in registers what the torch chunk kernel of
+    :mod:`~moebench_plugins.models.kernels` computes as ``(k, c)`` temporaries (logits, gate
+    log-softmax, Gaussian log-densities, responsibilities, log-likelihood, gate gradient rows and
+    Hessian weights) and sums them against the chunk with the register tiles of
+    :func:`weighted_sums`. Its sums, per :attr:`groups` entry:
+
+    ``grad``
+        ``(k - 1, nf)``: ``sum_c (r_a - s p_a) f`` (with ``system``).
+    ``totals``
+        ``(t, 1)``: ``sum_c sum_i r_i log p_i`` (with ``gate``), then the log-likelihood (with
+        ``posterior``).
+    ``experts``
+        ``(k, (nf + 1)(nf + 2) / 2 + 1)``: the Grams of ``[f; y]`` weighted by the
+        responsibilities, packed as ``Pairs.packed(nf + 1, ones=True)`` (with ``expert_stats``).
+    ``hessian``
+        ``(k (k - 1) / 2, nf (nf + 1) / 2)``: the Grams of ``f`` weighted by
+        ``s p_a (delta_ab - p_b)``, ``a <= b < k - 1``, packed as ``Pairs.packed(nf)`` (with
+        ``system`` and ``hessian``).
+
+    Parameters
+    ----------
+    k, nf
+        Experts and chunk features (rows of ``f``; the chunk has one more row, ``y``).
+    posterior
+        Compute the posterior from linear experts (else the labels are given).
+    expert_stats, gate, system, hessian
+        What to accumulate, as :class:`~moebench_plugins.models.kernels.KernelSpec`
+        (``hessian``: its ``gate_hessian``).
+    """
+
+    def __init__(self, k: int, nf: int, *, posterior: bool, expert_stats: bool, gate: bool,
+                 system: bool, hessian: bool = True):
+        if not 1 <= k <= FUSED_MAX_EXPERTS:
+            raise ValueError(f"the fused kernel takes 1 to {FUSED_MAX_EXPERTS} experts, got {k}")
+        self.k, self.nf, self.posterior = k, nf, posterior
+        system = system and gate and k > 1
+        ones = nf + 1
+        groups: list[tuple[str, int, Pairs]] = []
+        if system:
+            groups.append(("grad", k - 1, Pairs(tuple(range(nf)), (ones,) * nf)))
+        n_totals = int(gate) + int(posterior)
+        if n_totals:
+            groups.append(("totals", n_totals, Pairs((ones,), (ones,))))
+        if expert_stats:
+            groups.append(("experts", k, Pairs.packed(nf + 1, ones=True)))
+        if system and hessian:
+            groups.append(("hessian", k * (k - 1) // 2, Pairs.packed(nf)))
+        self.groups = groups
+        self.flags = ((_F_POSTERIOR if posterior else 0) | (_F_EXPERTS if expert_stats else 0)
+                      | (_F_GATE if gate else 0) | (_F_SYSTEM if system else 0)
+                      | (_F_HESSIAN if hessian else 0))
+        ng = len(groups)
+        idx = [pairs.indices(torch.device("cpu")) for _, _, pairs in groups]
+        self._keep = idx
+        ptr = ctypes.c_void_p
+        self._m = (ctypes.c_int * max(ng, 1))(*[m for _, m, _ in groups])
+        self._np = (ctypes.c_int * max(ng, 1))(*[len(p) for _, _, p in groups])
+        self._pa = (ptr * max(ng, 1))(*[a.data_ptr() for a, _ in idx])
+        self._pb = (ptr * max(ng, 1))(*[b.data_ptr() for _, b in idx])
+
+    def new_sums(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Zeroed accumulators of every group, by name."""
+        return {name: like.new_zeros(m, len(pairs)) for name, m, pairs in self.groups}
+
+    def __call__(self, Z: torch.Tensor, AW: torch.Tensor, const: torch.Tensor,
+                 inv_sigma: torch.Tensor, labels: torch.Tensor | None,
+                 sums: dict[str, torch.Tensor], R_out: torch.Tensor | None = None,
+                 loglik_out: torch.Tensor | None = None) -> None:
+        """Add one chunk's sums to ``sums`` (:meth:`new_sums`).
+
+        Parameters
+        ----------
+        Z
+            ``(nf + 1, c)`` chunk ``[f; y]``, CPU float64, rows contiguous.
+        AW
+            ``[A; W]`` (posterior) or ``W``, ``(2k or k, nf)``.
+        const, inv_sigma
+            ``-log(2 pi) / 2 - log sigma_i`` and ``1 / sigma_i``, ``(k,)`` (posterior only).
+        labels
+            ``(k, c)`` given responsibilities, rows contiguous (without the posterior).
+        sums
+            The accumulators.
+        R_out, loglik_out
+            ``(k, c)`` and ``(c,)`` outputs of the posterior and the log-likelihoods, rows
+            contiguous, or ``None``.
+        """
+        k, c = self.k, Z.shape[1]
+        if Z.shape[0] != self.nf + 1 or Z.stride(1) != 1:
+            raise ValueError(f"Z must be ({self.nf + 1}, c) with contiguous rows")
+        tensors = [t for t in (labels, R_out, loglik_out) if t is not None]
+        if any(t.stride(-1) != 1 or t.shape[-1] != c or t.dtype != Z.dtype for t in tensors):
+            raise ValueError("labels and outputs must be float64 rows of the chunk's length")
+        if (labels is None) == (not self.posterior):
+            raise ValueError("labels are needed exactly when the posterior is not computed")
+        AW = AW.contiguous()
+        const, inv_sigma = const.contiguous(), inv_sigma.contiguous()
+        outs = [sums[name] for name, _, _ in self.groups]
+        ptr = ctypes.c_void_p
+        item = Z.element_size()
+
+        def rows(t: torch.Tensor | None) -> Any:
+            if t is None:
+                return None
+            base, step = t.data_ptr(), t.stride(0) * item
+            return (ptr * k)(*[base + j * step for j in range(k)])
+
+        ones = _ones(max(c, _BLK), Z)
+        ng = len(outs)
+        rc = _load().moebench_fused_double(
+            c, k, self.nf, Z.data_ptr(), Z.stride(0), AW.data_ptr(), const.data_ptr(),
+            inv_sigma.data_ptr(), rows(labels), self.flags, rows(R_out),
+            None if loglik_out is None else loglik_out.data_ptr(), ng, self._m, self._np,
+            self._pa, self._pb, (ptr * max(ng, 1))(*[o.data_ptr() for o in outs]),
+            ones.data_ptr(), torch.get_num_threads())
+        if rc == -1:
+            raise MemoryError("moebench's fused kernel could not allocate its scratch memory")
+        if rc != 0:
+            raise RuntimeError(f"moebench's fused kernel refused the call (code {rc})")

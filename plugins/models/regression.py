@@ -11,7 +11,9 @@ all rows) and ``g`` linear, sigmoid or ReLU.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import weakref
 from typing import Literal
 
 import numpy as np
@@ -40,6 +42,13 @@ from .kernels import (
 )
 
 __all__ = ["InitError", "RegressionMoE"]
+
+#: The gate's negated Hessian sum at the last gate of an EM M-step, per data (``RowChunks``):
+#: ``(W, H)``. With posterior labels (``s_n = 1``) ``H`` depends on ``W`` and the inputs alone,
+#: so the next E-step at the same ``W`` (EM near convergence leaves the gate unchanged) reuses
+#: it instead of summing its Grams again.
+_GATE_HESSIANS: weakref.WeakKeyDictionary[RowChunks, tuple[torch.Tensor, torch.Tensor]] = (
+    weakref.WeakKeyDictionary())
 
 Activation = Literal["linear", "sigmoid", "relu"]
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -537,10 +546,15 @@ class RegressionMoE(SupportsEM):
             return new, {**extras, "nll": -st.loglik / n}
         # The posterior stays in the blocks the pass computed (no (n, k) copy).
         R = ChunkedLabels(n) if keep_responsibilities else None
-        stats = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True)
+        hit = _GATE_HESSIANS.get(chunks)
+        H = hit[1] if hit is not None and torch.equal(hit[0], W) else None
+        stats = em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True,
+                        gate_hessian=H is None)
+        first = stats.gate if H is None else dataclasses.replace(stats.gate, neg_hessian=H)
         labels = R if R is not None else posterior_labels(A, W, log_sigma, n_rows=n)
         new = self._experts_from_stats(chunks, labels, params, stats.experts)
-        new, extras = self._gate_from_stats(chunks, labels, params, gate, stats.gate, new)
+        new, extras = self._gate_from_stats(chunks, labels, params, gate, first, new,
+                                            remember=True)
         return new, {**extras, "nll": -stats.loglik / n}
 
     def _experts_from_stats(
@@ -571,14 +585,19 @@ class RegressionMoE(SupportsEM):
 
     def _gate_from_stats(
         self, chunks: RowChunks, R: torch.Tensor | LabelFn, params: ParamDict,
-        gate: GateOptions, first: GateStats | None, new: ParamDict,
+        gate: GateOptions, first: GateStats | None, new: ParamDict, *, remember: bool = False,
     ) -> tuple[ParamDict, dict[str, float]]:
-        """EM's gate M-step (``eta = 1``) from the fused pass's Newton system, safeguarded."""
+        """EM's gate M-step (``eta = 1``) from the fused pass's Newton system, safeguarded.
+
+        ``remember``: keep the Hessian at the result for the next E-step (posterior labels).
+        """
         n = chunks.n_rows
         W, info = fit_gate_chunked(
             chunks, R, params["W"], ridge=gate.ridge, max_steps=gate.max_steps,
             radius=gate.radius, tol=DEFAULT_TOL, first=first,
         )
+        if remember and info["neg_hessian"] is not None:
+            _GATE_HESSIANS[chunks] = (W, info["neg_hessian"])
         W_old = params["W"]
         if gate.radius is not None:
             W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)

@@ -1,0 +1,205 @@
+"""The fused native pass, its vectorised exp/log, the lazy gate Hessians and the Hessian reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moebench import InitSpec
+from moebench_plugins.models import gate as gate_module
+from moebench_plugins.models import kernels, native, regression
+from moebench_plugins.models.em import GateOptions
+from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass, gate_pass
+from moebench_plugins.models.regression import RegressionMoE
+
+needs_native = pytest.mark.skipif(not native.native_available(),
+                                  reason="no C compiler: the native kernel cannot be built")
+
+
+def _ulps(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return np.abs(got - ref) / np.spacing(np.abs(ref))
+
+
+@needs_native
+def test_vector_exp_and_log_are_within_an_ulp_or_two_of_libm():
+    rng = np.random.default_rng(0)
+    for lo, hi in [(-0.35, 0.35), (-40.0, 0.0), (-700.0, 700.0), (-745.0, -708.0)]:
+        x = rng.uniform(lo, hi, 40_003)
+        got = native.vector_exp(torch.from_numpy(x)).numpy()
+        assert _ulps(got, np.exp(x)).max() <= 2, (lo, hi)
+    x = np.exp(rng.uniform(-700, 700, 40_003))
+    got = native.vector_log(torch.from_numpy(x)).numpy()
+    assert _ulps(got, np.log(x)).max() <= 2
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 710.0, -746.0, 0.0])
+    out = native.vector_exp(special.double())
+    assert torch.isnan(out[0]) and out[1] == float("inf") and out[2] == 0.0
+    assert out[3] == float("inf") and out[4] == 0.0 and out[5] == 1.0
+    logs = native.vector_log(torch.tensor([1.0, float("inf"), float("nan"), -1.0],
+                                          dtype=torch.float64))
+    assert logs[0] == 0.0 and logs[1] == float("inf") and logs[2:].isnan().all()
+
+
+def _data(n: int, k: int, d: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, dtype=torch.float64, generator=g)
+    y = torch.randn(n, dtype=torch.float64, generator=g)
+    A = torch.randn(k, d, dtype=torch.float64, generator=g)
+    W = torch.randn(k, d, dtype=torch.float64, generator=g)
+    W[-1] = 0
+    log_sigma = 0.3 * torch.randn(k, dtype=torch.float64, generator=g)
+    return X, y, A, W, log_sigma
+
+
+def _close(a, b, rtol=1e-12):
+    if isinstance(a, float):
+        assert a == pytest.approx(b, rel=rtol, abs=rtol)
+        return
+    scale = float(b.abs().max().clamp_min(1.0)) if b.numel() else 1.0
+    torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale)
+
+
+def _both(monkeypatch, fn):
+    """``fn()`` with the fused native pass and with the torch kernels it replaces."""
+    monkeypatch.setattr(kernels, "FUSED", True)
+    fused = fn()
+    monkeypatch.setattr(kernels, "FUSED", False)
+    reference = fn()
+    monkeypatch.setattr(kernels, "FUSED", True)
+    return fused, reference
+
+
+@needs_native
+@pytest.mark.parametrize(("n", "k", "d", "chunk"),
+                         [(10_000, 4, 10, 65536), (1001, 3, 5, 256), (7, 2, 3, 64),
+                          (3000, 16, 6, 1000), (700, 5, 30, 333), (513, 1, 4, 100)])
+def test_fused_pass_equals_the_torch_kernels(monkeypatch, n, k, d, chunk):
+    X, y, A, W, log_sigma = _data(n, k, d)
+    chunks = RowChunks(X, y, chunk_size=chunk)
+    assert kernels._fused_applies(
+        kernels.KernelSpec(k=k, n_features=d, expert_stats=True, gate=True, gate_system=True),
+        chunks)
+
+    def run():
+        R = torch.empty(n, k, dtype=torch.float64)
+        ll = torch.empty(n, dtype=torch.float64)
+        blocks = ChunkedLabels(n)
+        full = em_pass(chunks, A, W, log_sigma, R_out=R, loglik_out=ll, expert_stats=True,
+                       gate=True)
+        em_pass(chunks, A, W, log_sigma, R_out=blocks)
+        given = em_pass(chunks, A, W, log_sigma, labels=R, expert_stats=True, gate=True)
+        gates = [gate_pass(chunks, blocks, W, system=s, hessian=h)
+                 for s, h in ((True, True), (True, False), (False, True))]
+        return full, R, ll, blocks.to_tensor(), given, gates
+
+    fused, ref = _both(monkeypatch, run)
+    for got, want in zip(fused[1:4], ref[1:4], strict=True):
+        _close(got, want)
+    for got, want in ((fused[0], ref[0]), (fused[4], ref[4])):
+        if got.loglik == got.loglik:  # nan with given labels
+            _close(got.loglik, want.loglik)
+        for name in ("mass", "G", "b", "yy"):
+            _close(getattr(got.experts, name), getattr(want.experts, name))
+        _close(got.gate.q, want.gate.q)
+        _close(got.gate.grad, want.gate.grad)
+        _close(got.gate.neg_hessian, want.gate.neg_hessian)
+    for got, want in zip(fused[5], ref[5], strict=True):
+        _close(got.q, want.q)
+        assert (got.grad is None) == (want.grad is None)
+        assert (got.neg_hessian is None) == (want.neg_hessian is None)
+        if got.grad is not None:
+            _close(got.grad, want.grad)
+        if got.neg_hessian is not None:
+            _close(got.neg_hessian, want.neg_hessian)
+
+
+@needs_native
+def test_the_fused_pass_checks_its_inputs():
+    fused = native.FusedPass(3, 4, posterior=False, expert_stats=True, gate=False, system=False)
+    Z = torch.zeros(5, 10, dtype=torch.float64)
+    sums = fused.new_sums(Z)
+    with pytest.raises(ValueError, match="labels are needed"):
+        fused(Z, torch.zeros(3, 4, dtype=torch.float64), Z[0, :3], Z[0, :3], None, sums)
+    with pytest.raises(ValueError, match=r"Z must be \(5, c\)"):
+        fused(Z[:4], torch.zeros(3, 4, dtype=torch.float64), Z[0, :3], Z[0, :3], Z[:3], sums)
+    with pytest.raises(ValueError, match="1 to 16 experts"):
+        native.FusedPass(17, 4, posterior=True, expert_stats=True, gate=True, system=True)
+
+
+def _trajectory(model, X, y, params, gate, iterations):
+    nll, steps = [], []
+    for _ in range(iterations):
+        params, extras = model.em_step(X, y, params, gate)
+        nll.append(extras["nll"])
+        steps.append(extras["gate_newton_steps"])
+    return nll, steps, params
+
+
+def _problem(n=4000, k=4, d=6, seed=1):
+    model = RegressionMoE(RegressionMoE.Params(k=k, sigma=0.3), n_features=d)
+    g = torch.Generator().manual_seed(seed)
+    truth = model.init_params(InitSpec(scale=3.0), g)
+    X = torch.randn(n, d, dtype=torch.float64, generator=g)
+    z = torch.distributions.Categorical(logits=X @ truth["W"].T).sample()
+    y = (X * truth["A"][z]).sum(1) + 0.3 * torch.randn(n, dtype=torch.float64, generator=g)
+    return model, X, y, model.init_params(InitSpec(), g)
+
+
+def test_lazy_hessians_and_their_reuse_keep_the_em_trajectory(monkeypatch):
+    """Skipping the Hessians that only confirm convergence, and reusing the one at an unchanged
+    gate, gives the EM iterates of the plain Newton solve (to rounding), with fewer Hessians."""
+    model, X, y, init = _problem()
+    gate = GateOptions(ridge=1e-6)
+    hessians = []
+    real_gate_pass = gate_module.gate_pass
+
+    def counting(*args, **kw):
+        hessians.append(kw["system"] and kw.get("hessian", True))
+        return real_gate_pass(*args, **kw)
+
+    monkeypatch.setattr(gate_module, "gate_pass", counting)
+    runs = {}
+    for lazy in (False, True):
+        monkeypatch.setattr(gate_module, "LAZY_HESSIAN", lazy)
+        monkeypatch.setattr(regression, "_GATE_HESSIANS",
+                            regression.weakref.WeakKeyDictionary() if lazy else _Forgetful())
+        hessians.clear()
+        runs[lazy] = (*_trajectory(model, X, y, {k: v.clone() for k, v in init.items()}, gate,
+                                   40), sum(hessians))
+    plain, lazy = runs[False], runs[True]
+    assert lazy[1] == plain[1]  # the same Newton steps in every M-step
+    np.testing.assert_allclose(lazy[0], plain[0], rtol=1e-12)
+    for name in ("A", "W", "log_sigma"):
+        torch.testing.assert_close(lazy[2][name], plain[2][name], rtol=1e-9, atol=1e-12)
+    assert sum(plain[1]) > 20 and plain[1][-1] == 0  # the run covers steps and convergence
+    assert lazy[3] < plain[3]
+
+
+class _Forgetful(dict):
+    def __setitem__(self, key, value):
+        pass
+
+
+def test_an_unchanged_gate_reuses_the_hessian_of_the_last_m_step(monkeypatch):
+    model, X, y, init = _problem(n=2000)
+    gate = GateOptions(ridge=1e-6)
+    params = {k: v.clone() for k, v in init.items()}
+    nll, steps, params = _trajectory(model, X, y, params, gate, 60)
+    assert steps[-1] == 0
+    chunks = model.chunks(X, y)
+    W, H = regression._GATE_HESSIANS[chunks]
+    assert torch.equal(W, params["W"])
+    # the Hessian sum at W by a pass of its own
+    R = model.posterior(params, X, y)
+    fresh = gate_pass(chunks, R, W, system=True)
+    torch.testing.assert_close(H, fresh.neg_hessian, rtol=1e-11, atol=1e-9)
+    passes = []
+    real = kernels._run_pass
+
+    def spy(chunks_, spec, *args, **kw):
+        passes.append(spec.gate_hessian and spec.gate_system)
+        return real(chunks_, spec, *args, **kw)
+
+    monkeypatch.setattr(kernels, "_run_pass", spy)
+    new, extras = model.em_step(X, y, params, gate)
+    assert extras["gate_newton_steps"] == 0 and passes == [False]

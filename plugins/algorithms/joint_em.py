@@ -4,7 +4,8 @@ Each iteration computes the responsibilities (E-step) and runs the model family'
 closed-form weighted least squares for linear experts (safeguarded Gauss-Newton for sigmoid and
 ReLU), damped Newton on the soft-label softmax regression for the gate, warm-started from the
 current gate. No sub-step decreases the expected complete-data log-likelihood, so the training
-NLL never increases.
+NLL never increases. Once the NLL stalls, a final phase with a much smaller gate ridge removes
+the ridge's bias, so that EM stops at the maximum likelihood (:class:`JointEMParams`).
 """
 
 from __future__ import annotations
@@ -37,19 +38,23 @@ class JointEMParams(EMParams):
 
     ``tol = 1e-10``
         EM converges linearly with a rate ``rho``: stopping once an iteration lowers the NLL by
-        less than ``tol`` (relative) leaves about ``tol * rho / (1 - rho)`` to gain, ``~1e-8`` at
-        ``tol = 1e-8`` on the peers' problem. ``1e-10`` leaves ``< 1e-9`` (a few more
-        iterations).
+        less than ``tol`` (relative) leaves about ``tol * rho / (1 - rho)`` to gain: ``1e-8``
+        at ``tol = 1e-8`` on the peers' problem, ``5e-8`` to ``1.4e-7`` with overlapping
+        experts. ``1e-10`` leaves ``< 1e-9`` where ``rho <= 0.9``, for a few more iterations
+        (33 -> 42 on the peers' problem); very slow EM (``rho > 0.99``) can still stop more
+        than ``1e-8`` short.
     ``gate_ridge_final = 1e-10``
         The gate ridge ``lambda`` moves EM's fixed point to the penalised maximum, whose NLL
         exceeds the maximum likelihood by ``~lambda^2 / 2 * W^T H^{-1} W`` (``H`` the Hessian
-        of the mean NLL in ``W``): negligible for a diffuse gate but ``3e-8`` to ``7e-8``
-        (relative) at ``gate_ridge = 1e-6`` for a sharp one (gate norm 5, noise 0.1).
+        of the mean NLL in ``W``), whatever ``n``: negligible for a diffuse gate but ``3e-8``
+        to ``9e-8`` (relative) at ``gate_ridge = 1e-6`` for a sharp one (gate norm 5, noise
+        0.1), ``3e-5`` at gate norm 20.
         Lowering ``gate_ridge`` itself would also weaken the safeguard in the early
         iterations, when the posteriors of a poor start can be nearly separable; instead EM
         runs with ``gate_ridge`` until it stalls, then continues with ``gate_ridge_final``
         until it stalls again. The ridge stays positive, so every gate M-step keeps a finite
-        maximiser (``||W||_F^2 <= 2 log(k) / lambda``).
+        maximiser (``||W||_F^2 <= 2 log(k) / lambda``). With ``tol = 0`` EM never stalls, so
+        the final phase never starts.
     """
 
     tol: float = Field(
@@ -61,7 +66,7 @@ class JointEMParams(EMParams):
         1e-10, ge=0, description="gate ridge of a final phase: once the NLL stalls (tol) with "
         "gate_ridge, EM continues with this ridge until it stalls again, so that it stops at "
         "the maximum likelihood rather than the penalised one (None, or a value >= "
-        "gate_ridge, disables the phase; 0 needs gate_radius)"
+        "gate_ridge, disables the phase; so does tol = 0; 0 needs gate_radius)"
     )
 
     @model_validator(mode="after")

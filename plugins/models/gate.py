@@ -131,21 +131,31 @@ def _ball_qp(
     return project_rows(U, radius).reshape(-1)
 
 
-def _solve_pd(M: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Solve ``M x = g`` for a (numerically) positive definite ``M``."""
+def _factor_pd(M: torch.Tensor) -> torch.Tensor | None:
+    """The Cholesky factor of a (numerically) positive definite ``M``, adding a little ridge where
+    rounding made it indefinite (tiny ridge, saturated gate); ``None`` if that fails too."""
     L, info = torch.linalg.cholesky_ex(M)
-    if int(info) == 0:
-        return torch.cholesky_solve(g[:, None], L)[:, 0]
-    # Rounding made M indefinite (tiny ridge, saturated gate): add a little more ridge.
+    if not info:
+        return L
     scale = M.diagonal().abs().max().clamp_min(torch.finfo(M.dtype).tiny)
     eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
     jitter = scale * torch.finfo(M.dtype).eps * 10
     for _ in range(20):
         L, info = torch.linalg.cholesky_ex(M + jitter * eye)
-        if int(info) == 0:
-            return torch.cholesky_solve(g[:, None], L)[:, 0]
+        if not info:
+            return L
         jitter = jitter * 10
-    return torch.linalg.lstsq(M, g[:, None]).solution[:, 0]
+    return None
+
+
+def _solve_pd(M: torch.Tensor, g: torch.Tensor,
+              L: torch.Tensor | None = None) -> torch.Tensor:
+    """Solve ``M x = g`` for a (numerically) positive definite ``M`` (``L``: its factor)."""
+    if L is None:
+        L = _factor_pd(M)
+    if L is None:
+        return torch.linalg.lstsq(M, g[:, None]).solution[:, 0]
+    return torch.cholesky_solve(g[:, None], L)[:, 0]
 
 
 def fit_softmax_gate(
@@ -273,47 +283,55 @@ def fit_gate_chunked(
     k = n_labels if n_labels is not None else W0.shape[0]
     if W0.shape != (k, d):
         raise ValueError(f"W0 has shape {tuple(W0.shape)}, expected {(k, d)}")
-    V = W0[:-1].detach().to(chunks.device, chunks.dtype).clone()
-    zero_row = V.new_zeros(1, d)
+    # The full gate W (last row zero) and its free rows V as a view: trial points are W + t D.
+    W = W0.detach().to(chunks.device, chunks.dtype).clone()
+    W[-1] = 0
+    V = W[:-1]
     projected_start = False
     if radius is not None and k > 1:
         P0 = project_rows(V, radius)
         projected_start = not torch.equal(P0, V)
-        V = P0
+        V.copy_(P0)
 
-    def evaluate(V_: torch.Tensor, system: bool, hessian: bool = True) -> tuple[float, GateStats]:
-        st = gate_pass(chunks, labels, torch.cat([V_, zero_row], dim=0), system=system,
-                       hessian=hessian)
-        return st.q / n - 0.5 * ridge * float((V_ * V_).sum()), st
+    def penalty(W_: torch.Tensor) -> float:
+        v = W_.reshape(-1)
+        return 0.5 * ridge * float(torch.dot(v, v))
+
+    def evaluate(W_: torch.Tensor, system: bool, hessian: bool = True) -> tuple[float, GateStats]:
+        st = gate_pass(chunks, labels, W_, system=system, hessian=hessian)
+        return st.q / n - penalty(W_), st
 
     if first is not None and not projected_start and first.neg_hessian is not None:
         st = first
-        J = first.q / n - 0.5 * ridge * float((V * V).sum())
+        J = first.q / n - penalty(W)
     else:
-        J, st = evaluate(V, k > 1)
+        J, st = evaluate(W, k > 1)
     J0 = J
     steps = 0
     converged = k == 1
-    eye = torch.eye((k - 1) * d, dtype=V.dtype, device=V.device)
-    M_prev: torch.Tensor | None = None
+    L_prev: torch.Tensor | None = None  # the factor of the previous step's Newton matrix
     while not converged and steps < max_steps:
         if st.neg_hessian is None:
-            if st.grad is not None and M_prev is not None:
-                # Lazy Hessian: the predicted increase with the previous step's Hessian.
-                g = (st.grad / n - ridge * V).reshape(-1)
-                estimate = float(g @ _solve_pd(M_prev, g)) / 2
-                if 0 <= estimate <= tol / _LAZY_MARGIN:
+            if st.grad is not None and L_prev is not None:
+                # Lazy Hessian: the predicted increase g' M^-1 g / 2 with the previous step's M.
+                g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1, 1)
+                h = torch.linalg.solve_triangular(L_prev, g, upper=False)
+                estimate = float(torch.dot(h[:, 0], h[:, 0])) / 2
+                if estimate <= tol / _LAZY_MARGIN:
                     converged = True
                     break
-            J, st = evaluate(V, True)
-        g = (st.grad / n - ridge * V).reshape(-1)
-        M = st.neg_hessian / n + ridge * eye
+            J, st = evaluate(W, True)
+        g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1)
+        M = st.neg_hessian / n
+        M.diagonal().add_(ridge)
+        L = None
         if radius is None:
-            delta = _solve_pd(M, g)
-            slope = float(g @ delta)  # directional derivative; > 0 for an ascent direction
+            L = _factor_pd(M)
+            delta = _solve_pd(M, g, L)
+            slope = float(torch.dot(g, delta))  # directional derivative; > 0 for ascent
             gain = slope / 2
         else:
-            v = V.reshape(-1)
+            v = W[:-1].reshape(-1)
             delta = _ball_qp(M, M @ v + g, k - 1, radius) - v
             slope = float(g @ delta)
             gain = slope - 0.5 * float(delta @ (M @ delta))  # predicted increase of the model
@@ -323,13 +341,13 @@ def fit_gate_chunked(
         # Newton converges quadratically (the next predicted increase is about gain^2): when
         # that says the full step will end the solve, its pass skips the Hessian.
         hessian = not LAZY_HESSIAN or radius is not None or gain * gain > tol / _LAZY_MARGIN
-        D = delta.reshape(V.shape)
+        D = torch.cat([delta.reshape(k - 1, d), delta.new_zeros(1, d)])
         t = 1.0
         accepted = False
         for _ in range(_MAX_HALVINGS):
-            V_new = V + t * D
+            W_new = torch.add(W, D, alpha=t)
             # The Newton system at the trial point is only needed when another step follows.
-            J_new, st_new = evaluate(V_new, t == 1.0 and steps + 1 < max_steps, hessian)
+            J_new, st_new = evaluate(W_new, t == 1.0 and steps + 1 < max_steps, hessian)
             if J_new >= J + _ARMIJO * t * slope:
                 accepted = True
                 break
@@ -338,9 +356,8 @@ def fit_gate_chunked(
             # Rounding dominates the predicted increase: we are at the optimum for this precision.
             converged = True
             break
-        V, J, st, M_prev = V_new, J_new, st_new, M
+        W, J, st, L_prev = W_new, J_new, st_new, L
         steps += 1
-    W = torch.cat([V, zero_row], dim=0)
     info = {"steps": steps, "J": J, "J0": J0, "converged": bool(converged),
             "projected_start": projected_start, "neg_hessian": st.neg_hessian}
     return W, info

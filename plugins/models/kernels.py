@@ -36,6 +36,7 @@ vectorised loop, eager execution runs the same arithmetic op by op.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import struct
@@ -245,14 +246,13 @@ class ExpertStats:
 
     def sse(self, A: torch.Tensor) -> torch.Tensor:
         """Weighted residual sums ``sum_n r_ni (y_n - a_i . f_n)^2`` of rows ``A``, ``(k,)``."""
-        GA = torch.einsum("kij,kj->ki", self.G, A)
+        GA = torch.matmul(self.G, A.unsqueeze(2)).squeeze(2)
         return self.yy - 2.0 * (A * self.b).sum(1) + (A * GA).sum(1)
 
     def sse_change(self, A_new: torch.Tensor, A_old: torch.Tensor) -> torch.Tensor:
         """``sse(A_new) - sse(A_old)`` computed without cancellation of ``yy``, shape ``(k,)``."""
-        D = A_new - A_old
-        S = torch.einsum("kij,kj->ki", self.G, A_new + A_old)
-        return (D * (S - 2.0 * self.b)).sum(1)
+        S = torch.matmul(self.G, (A_new + A_old).unsqueeze(2)).squeeze(2)
+        return ((A_new - A_old) * (S - 2.0 * self.b)).sum(1)
 
 
 @dataclass
@@ -332,7 +332,7 @@ class KernelSpec:
     gate_system: bool = False
     gate_hessian: bool = True
 
-    @property
+    @functools.cached_property
     def pairs(self) -> list[tuple[int, int]]:
         """Free gate-row pairs ``a <= b < k - 1`` of the Hessian blocks."""
         if not (self.gate_system and self.gate_hessian):
@@ -344,6 +344,12 @@ class KernelSpec:
     def gram_rows(self) -> int:
         """Rows ``D`` of the chunk entering the expert Grams (``[f; y]``)."""
         return self.n_features + 1 if self.expert_stats else self.n_features
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_spec(*args: Any) -> KernelSpec:
+    """The :class:`KernelSpec` of these fields, built once (a pass per Newton step asks again)."""
+    return KernelSpec(*args)
 
 
 def _max_rows(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -535,7 +541,10 @@ def compile_mode() -> str:
     processes) is repaid within a few iterations; ``always`` and ``never`` force the choice.
     ``1``/``true`` and ``0``/``false`` are accepted too.
     """
-    raw = os.environ.get("MOEBENCH_COMPILE", "auto").strip().lower()
+    raw = os.environ.get("MOEBENCH_COMPILE")
+    if raw is None:
+        return "auto"
+    raw = raw.strip().lower()
     mode = {"1": "always", "true": "always", "0": "never", "false": "never", "": "auto"}.get(
         raw, raw)
     if mode not in ("auto", "always", "never"):
@@ -713,10 +722,13 @@ def _fused_applies(spec: KernelSpec, chunks: RowChunks) -> bool:
     float64 chunks, at most 16 experts, linear experts for the posterior, the packed Grams
     within the native kernel's scratch budget, and ``MOEBENCH_COMPILE`` not ``always`` (which
     asks for the compiled torch kernels)."""
-    return (FUSED and fused_supported(chunks.device, chunks.dtype, spec.k)
-            and compile_mode() != "always"
+    if not (FUSED and fused_supported(chunks.device, chunks.dtype, spec.k)
             and (spec.activation == "linear" or not spec.posterior)
-            and _packed_layout(spec, chunks))
+            and compile_mode() != "always"):
+        return False
+    D = spec.gram_rows
+    m = (spec.k if spec.expert_stats else 0) + len(spec.pairs)
+    return m * (D * (D + 1) // 2) <= _NATIVE_MAX_SUMS  # as _packed_layout with the native kernel
 
 
 def _run_fused_pass(
@@ -736,7 +748,7 @@ def _run_fused_pass(
         fused = _FUSED_PASSES[spec] = FusedPass(
             k, spec.n_features, posterior=spec.posterior, expert_stats=spec.expert_stats,
             gate=spec.gate, system=spec.gate_system, hessian=spec.gate_hessian)
-    sums = fused.new_sums(AW)
+    flat = fused.new_sums(AW)
     for s, e, Z in chunks:
         Rin = None
         if labels is not None:
@@ -756,13 +768,14 @@ def _run_fused_pass(
             if ll.stride(0) != 1:
                 ll = AW.new_empty(e - s)
         Zc = Z if Z.stride(1) == 1 else Z.contiguous()
-        fused(Zc, AW, const, inv_sigma, Rin, sums, R_out=Rt, loglik_out=ll)
+        fused(Zc, AW, const, inv_sigma, Rin, flat, R_out=Rt, loglik_out=ll)
         if isinstance(R_out, ChunkedLabels):
             R_out.put(s, Rt)
         elif R_out is not None and Rt.data_ptr() != R_out[s:e].data_ptr():
             R_out[s:e].copy_(Rt.T)
         if ll is not None and ll.data_ptr() != loglik_out[s:e].data_ptr():
             loglik_out[s:e].copy_(ll)
+    sums = fused.views(flat)
     return _PassSums(packed=True, grad=sums.get("grad"), totals=sums.get("totals"),
                      grams=sums.get("experts"), hess=sums.get("hessian"))
 
@@ -999,10 +1012,8 @@ def em_pass(
     if labels is not None and (R_out is not None or loglik_out is not None):
         raise ValueError("R_out and loglik_out need labels=None (the posterior of this pass)")
     posterior = labels is None
-    spec = KernelSpec(k=k, n_features=d, activation=activation, posterior=posterior,
-                      per_sample=R_out is not None or loglik_out is not None,
-                      expert_stats=expert_stats, gate=gate, gate_system=gate and gate_system,
-                      gate_hessian=gate_hessian)
+    spec = _kernel_spec(k, d, activation, posterior, R_out is not None or loglik_out is not None,
+                        expert_stats, gate, gate and gate_system, gate_hessian)
     AW, const, inv_sigma = _pass_inputs(A, W, log_sigma, chunks.device, chunks.dtype, posterior,
                                         gate)
     sums = _run_pass(chunks, spec, AW, const, inv_sigma, labels, R_out=R_out,
@@ -1038,8 +1049,7 @@ def gate_pass(
         Sums over samples.
     """
     k, d = W.shape
-    spec = KernelSpec(k=k, n_features=d, posterior=False, gate=True, gate_system=system,
-                      gate_hessian=hessian)
+    spec = _kernel_spec(k, d, "linear", False, False, False, True, system, hessian)
     W = W.to(chunks.device, chunks.dtype)
     empty = W.new_zeros(0)
     sums = _run_pass(chunks, spec, W, empty, empty, labels)
@@ -1091,19 +1101,19 @@ def solve_experts(stats: ExpertStats, A_old: torch.Tensor, n: int) -> torch.Tens
     torch.Tensor
         New rows ``(k, d')``.
     """
-    k, d = A_old.shape
     G = stats.G
-    lam = 1e-10 * (G.diagonal(dim1=1, dim2=2).mean(dim=1) + 1e-300)
-    eye = torch.eye(d, dtype=G.dtype, device=G.device)
-    M = G + lam[:, None, None] * eye
+    M = G.clone()
+    diag = M.diagonal(dim1=1, dim2=2)
+    diag.add_(diag.mean(dim=1, keepdim=True).add_(1e-300).mul_(1e-10))
     L, info = torch.linalg.cholesky_ex(M)
-    cand = torch.cholesky_solve(stats.b[:, :, None], L)[:, :, 0]
-    bad = info != 0
-    if bool(bad.any()):
-        lst = torch.linalg.lstsq(M, stats.b[:, :, None]).solution[:, :, 0]
-        cand = torch.where(bad[:, None], lst, cand)
-    ok = (stats.mass > 1e-12 * n) & torch.isfinite(cand).all(dim=1)
-    ok &= stats.sse_change(torch.where(torch.isfinite(cand), cand, A_old), A_old) <= 0
+    cand = torch.cholesky_solve(stats.b.unsqueeze(2), L).squeeze(2)
+    if info.any():
+        lst = torch.linalg.lstsq(M, stats.b.unsqueeze(2)).solution.squeeze(2)
+        cand = torch.where((info != 0)[:, None], lst, cand)
+    finite = torch.isfinite(cand).all(dim=1)
+    ok = finite & (stats.mass > 1e-12 * n)
+    # rows that are not finite are refused already; their change is computed at A_old
+    ok &= stats.sse_change(torch.where(finite[:, None], cand, A_old), A_old) <= 0
     return torch.where(ok[:, None], cand, A_old)
 
 

@@ -573,7 +573,10 @@ def native_mode() -> str:
     ``auto`` (the default) compiles the native Gram kernel on first use and falls back to the
     torch expression, with one warning, when that fails.
     """
-    raw = os.environ.get("MOEBENCH_NATIVE", "auto").strip().lower()
+    raw = os.environ.get("MOEBENCH_NATIVE")
+    if raw is None:
+        return "auto"
+    raw = raw.strip().lower()
     mode = {"0": "never", "false": "never", "1": "auto", "true": "auto", "": "auto"}.get(raw, raw)
     if mode not in ("auto", "never"):
         raise ValueError(f"MOEBENCH_NATIVE={raw!r}: use auto or never")
@@ -714,6 +717,8 @@ def _compiler() -> list[str]:
 
 def _load() -> ctypes.CDLL | None:
     """The compiled kernel library, building it on first use; ``None`` when unavailable."""
+    if "lib" in _state:  # loaded (or found unavailable) once and for all
+        return _state["lib"]  # type: ignore[return-value]
     with _lock:
         if "lib" in _state:
             return _state["lib"]  # type: ignore[return-value]
@@ -754,7 +759,9 @@ def native_available() -> bool:
 
 def native_supported(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether :func:`weighted_sums` runs the compiled kernel for tensors like these."""
-    return (torch.device(device).type == "cpu" and dtype in (torch.float64, torch.float32)
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
+    return (device.type == "cpu" and dtype in (torch.float64, torch.float32)
             and native_available())
 
 
@@ -1078,14 +1085,24 @@ class FusedPass:
         self._np = (ctypes.c_int * max(ng, 1))(*[len(p) for _, _, p in groups])
         self._pa = (ptr * max(ng, 1))(*[a.data_ptr() for a, _ in idx])
         self._pb = (ptr * max(ng, 1))(*[b.data_ptr() for _, b in idx])
+        sizes = [m * len(pairs) for _, m, pairs in groups]
+        self._offsets = [sum(sizes[:g]) for g in range(ng)]
+        self._size = sum(sizes)
+        self._views = [(name, o, m, len(pairs))
+                       for (name, m, pairs), o in zip(groups, self._offsets, strict=True)]
+        self._out = ptr * max(ng, 1)
 
-    def new_sums(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Zeroed accumulators of every group, by name."""
-        return {name: like.new_zeros(m, len(pairs)) for name, m, pairs in self.groups}
+    def new_sums(self, like: torch.Tensor) -> torch.Tensor:
+        """Zeroed accumulators of every group, one flat buffer (:meth:`views` cuts it)."""
+        return like.new_zeros(self._size)
+
+    def views(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ``(m, len(pairs))`` accumulators of the groups in ``sums``, by name."""
+        return {name: sums[o : o + m * p].view(m, p) for name, o, m, p in self._views}
 
     def __call__(self, Z: torch.Tensor, AW: torch.Tensor, const: torch.Tensor,
                  inv_sigma: torch.Tensor, labels: torch.Tensor | None,
-                 sums: dict[str, torch.Tensor], R_out: torch.Tensor | None = None,
+                 sums: torch.Tensor, R_out: torch.Tensor | None = None,
                  loglik_out: torch.Tensor | None = None) -> None:
         """Add one chunk's sums to ``sums`` (:meth:`new_sums`).
 
@@ -1100,22 +1117,27 @@ class FusedPass:
         labels
             ``(k, c)`` given responsibilities, rows contiguous (without the posterior).
         sums
-            The accumulators.
+            The accumulators (:meth:`new_sums`).
         R_out, loglik_out
             ``(k, c)`` and ``(c,)`` outputs of the posterior and the log-likelihoods, rows
             contiguous, or ``None``.
         """
         k, c = self.k, Z.shape[1]
-        if Z.shape[0] != self.nf + 1 or Z.stride(1) != 1:
-            raise ValueError(f"Z must be ({self.nf + 1}, c) with contiguous rows")
-        tensors = [t for t in (labels, R_out, loglik_out) if t is not None]
-        if any(t.stride(-1) != 1 or t.shape[-1] != c or t.dtype != Z.dtype for t in tensors):
-            raise ValueError("labels and outputs must be float64 rows of the chunk's length")
+        if Z.shape[0] != self.nf + 1 or Z.stride(1) != 1 or Z.dtype != torch.float64:
+            raise ValueError(f"Z must be ({self.nf + 1}, c) float64 with contiguous rows")
+        for t in (labels, R_out, loglik_out):
+            if t is not None and (t.stride(-1) != 1 or t.shape[-1] != c or t.dtype != Z.dtype):
+                raise ValueError("labels and outputs must be float64 rows of the chunk's length")
         if (labels is None) == (not self.posterior):
             raise ValueError("labels are needed exactly when the posterior is not computed")
+        if sums.shape != (self._size,) or not sums.is_contiguous() or sums.dtype != Z.dtype:
+            raise ValueError(f"sums must be the flat buffer of new_sums(), ({self._size},)")
+        logits = self.flags & (_F_POSTERIOR | _F_GATE)
+        need = (2 * k if self.posterior else k) * self.nf if logits else 0
+        if AW.numel() < need or (self.posterior and min(const.numel(), inv_sigma.numel()) < k):
+            raise ValueError("AW, const or inv_sigma are too small for the pass")
         AW = AW.contiguous()
         const, inv_sigma = const.contiguous(), inv_sigma.contiguous()
-        outs = [sums[name] for name, _, _ in self.groups]
         ptr = ctypes.c_void_p
         item = Z.element_size()
 
@@ -1126,12 +1148,12 @@ class FusedPass:
             return (ptr * k)(*[base + j * step for j in range(k)])
 
         ones = _ones(max(c, _BLK), Z)
-        ng = len(outs)
+        base = sums.data_ptr()
         rc = _load().moebench_fused_double(
             c, k, self.nf, Z.data_ptr(), Z.stride(0), AW.data_ptr(), const.data_ptr(),
             inv_sigma.data_ptr(), rows(labels), self.flags, rows(R_out),
-            None if loglik_out is None else loglik_out.data_ptr(), ng, self._m, self._np,
-            self._pa, self._pb, (ptr * max(ng, 1))(*[o.data_ptr() for o in outs]),
+            None if loglik_out is None else loglik_out.data_ptr(), len(self.groups), self._m,
+            self._np, self._pa, self._pb, self._out(*[base + o * item for o in self._offsets]),
             ones.data_ptr(), torch.get_num_threads())
         if rc == -1:
             raise MemoryError("moebench's fused kernel could not allocate its scratch memory")

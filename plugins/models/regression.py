@@ -597,7 +597,7 @@ class RegressionMoE(SupportsEM):
             radius=gate.radius, tol=DEFAULT_TOL, first=first,
         )
         if remember and info["neg_hessian"] is not None:
-            _GATE_HESSIANS[chunks] = (W, info["neg_hessian"])
+            _GATE_HESSIANS[chunks] = (W.clone(), info["neg_hessian"])
         W_old = params["W"]
         if gate.radius is not None:
             W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)

@@ -203,3 +203,41 @@ def test_an_unchanged_gate_reuses_the_hessian_of_the_last_m_step(monkeypatch):
     monkeypatch.setattr(kernels, "_run_pass", spy)
     new, extras = model.em_step(X, y, params, gate)
     assert extras["gate_newton_steps"] == 0 and passes == [False]
+
+
+def _dense_mirror_step(model, X, y, R, params, gate, eta):
+    """The mirror step as the dense formulas compute it (the reference of the chunked step)."""
+    F = model.features(X)
+    labels = eta * R + (1.0 - eta) * torch.softmax(F @ params["W"].T, dim=1)
+    new = model._mirror_step_experts(X, y, R, params, eta)
+    W, info = gate_module.fit_softmax_gate(F, labels, params["W"], ridge=eta * gate.ridge,
+                                           max_steps=gate.max_steps, radius=gate.radius,
+                                           tol=gate_module.DEFAULT_TOL * eta**2)
+    new["W"] = W
+    return new, info["steps"]
+
+
+@pytest.mark.parametrize(("noise", "intercept", "eta"),
+                         [("known", False, 0.5), ("per_expert", True, 0.3),
+                          ("shared", False, 0.8)])
+def test_chunked_mirror_step_and_diagnostics_equal_the_dense_formulas(noise, intercept, eta):
+    model, X, y, params = _problem(n=3000, k=3, d=5)
+    model = RegressionMoE(RegressionMoE.Params(k=3, sigma=0.3, noise=noise, intercept=intercept),
+                          n_features=5)
+    params = model.init_params(InitSpec(), torch.Generator().manual_seed(4))
+    params["log_sigma"] = torch.tensor([-0.5, -0.1, 0.2], dtype=torch.float64)
+    gate = GateOptions(ridge=1e-5)
+    for _ in range(3):  # a few steps away from the start, so that every term moves
+        R = model.posterior(params, X, y)
+        new, extras = model.m_step(X, y, R, params, gate, eta=eta)
+        dense, steps = _dense_mirror_step(model, X, y, R, params, gate, eta)
+        assert extras["gate_newton_steps"] == steps and extras["gate_rejected"] == 0
+        for name in ("A", "W", "log_sigma"):
+            torch.testing.assert_close(new[name], dense[name], rtol=1e-10, atol=1e-12)
+        kl, dq = model.mirror_step_diagnostics(params, new, X, y, R)
+        kl_dense = float(model.complete_data_kl(params, new, X).mean())
+        dq_dense = float(model.q_value(new, X, y, R) - model.q_value(params, X, y, R))
+        assert kl > 1e-6 and dq > 1e-6
+        assert kl == pytest.approx(kl_dense, rel=1e-9, abs=1e-14)
+        assert dq == pytest.approx(dq_dense, rel=1e-9, abs=1e-14)
+        params = new

@@ -116,6 +116,11 @@ class MirrorEM(Algorithm):
         eta = float(self.params.eta)
 
         def diagnostics(old: ParamDict, new: ParamDict, R: torch.Tensor) -> dict[str, float]:
+            fast = getattr(model, "mirror_step_diagnostics", None)
+            both = fast(old, new, X, y, R) if fast is not None else None
+            if both is not None:  # the family's chunked form of the two lines below
+                kl, dq = both
+                return {"kl_step": kl, "md_objective": -eta * dq + (1.0 - eta) * kl}
             try:
                 kl = float(model.complete_data_kl(old, new, X).mean())
             except NotImplementedError:

@@ -36,6 +36,7 @@ from .kernels import (
     activate,
     cached_row_chunks,
     em_pass,
+    gate_pass,
     posterior_labels,
     solve_experts,
     weighted_sse_pass,
@@ -468,6 +469,8 @@ class RegressionMoE(SupportsEM):
                             expert_stats=True, gate=True)
             new = self._experts_from_stats(chunks, R, params, stats.experts)
             return self._gate_from_stats(chunks, R, params, gate, stats.gate, new)
+        if eta != 1.0 and self.params.activation == "linear":
+            return self._mirror_step(X, y, R, params, gate, eta)
         F = self.features(X)
         if eta == 1.0:
             new = self.m_step_experts(X, y, R, params)
@@ -608,6 +611,71 @@ class RegressionMoE(SupportsEM):
         new["W"] = W_old.clone() if rejected else W
         return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
 
+    def _mirror_step(
+        self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict,
+        gate: GateOptions, eta: float,
+    ) -> tuple[ParamDict, dict[str, float]]:
+        """The mirror step (``eta < 1``) of linear experts from chunked statistics.
+
+        The same step as :meth:`_mirror_step_experts` and the dense gate solve of :meth:`m_step`
+        (equal to rounding): with ``P`` the gate at ``theta_t``, the mixed weights ``w = eta R +
+        (1 - eta) P`` and targets give the normal equations ``(eta G_R + (1 - eta) G_P) a =
+        eta b_R + (1 - eta) G_P a_t`` (``G``, ``b``: the expert statistics of the labels ``R``
+        and ``P``), the mixed residuals ``eta sse_R(a) + (1 - eta) ((a_t - a)' G_P (a_t - a) +
+        sigma_t^2 mass_P)``, and the gate's Newton system at ``W_t`` with labels ``T = eta R +
+        (1 - eta) P`` is ``q_T = eta q_R + (1 - eta) q_P``, ``grad_T = eta grad_R`` and the
+        Hessian of ``R`` (all label rows sum to one).
+        """
+        chunks = self.chunks(X, y)
+        n = chunks.n_rows
+        A_old, W_t, log_sigma_t = params["A"], params["W"], params["log_sigma"]
+        P = torch.softmax(self.features(X) @ W_t.T, dim=1)
+        st_R = em_pass(chunks, A_old, W_t, log_sigma_t, labels=R, expert_stats=True, gate=True)
+        st_P = em_pass(chunks, A_old, W_t, log_sigma_t, labels=P, expert_stats=True, gate=True,
+                       gate_system=False)
+        eR, eP = st_R.experts, st_P.experts
+        GP_a = torch.matmul(eP.G, A_old.unsqueeze(2)).squeeze(2)
+        mixed = ExpertStats(mass=eta * eR.mass + (1.0 - eta) * eP.mass,
+                            G=eta * eR.G + (1.0 - eta) * eP.G,
+                            b=eta * eR.b + (1.0 - eta) * GP_a, yy=eR.yy)
+        A = solve_experts(mixed, A_old, n)
+        log_sigma = log_sigma_t.clone()
+        if self.params.noise != "known":
+            sse_R = eR.sse(A)
+            if bool((sse_R <= 1e-6 * eR.yy).any()):
+                sse_R = weighted_sse_pass(chunks, A, R)  # cancellation in yy - 2 a.b + a'Ga
+            D = A_old - A
+            spread = (D * torch.matmul(eP.G, D.unsqueeze(2)).squeeze(2)).sum(1)
+            res2 = eta * sse_R + (1.0 - eta) * (spread + torch.exp(2.0 * log_sigma_t) * eP.mass)
+            mass = mixed.mass
+            floor = 1e-12 * (float(eR.yy.sum()) / n + 1e-300)  # mean(y^2): rows of R sum to 1
+            if self.params.noise == "shared":
+                s2 = (res2.sum() / mass.sum()).clamp_min(floor)
+                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
+            else:
+                s2 = (res2 / mass.clamp_min(1e-300)).clamp_min(floor)
+                ok = mass > 1e-12 * n
+                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+        new = {"A": A, "W": W_t.clone(), "log_sigma": log_sigma}
+        labels = eta * R + (1.0 - eta) * P
+        g = st_R.gate
+        first = GateStats(q=eta * g.q + (1.0 - eta) * st_P.gate.q, grad=eta * g.grad,
+                          neg_hessian=g.neg_hessian)
+        ridge = eta * gate.ridge
+        W, info = fit_gate_chunked(
+            chunks, labels, W_t, ridge=ridge, max_steps=gate.max_steps, radius=gate.radius,
+            tol=DEFAULT_TOL * eta**2, first=first,
+        )
+        W_old = W_t
+        if gate.radius is not None:
+            W_old = torch.cat([project_rows(W_old[:-1], gate.radius), W_old[-1:]], dim=0)
+        # J = q / n - ridge / 2 ||W||^2 at both ends of the Newton solve: compare the unpenalised q.
+        old_q = n * (info["J0"] + 0.5 * ridge * float(W_old.square().sum()))
+        new_q = n * (info["J"] + 0.5 * ridge * float(W.square().sum()))
+        rejected = not (new_q >= old_q)
+        new["W"] = W_old.clone() if rejected else W
+        return new, {"gate_newton_steps": float(info["steps"]), "gate_rejected": float(rejected)}
+
     def _mirror_step_experts(
         self, X: torch.Tensor, y: torch.Tensor, R: torch.Tensor, params: ParamDict, eta: float
     ) -> ParamDict:
@@ -648,6 +716,54 @@ class RegressionMoE(SupportsEM):
                 ok = mass > 1e-12 * n
                 log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
         return {"A": A, "W": params["W"].clone(), "log_sigma": log_sigma}
+
+    def mirror_step_diagnostics(
+        self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor, y: torch.Tensor,
+        R: torch.Tensor,
+    ) -> tuple[float, float] | None:
+        """``(mean KL, Q change)`` of a mirror step from chunked statistics (linear experts).
+
+        ``mean(complete_data_kl(old, new, X))`` and ``q_value(new, X, y, R) - q_value(old, X, y,
+        R)`` (equal to rounding) without ``(n, k)`` temporaries: with ``P`` the gate at ``old``,
+        the gate terms are the objectives ``sum_n sum_i L_ni log p_i(x_n; W)`` of the labels
+        ``L = R, P`` at both gates, and the expert terms follow from the expert statistics of
+        ``R`` and ``P`` at ``old`` (``sum_n P_ni (m_old - m_new)^2 = (a_old - a_new)' G_P
+        (a_old - a_new)``, the residual sums of ``R``). ``None`` for non-linear experts.
+
+        Parameters
+        ----------
+        params_old, params_new
+            The parameters before and after the step.
+        X, y
+            Training data.
+        R
+            The responsibilities ``(n, k)`` at ``params_old``.
+        """
+        if self.params.activation != "linear" or self._differentiable(params_new, X, y):
+            return None
+        chunks = self.chunks(X, y)
+        n = chunks.n_rows
+        A0, W0, ls0 = params_old["A"], params_old["W"], params_old["log_sigma"]
+        A1, W1, ls1 = params_new["A"], params_new["W"], params_new["log_sigma"]
+        P = torch.softmax(self.features(X) @ W0.T, dim=1)
+        st_R = em_pass(chunks, A0, W0, ls0, labels=R, expert_stats=True, gate=True,
+                       gate_system=False)
+        st_P = em_pass(chunks, A0, W0, ls0, labels=P, expert_stats=True, gate=True,
+                       gate_system=False)
+        q_R1 = gate_pass(chunks, R, W1, system=False).q
+        q_P1 = gate_pass(chunks, P, W1, system=False).q
+        eR, eP = st_R.experts, st_P.experts
+        D = A0 - A1
+        spread = (D * torch.matmul(eP.G, D.unsqueeze(2)).squeeze(2)).sum(1)
+        gauss = (eP.mass * ((ls1 - ls0) + 0.5 * torch.exp(2 * (ls0 - ls1)) - 0.5)
+                 + 0.5 * torch.exp(-2 * ls1) * spread)
+        kl = (st_P.gate.q - q_P1 + float(gauss.sum())) / n
+        # sum_n R_ni log N(y_n; a_i f_n, sigma_i^2) from the statistics of R
+        experts = [float((eR.mass * (-0.5 * _LOG_2PI - ls)
+                          - 0.5 * torch.exp(-2 * ls) * eR.sse(A)).sum())
+                   for A, ls in ((A1, ls1), (A0, ls0))]
+        dq = (q_R1 - st_R.gate.q + experts[0] - experts[1]) / n
+        return kl, dq
 
     def complete_data_kl(
         self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor

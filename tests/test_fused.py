@@ -241,3 +241,65 @@ def test_chunked_mirror_step_and_diagnostics_equal_the_dense_formulas(noise, int
         assert kl == pytest.approx(kl_dense, rel=1e-9, abs=1e-14)
         assert dq == pytest.approx(dq_dense, rel=1e-9, abs=1e-14)
         params = new
+
+
+@pytest.mark.parametrize(("noise", "intercept"), [("known", False), ("shared", True),
+                                                   ("per_expert", False)])
+def test_chunked_nll_gradient_and_q_oracle_equal_autograd(noise, intercept):
+    model = RegressionMoE(RegressionMoE.Params(k=3, noise=noise, intercept=intercept, sigma=0.5),
+                          n_features=4)
+    params = model.init_params(InitSpec(scale=2.0), torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(1500, 4, dtype=torch.float64, generator=g)
+    y = torch.randn(1500, dtype=torch.float64, generator=g)
+    free = {k: v.clone().requires_grad_(True) for k, v in model.free_params(params).items()}
+    chunked = model.nll(model.from_free(free, params), X, y)
+    assert chunked.grad_fn is not None and "ChunkedNLL" in type(chunked.grad_fn).__name__
+    dense = -model.log_likelihood(model.from_free(free, params), X, y).mean()
+    assert float(chunked) == pytest.approx(float(dense), rel=1e-13)
+    for a, b in zip(torch.autograd.grad(chunked, list(free.values())),
+                    torch.autograd.grad(dense, list(free.values())), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    # Q(. | params) / n and its gradient, at params and at other parameters
+    oracle = model.q_oracle(params, X, y)
+    R = model.posterior(params, X, y)
+    other = {k: v + 0.1 * torch.randn(v.shape, dtype=v.dtype, generator=g)
+             for k, v in params.items()}
+    other["W"][-1] = 0
+    for at in (params, other):
+        q, grads = oracle(at, grad=True)
+        leaves = {k: v.clone().requires_grad_(True) for k, v in at.items()}
+        q_dense = model.q_value(leaves, X, y, R)
+        assert q == pytest.approx(float(q_dense), rel=1e-13)
+        dense_grads = torch.autograd.grad(q_dense, [leaves[k] for k in ("A", "W", "log_sigma")])
+        for name, want in zip(("A", "W", "log_sigma"), dense_grads, strict=True):
+            torch.testing.assert_close(grads[name], want, rtol=1e-12, atol=1e-13)
+        assert oracle(at, grad=False)[0] == q
+
+
+def test_gradient_em_with_the_q_oracle_keeps_its_trajectory(monkeypatch):
+    from moebench.algorithm import Problem
+    from moebench_plugins.algorithms.gradient_em import GradientEM
+
+    model, X, y, init = _problem(n=2000, k=3, d=4)
+    runs = []
+    for oracle in (True, False):
+        if not oracle:
+            monkeypatch.setattr(RegressionMoE, "q_oracle", lambda self, *a: None)
+        rows = []
+
+        def callback(it, rows=rows):
+            rows.append((it.objective, dict(it.extras)))
+            return it.iteration < 15
+
+        GradientEM(GradientEM.Params()).fit(
+            Problem(model, X, y, torch.Generator().manual_seed(0)),
+            {k: v.clone() for k, v in init.items()}, callback)
+        runs.append(rows)
+    fast, dense = runs
+    assert len(fast) == len(dense) == 16
+    for (nll_f, ex_f), (nll_d, ex_d) in zip(fast, dense, strict=True):
+        assert nll_f == pytest.approx(nll_d, rel=1e-12)
+        assert ex_f.keys() == ex_d.keys()
+        for key in ex_f:
+            assert ex_f[key] == pytest.approx(ex_d[key], rel=1e-9, abs=1e-14)

@@ -161,7 +161,12 @@ class GradientEM(Algorithm):
         while True:
             t += 1
             with torch.no_grad():
-                R = model.posterior(params, X, y)
+                # The family's Q oracle (E-step statistics, Q and its gradient in closed form)
+                # where it has one, else the posterior and Q by autograd.
+                oracle = getattr(model, "q_oracle", None)
+                R = oracle(params, X, y) if oracle is not None else None
+                if R is None:
+                    R = model.posterior(params, X, y)
             q_start = None
             extras: dict[str, float] = {}
             if self.params.step_rule == "fixed":
@@ -204,10 +209,12 @@ class GradientEM(Algorithm):
         free: dict[str, torch.Tensor],
         X: torch.Tensor,
         y: torch.Tensor,
-        R: torch.Tensor,
+        R: torch.Tensor | Callable[..., tuple],
     ) -> torch.Tensor:
-        """``Q/n`` at ``free`` (no gradient)."""
+        """``Q/n`` at ``free`` (no gradient); ``R``: the posterior or the family's Q oracle."""
         with torch.no_grad():
+            if not isinstance(R, torch.Tensor):
+                return torch.tensor(R(par.build(free), grad=False)[0], dtype=torch.float64)
             return model.q_value(par.build(free), X, y, R)
 
     @staticmethod
@@ -217,14 +224,24 @@ class GradientEM(Algorithm):
         free: dict[str, torch.Tensor],
         X: torch.Tensor,
         y: torch.Tensor,
-        R: torch.Tensor,
+        R: torch.Tensor | Callable[..., tuple],
     ) -> tuple[float, dict[str, torch.Tensor]]:
         """``Q/n`` at ``free`` and its gradient with respect to every free tensor."""
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in free.items()}
+        names = list(leaves)
         with torch.enable_grad():
-            q = model.q_value(par.build(leaves), X, y, R)
-            names = list(leaves)
-            grads = torch.autograd.grad(q, [leaves[n] for n in names], allow_unused=True)
+            full = par.build(leaves)
+            if isinstance(R, torch.Tensor):
+                q = model.q_value(full, X, y, R)
+                grads = torch.autograd.grad(q, [leaves[n] for n in names], allow_unused=True)
+            else:  # the oracle's gradient in the full parameters, chained to the free ones
+                with torch.no_grad():
+                    value, gfull = R({k: v.detach() for k, v in full.items()}, grad=True)
+                outs = [k for k, v in full.items() if v.requires_grad and k in gfull]
+                grads = torch.autograd.grad([full[k] for k in outs], [leaves[n] for n in names],
+                                            grad_outputs=[gfull[k] for k in outs],
+                                            allow_unused=True)
+                q = torch.tensor(value, dtype=torch.float64)
         out = {
             n: (g if g is not None else torch.zeros_like(leaves[n])).detach()
             for n, g in zip(names, grads, strict=True)
@@ -242,7 +259,7 @@ class GradientEM(Algorithm):
         lr: float,
         X: torch.Tensor,
         y: torch.Tensor,
-        R: torch.Tensor,
+        R: torch.Tensor | Callable[..., tuple],
     ) -> tuple[float, float]:
         """Armijo backtracking on ``Q`` along the block's gradient; updates ``free`` in place."""
         sq = sum(float(grads[n].square().sum()) for n in names)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -284,8 +284,18 @@ class RegressionMoE(SupportsEM):
         return out
 
     def nll(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood (a scalar tensor); chunked without autograd."""
+        """Mean negative log-likelihood (a scalar tensor); chunked without autograd.
+
+        With autograd on the parameters only (not on ``X``, ``y``) and linear experts it is
+        chunked too: one fused pass computes the NLL and, by Fisher's identity (the gradient of
+        the log-likelihood is that of ``Q(. | theta)`` at ``theta``), its gradient from the
+        posterior's expert statistics and gate gradient, which the backward pass returns.
+        """
         if self._differentiable(params, X, y):
+            if (self.params.activation == "linear" and isinstance(X, torch.Tensor)
+                    and not X.requires_grad and not y.requires_grad):
+                return _ChunkedNLL.apply(self, X, y, params["A"], params["W"],
+                                         params["log_sigma"])
             return -self.log_likelihood(params, X, y).mean()
         st = self._e_step(params, X, y)
         return X.new_tensor(-st.loglik / X.shape[0])
@@ -765,6 +775,30 @@ class RegressionMoE(SupportsEM):
         dq = (q_R1 - st_R.gate.q + experts[0] - experts[1]) / n
         return kl, dq
 
+    def q_oracle(self, params: ParamDict, X: torch.Tensor, y: torch.Tensor) -> _LinearQ | None:
+        """The E-step at ``params`` and ``Q(. | params) / n`` with its gradient (linear experts).
+
+        One fused pass computes the posterior ``R`` (kept as its blocks), the expert statistics
+        of ``R`` (from which the expert part of ``Q`` and its gradient are closed forms) and the
+        gate objective and gradient at ``params["W"]``; other gates cost a gate pass each.
+        ``None`` for non-linear experts (use :meth:`posterior` and :meth:`q_value`).
+
+        Parameters
+        ----------
+        params
+            ``theta_t``, where the posterior is taken.
+        X, y
+            Training data.
+        """
+        if self.params.activation != "linear" or not isinstance(X, torch.Tensor):
+            return None
+        chunks = self.chunks(X, y)
+        R = ChunkedLabels(chunks.n_rows)
+        A, W, ls = (params[k].detach() for k in ("A", "W", "log_sigma"))
+        st = em_pass(chunks, A, W, ls, R_out=R, expert_stats=True, gate=True,
+                     gate_hessian=False)
+        return _LinearQ(chunks, R, st.experts, W.clone(), st.gate)
+
     def complete_data_kl(
         self, params_old: ParamDict, params_new: ParamDict, X: torch.Tensor
     ) -> torch.Tensor:
@@ -859,6 +893,95 @@ class RegressionMoE(SupportsEM):
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _expert_q(stats: ExpertStats, A: torch.Tensor, log_sigma: torch.Tensor, grad: bool
+              ) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
+    """``sum_n sum_i r_ni log N(y_n; a_i . f_n, sigma_i^2)`` from the statistics of ``r`` and,
+    with ``grad``, its gradients in ``A`` and ``log_sigma`` (sums over samples)."""
+    inv_var = torch.exp(-2.0 * log_sigma)
+    sse = stats.sse(A)
+    q = float((stats.mass * (-0.5 * _LOG_2PI - log_sigma) - 0.5 * inv_var * sse).sum())
+    if not grad:
+        return q, None, None
+    GA = torch.matmul(stats.G, A.unsqueeze(2)).squeeze(2)
+    return q, inv_var[:, None] * (stats.b - GA), inv_var * sse - stats.mass
+
+
+def _full_gate_grad(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient in all ``k`` gate rows from that in the free rows (labels summing to one:
+    the rows' gradients sum to zero)."""
+    return torch.cat([grad, -grad.sum(dim=0, keepdim=True)])
+
+
+class _LinearQ:
+    """``Q(theta | theta_t) / n`` of linear experts and its gradient (``q_oracle``).
+
+    Parameters
+    ----------
+    chunks
+        The data.
+    R
+        The posterior at ``theta_t``.
+    stats
+        Expert statistics of ``R``.
+    W_t, gate_t
+        The gate at ``theta_t`` and its objective and gradient with labels ``R``.
+    """
+
+    def __init__(self, chunks: RowChunks, R: ChunkedLabels, stats: ExpertStats,
+                 W_t: torch.Tensor, gate_t: GateStats):
+        self.chunks, self.R, self.stats = chunks, R, stats
+        self._gate = [(W_t, gate_t)]
+
+    def _gate_at(self, W: torch.Tensor, grad: bool) -> GateStats:
+        for W_, st in self._gate:
+            if (not grad or st.grad is not None) and torch.equal(W_, W):
+                return st
+        st = gate_pass(self.chunks, self.R, W, system=grad, hessian=False)
+        self._gate = [self._gate[0], (W.clone(), st)]  # theta_t's and the latest
+        return st
+
+    def __call__(self, params: ParamDict, grad: bool = True
+                 ) -> tuple[float, dict[str, torch.Tensor] | None]:
+        """``Q / n`` at ``params`` and, with ``grad``, its gradient in ``A``, ``W`` and
+        ``log_sigma``.
+
+        Parameters
+        ----------
+        params
+            The parameters (detached).
+        grad
+            Also return the gradient.
+        """
+        n = self.chunks.n_rows
+        A, W, ls = (params[k].detach() for k in ("A", "W", "log_sigma"))
+        q_e, dA, dls = _expert_q(self.stats, A, ls, grad)
+        st = self._gate_at(W, grad)
+        q = (q_e + st.q) / n
+        if not grad:
+            return q, None
+        return q, {"A": dA / n, "W": _full_gate_grad(st.grad) / n, "log_sigma": dls / n}
+
+
+class _ChunkedNLL(torch.autograd.Function):
+    """The mean NLL of linear experts by one fused pass, its gradient by Fisher's identity."""
+
+    @staticmethod
+    def forward(ctx: Any, model: RegressionMoE, X: torch.Tensor, y: torch.Tensor,
+                A: torch.Tensor, W: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+        chunks = model.chunks(X, y)
+        n = chunks.n_rows
+        st = em_pass(chunks, A.detach(), W.detach(), log_sigma.detach(), expert_stats=True,
+                     gate=True, gate_hessian=False)
+        _, dA, dls = _expert_q(st.experts, A.detach(), log_sigma.detach(), True)
+        ctx.save_for_backward(-dA / n, -_full_gate_grad(st.gate.grad) / n, -dls / n)
+        return A.new_tensor(-st.loglik / n)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        dA, dW, dls = ctx.saved_tensors
+        return None, None, None, g * dA, g * dW, g * dls
 
 
 def _gate_q(log_gate: torch.Tensor, R: torch.Tensor) -> float:

@@ -50,6 +50,9 @@ __all__ = ["InitError", "RegressionMoE"]
 #: it instead of summing its Grams again.
 _GATE_HESSIANS: weakref.WeakKeyDictionary[RowChunks, tuple[torch.Tensor, torch.Tensor]] = (
     weakref.WeakKeyDictionary())
+#: The statistics of the last mirror step per data: ``(R, (A, W, log_sigma), P, pass of R, pass
+#: of P)``, for :meth:`RegressionMoE.mirror_step_diagnostics` of the same step.
+_MIRROR_STATS: weakref.WeakKeyDictionary[RowChunks, tuple] = weakref.WeakKeyDictionary()
 
 Activation = Literal["linear", "sigmoid", "relu"]
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -639,10 +642,12 @@ class RegressionMoE(SupportsEM):
         chunks = self.chunks(X, y)
         n = chunks.n_rows
         A_old, W_t, log_sigma_t = params["A"], params["W"], params["log_sigma"]
-        P = torch.softmax(self.features(X) @ W_t.T, dim=1)
+        P = _gate_probs(chunks, W_t)
         st_R = em_pass(chunks, A_old, W_t, log_sigma_t, labels=R, expert_stats=True, gate=True)
         st_P = em_pass(chunks, A_old, W_t, log_sigma_t, labels=P, expert_stats=True, gate=True,
                        gate_system=False)
+        _MIRROR_STATS[chunks] = (R, (A_old.clone(), W_t.clone(), log_sigma_t.clone()), P, st_R,
+                                 st_P)
         eR, eP = st_R.experts, st_P.experts
         GP_a = torch.matmul(eP.G, A_old.unsqueeze(2)).squeeze(2)
         mixed = ExpertStats(mass=eta * eR.mass + (1.0 - eta) * eP.mass,
@@ -667,7 +672,7 @@ class RegressionMoE(SupportsEM):
                 ok = mass > 1e-12 * n
                 log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
         new = {"A": A, "W": W_t.clone(), "log_sigma": log_sigma}
-        labels = eta * R + (1.0 - eta) * P
+        labels = (eta * R.T + (1.0 - eta) * P.T).contiguous().T  # samples along the rows
         g = st_R.gate
         first = GateStats(q=eta * g.q + (1.0 - eta) * st_P.gate.q, grad=eta * g.grad,
                           neg_hessian=g.neg_hessian)
@@ -755,11 +760,16 @@ class RegressionMoE(SupportsEM):
         n = chunks.n_rows
         A0, W0, ls0 = params_old["A"], params_old["W"], params_old["log_sigma"]
         A1, W1, ls1 = params_new["A"], params_new["W"], params_new["log_sigma"]
-        P = torch.softmax(self.features(X) @ W0.T, dim=1)
-        st_R = em_pass(chunks, A0, W0, ls0, labels=R, expert_stats=True, gate=True,
-                       gate_system=False)
-        st_P = em_pass(chunks, A0, W0, ls0, labels=P, expert_stats=True, gate=True,
-                       gate_system=False)
+        hit = _MIRROR_STATS.get(chunks)
+        if hit is not None and hit[0] is R and all(
+                torch.equal(a, b) for a, b in zip(hit[1], (A0, W0, ls0), strict=True)):
+            P, st_R, st_P = hit[2:]  # the statistics of the mirror step from these parameters
+        else:
+            P = _gate_probs(chunks, W0)
+            st_R = em_pass(chunks, A0, W0, ls0, labels=R, expert_stats=True, gate=True,
+                           gate_system=False)
+            st_P = em_pass(chunks, A0, W0, ls0, labels=P, expert_stats=True, gate=True,
+                           gate_system=False)
         q_R1 = gate_pass(chunks, R, W1, system=False).q
         q_P1 = gate_pass(chunks, P, W1, system=False).q
         eR, eP = st_R.experts, st_P.experts
@@ -893,6 +903,17 @@ class RegressionMoE(SupportsEM):
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _gate_probs(chunks: RowChunks, W: torch.Tensor) -> torch.Tensor:
+    """The gate probabilities ``softmax(W f_n)``, ``(n, k)`` with the samples contiguous (the
+    transpose of a ``(k, n)`` tensor: chunks of it are rows, as the passes read labels)."""
+    d = chunks.n_features
+    W = W.to(chunks.device, chunks.dtype)
+    out = W.new_empty(W.shape[0], chunks.n_rows)
+    for s, e, Z in chunks:
+        out[:, s:e] = torch.softmax(W @ Z[:d], dim=0)
+    return out.T
 
 
 def _expert_q(stats: ExpertStats, A: torch.Tensor, log_sigma: torch.Tensor, grad: bool

@@ -167,6 +167,9 @@ class RowChunks:
 
     def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         if self._full is not None:
+            if self.n_rows <= self.chunk_size:
+                yield 0, self.n_rows, self._full
+                return
             for s in range(0, self.n_rows, self.chunk_size):
                 e = min(self.n_rows, s + self.chunk_size)
                 yield s, e, self._full[:, s:e]
@@ -628,7 +631,9 @@ class _PassSums:
 
     def lin_parts(self, spec: KernelSpec) -> tuple[float, float, torch.Tensor | None]:
         """``(loglik, q, grad)`` from the ``lin`` sums, ``nan``/``None`` where not computed."""
-        grad = self.grad[:, : spec.n_features] if self.grad is not None else None
+        grad = self.grad
+        if grad is not None and grad.shape[1] != spec.n_features:
+            grad = grad[:, : spec.n_features]
         totals = self.totals[:, 0].tolist() if self.totals is not None else []
         q = totals[0] if spec.gate else math.nan
         loglik = totals[int(spec.gate)] if spec.posterior else math.nan
@@ -752,7 +757,9 @@ def _run_fused_pass(
     for s, e, Z in chunks:
         Rin = None
         if labels is not None:
-            Rin = labels(s, e, Z) if callable(labels) else labels[s:e].T.to(chunks.dtype)
+            Rin = labels(s, e, Z) if callable(labels) else labels[s:e].T
+            if Rin.dtype != chunks.dtype:
+                Rin = Rin.to(chunks.dtype)
             if Rin.stride(1) != 1:
                 Rin = Rin.contiguous()
         Rt = None
@@ -945,6 +952,8 @@ class ChunkedLabels:
             like = self._blocks[0] if self._blocks else torch.empty(0)
             return like.new_empty(k, 0)
         i = bisect.bisect_right(self._starts, start) - 1
+        if i >= 0 and self._starts[i] == start and self._blocks[i].shape[1] == stop - start:
+            return self._blocks[i]
         parts = []
         pos = start
         while pos < stop:
@@ -1050,9 +1059,9 @@ def gate_pass(
     """
     k, d = W.shape
     spec = _kernel_spec(k, d, "linear", False, False, False, True, system, hessian)
-    W = W.to(chunks.device, chunks.dtype)
-    empty = W.new_zeros(0)
-    sums = _run_pass(chunks, spec, W, empty, empty, labels)
+    if W.dtype != chunks.dtype or W.device != chunks.device:
+        W = W.to(chunks.device, chunks.dtype)
+    sums = _run_pass(chunks, spec, W, W, W, labels)  # const, inv_sigma: unused without posterior
     return _gate_stats(spec, sums, d, W)
 
 

@@ -1144,8 +1144,10 @@ class FusedPass:
         need = (2 * k if self.posterior else k) * self.nf if logits else 0
         if AW.numel() < need or (self.posterior and min(const.numel(), inv_sigma.numel()) < k):
             raise ValueError("AW, const or inv_sigma are too small for the pass")
-        AW = AW.contiguous()
-        const, inv_sigma = const.contiguous(), inv_sigma.contiguous()
+        if not AW.is_contiguous():
+            AW = AW.contiguous()
+        if not (const.is_contiguous() and inv_sigma.is_contiguous()):
+            const, inv_sigma = const.contiguous(), inv_sigma.contiguous()
         ptr = ctypes.c_void_p
         item = Z.element_size()
 
@@ -1155,7 +1157,9 @@ class FusedPass:
             base, step = t.data_ptr(), t.stride(0) * item
             return (ptr * k)(*[base + j * step for j in range(k)])
 
-        ones = _ones(max(c, _BLK), Z)
+        ones = _ONES.get((Z.dtype, str(Z.device)))
+        if ones is None or ones.numel() < max(c, _BLK):
+            ones = _ones(max(c, _BLK), Z)
         base = sums.data_ptr()
         rc = _load().moebench_fused_double(
             c, k, self.nf, Z.data_ptr(), Z.stride(0), AW.data_ptr(), const.data_ptr(),

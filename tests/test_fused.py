@@ -303,3 +303,24 @@ def test_gradient_em_with_the_q_oracle_keeps_its_trajectory(monkeypatch):
         assert ex_f.keys() == ex_d.keys()
         for key in ex_f:
             assert ex_f[key] == pytest.approx(ex_d[key], rel=1e-9, abs=1e-14)
+
+
+@needs_native
+def test_fused_pass_with_threads_equals_one_thread():
+    X, y, A, W, log_sigma = _data(20_001, 4, 10, seed=3)
+    chunks = RowChunks(X, y)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            R = torch.empty(20_001, 4, dtype=torch.float64)
+            runs.append((em_pass(chunks, A, W, log_sigma, R_out=R, expert_stats=True, gate=True),
+                         R))
+    finally:
+        torch.set_num_threads(threads)
+    (one, R1), (three, R3) = runs
+    assert torch.equal(R1, R3)  # per-sample results do not depend on the split
+    _close(three.loglik, one.loglik)
+    _close(three.experts.G, one.experts.G)
+    _close(three.gate.neg_hessian, one.gate.neg_hessian)

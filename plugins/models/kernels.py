@@ -782,9 +782,9 @@ def _run_fused_pass(
             R_out[s:e].copy_(Rt.T)
         if ll is not None and ll.data_ptr() != loglik_out[s:e].data_ptr():
             loglik_out[s:e].copy_(ll)
-    sums = fused.views(flat)
-    return _PassSums(packed=True, grad=sums.get("grad"), totals=sums.get("totals"),
-                     grams=sums.get("experts"), hess=sums.get("hessian"))
+    views = fused.views(flat)
+    return _PassSums(packed=True, grad=views.get("grad"), totals=views.get("totals"),
+                     grams=views.get("experts"), hess=views.get("hessian"))
 
 
 def _run_pass(
@@ -1122,7 +1122,8 @@ def solve_experts(stats: ExpertStats, A_old: torch.Tensor, n: int) -> torch.Tens
     finite = torch.isfinite(cand).all(dim=1)
     ok = finite & (stats.mass > 1e-12 * n)
     # rows that are not finite are refused already; their change is computed at A_old
-    ok &= stats.sse_change(torch.where(finite[:, None], cand, A_old), A_old) <= 0
+    safe = cand if bool(finite.all()) else torch.where(finite[:, None], cand, A_old)
+    ok &= stats.sse_change(safe, A_old) <= 0
     return torch.where(ok[:, None], cand, A_old)
 
 

@@ -1106,7 +1106,8 @@ class FusedPass:
 
     def views(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
         """The ``(m, len(pairs))`` accumulators of the groups in ``sums``, by name."""
-        return {name: sums[o : o + m * p].view(m, p) for name, o, m, p in self._views}
+        base = sums.storage_offset()
+        return {name: sums.as_strided((m, p), (p, 1), base + o) for name, o, m, p in self._views}
 
     def __call__(self, Z: torch.Tensor, AW: torch.Tensor, const: torch.Tensor,
                  inv_sigma: torch.Tensor, labels: torch.Tensor | None,

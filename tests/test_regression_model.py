@@ -216,3 +216,28 @@ def test_nonlinear_m_step_decreases_weighted_error(activation):
     new = model.m_step_experts(X, y, R, start)
     assert sse(new) < sse(start)
     torch.testing.assert_close(new["A"][1], start["A"][1])  # no responsibility: unchanged
+
+
+def test_gradient_and_hessian_of_the_chunked_nll_are_those_of_the_dense_nll():
+    # nll with autograd on the parameters runs one fused pass and returns Fisher's-identity
+    # gradients; second derivatives (Newton, Hessian-vector products) must still be right
+    model = make_model(k=3, d=4, noise="per_expert", intercept=True)
+    params = random_params(model, seed=2)
+    X, y = random_data(300, 4)
+    names = ("A", "W", "log_sigma")
+
+    def chunked(*tensors):
+        return model.nll(dict(zip(names, tensors, strict=True)), X, y)
+
+    def dense(*tensors):
+        return -model.log_likelihood(dict(zip(names, tensors, strict=True)), X, y).mean()
+
+    args = tuple(params[n].clone().requires_grad_() for n in names)
+    for got, expected in zip(torch.autograd.grad(chunked(*args), args),
+                             torch.autograd.grad(dense(*args), args), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    H = torch.autograd.functional.hessian(chunked, tuple(params[n] for n in names))
+    H_dense = torch.autograd.functional.hessian(dense, tuple(params[n] for n in names))
+    for row, row_dense in zip(H, H_dense, strict=True):
+        for block, block_dense in zip(row, row_dense, strict=True):
+            torch.testing.assert_close(block, block_dense, rtol=1e-9, atol=1e-12)

@@ -986,7 +986,12 @@ class _LinearQ:
 
 
 class _ChunkedNLL(torch.autograd.Function):
-    """The mean NLL of linear experts by one fused pass, its gradient by Fisher's identity."""
+    """The mean NLL of linear experts by one fused pass, its gradient by Fisher's identity.
+
+    The gradient is a constant of the forward pass; where derivatives of the gradient are asked
+    for (``create_graph=True``: Hessians, Hessian-vector products), the backward differentiates
+    the dense log-likelihood instead, so that second derivatives are those of the NLL.
+    """
 
     @staticmethod
     def forward(ctx: Any, model: RegressionMoE, X: torch.Tensor, y: torch.Tensor,
@@ -996,13 +1001,23 @@ class _ChunkedNLL(torch.autograd.Function):
         st = em_pass(chunks, A.detach(), W.detach(), log_sigma.detach(), expert_stats=True,
                      gate=True, gate_hessian=False)
         _, dA, dls = _expert_q(st.experts, A.detach(), log_sigma.detach(), True)
-        ctx.save_for_backward(-dA / n, -_full_gate_grad(st.gate.grad) / n, -dls / n)
+        ctx.model = model
+        ctx.save_for_backward(-dA / n, -_full_gate_grad(st.gate.grad) / n, -dls / n,
+                              X, y, A, W, log_sigma)
         return A.new_tensor(-st.loglik / n)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        dA, dW, dls = ctx.saved_tensors
-        return None, None, None, g * dA, g * dW, g * dls
+        dA, dW, dls, X, y, A, W, log_sigma = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the gradient itself will be differentiated
+            params = {"A": A, "W": W, "log_sigma": log_sigma}
+            wanted = [name for name, t in params.items() if t.requires_grad]
+            nll = -ctx.model.log_likelihood(params, X, y).mean()
+            grads = dict(zip(wanted, torch.autograd.grad(
+                nll, [params[name] for name in wanted], create_graph=True), strict=True))
+            dA, dW, dls = (grads.get(name) for name in ("A", "W", "log_sigma"))
+        return (None, None, None, None if dA is None else g * dA, None if dW is None else g * dW,
+                None if dls is None else g * dls)
 
 
 def _gate_q(log_gate: torch.Tensor, R: torch.Tensor) -> float:

@@ -590,13 +590,7 @@ class RegressionMoE(SupportsEM):
             mass = stats.mass
             # mean(y^2) when the responsibilities sum to one per sample, as in the dense path
             floor = 1e-12 * (float(stats.yy.sum() / mass.sum().clamp_min(1e-300)) + 1e-300)
-            if self.params.noise == "shared":
-                s2 = (res2.sum() / mass.sum()).clamp_min(floor)
-                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
-            else:
-                s2 = (res2 / mass.clamp_min(1e-300)).clamp_min(floor)
-                ok = mass > 1e-12 * n
-                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+            log_sigma = _noise_from_residuals(self.params.noise, res2, mass, floor, log_sigma, n)
         return {"A": A, "W": params["W"].clone(), "log_sigma": log_sigma}
 
     def _gate_from_stats(
@@ -662,15 +656,9 @@ class RegressionMoE(SupportsEM):
             D = A_old - A
             spread = (D * torch.matmul(eP.G, D.unsqueeze(2)).squeeze(2)).sum(1)
             res2 = eta * sse_R + (1.0 - eta) * (spread + torch.exp(2.0 * log_sigma_t) * eP.mass)
-            mass = mixed.mass
             floor = 1e-12 * (float(eR.yy.sum()) / n + 1e-300)  # mean(y^2): rows of R sum to 1
-            if self.params.noise == "shared":
-                s2 = (res2.sum() / mass.sum()).clamp_min(floor)
-                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
-            else:
-                s2 = (res2 / mass.clamp_min(1e-300)).clamp_min(floor)
-                ok = mass > 1e-12 * n
-                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+            log_sigma = _noise_from_residuals(self.params.noise, res2, mixed.mass, floor,
+                                              log_sigma, n)
         new = {"A": A, "W": W_t.clone(), "log_sigma": log_sigma}
         labels = (eta * R.T + (1.0 - eta) * P.T).contiguous().T  # samples along the rows
         g = st_R.gate
@@ -903,6 +891,18 @@ class RegressionMoE(SupportsEM):
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _noise_from_residuals(noise: str, res2: torch.Tensor, mass: torch.Tensor, floor: float,
+                          log_sigma: torch.Tensor, n: int) -> torch.Tensor:
+    """The noise M-step from per-expert weighted residual sums ``res2`` and masses ``mass``:
+    ``log sigma_i = log(res2_i / mass_i) / 2`` (pooled over experts for ``shared`` noise),
+    variances floored at ``floor``; an expert without responsibility keeps its ``log_sigma``."""
+    if noise == "shared":
+        s2 = (res2.sum() / mass.sum()).clamp_min(floor)
+        return torch.full_like(log_sigma, 0.5) * torch.log(s2)
+    s2 = (res2 / mass.clamp_min(1e-300)).clamp_min(floor)
+    return torch.where(mass > 1e-12 * n, 0.5 * torch.log(s2), log_sigma)
 
 
 def _gate_probs(chunks: RowChunks, W: torch.Tensor) -> torch.Tensor:

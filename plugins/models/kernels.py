@@ -527,8 +527,15 @@ def _make_stacked_kernel(spec: KernelSpec) -> Callable[..., tuple]:
     return kernel
 
 
-#: ``MOEBENCH_COMPILE=auto`` compiles the chunk kernels of passes over at least this many rows.
-COMPILE_MIN_ROWS = 100_000
+#: ``MOEBENCH_COMPILE=auto`` compiles the torch chunk kernels of passes over at least this many
+#: rows (where the fused native pass does not apply: non-linear experts, float32, more than 16
+#: experts, other devices). Measured (``python -m benchmarks.compile_pays`` with
+#: ``MOEBENCH_NATIVE=never``, joint EM, k = 4, d = 10, 2-core CPU): a warm-cache compile costs
+#: ~4.8 s and saves 21 ms per iteration at n = 10^5 (break-even after 232 iterations), 105 ms at
+#: n = 10^6 (46 iterations); so it pays within a 100-iteration budget from ~300,000 rows. Where
+#: the fused native pass applies, compiled kernels are slower than it (12.2 vs 10.6 ms at 10^5,
+#: 108 vs 84 ms at 10^6) and ``auto`` never compiles.
+COMPILE_MIN_ROWS = 300_000
 _KERNELS: dict[KernelSpec, Callable[..., tuple]] = {}
 _COMPILED: dict[KernelSpec, Callable[..., tuple]] = {}
 _compile_error: list[str] = []
@@ -541,7 +548,8 @@ def compile_mode() -> str:
 
     ``auto`` (the default) compiles a kernel with ``torch.compile`` for passes over at least
     :data:`COMPILE_MIN_ROWS` rows, where its one-off cost (seconds, cached on disk across
-    processes) is repaid within a few iterations; ``always`` and ``never`` force the choice.
+    processes) is repaid within 100 iterations (measured, see there); ``always`` and ``never``
+    force the choice.
     ``1``/``true`` and ``0``/``false`` are accepted too.
     """
     raw = os.environ.get("MOEBENCH_COMPILE")

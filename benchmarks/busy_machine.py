@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--policies", nargs="+", default=list(POLICIES))
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=lambda v: max(1, int(v)), default=3,
                     help="interleaved rounds over every configuration (medians are reported)")
     args = ap.parse_args()
     print(f"joint EM, d={args.d}, k={args.k}, {args.threads} torch threads unless said, "

@@ -8,9 +8,10 @@ on-disk cache cold; the second finds it warm, as every later run and worker does
 being the one workers use, ``<moebench cache>/torchinductor``). Each process reports the seconds
 spent compiling and the median wall and CPU time of an iteration after the first. Compiling pays
 within a budget of ``B`` iterations when ``compile time < B x (eager - compiled)`` per
-iteration; the script prints that break-even for each ``n`` and the smallest ``n`` (assuming the
-saving grows linearly in ``n``, as the measured figures do) at which a warm compile pays within
-``--budget`` iterations: the figure behind ``COMPILE_MIN_ROWS`` in ``plugins/models/kernels.py``.
+iteration; the script prints that break-even for each ``n`` and, from a straight line
+``saving(n) = a + b n`` through the measured points (least squares), the smallest ``n`` at which a
+warm compile pays within ``--budget`` iterations: the figure behind ``COMPILE_MIN_ROWS`` in
+``plugins/models/kernels.py``.
 Times depend on the machine and its load; the break-even is a ratio of figures from one run.
 """
 
@@ -97,14 +98,22 @@ def main() -> None:
         print(f"| {n} | {eager['wall'] * 1e3:.1f} | {warm['wall'] * 1e3:.1f} | "
               f"{saving * 1e3:.1f} | {first['compile']:.1f} | {warm['compile']:.1f} | "
               f"{even:.0f} |", flush=True)
-    rates = [(s / n, c) for n, s, c in per_row if s > 0]
-    if rates:
-        per_row_saving = statistics.median(r for r, _ in rates)
-        compile_cost = statistics.median(c for _, c in rates)
-        threshold = compile_cost / (args.budget * per_row_saving)
-        print(f"saving ~{per_row_saving * 1e9:.0f} ns per row and iteration; a warm compile "
-              f"(~{compile_cost:.1f} s) pays within {args.budget} iterations from "
-              f"n ~ {threshold:,.0f} rows")
+    paying = [(n, s, c) for n, s, c in per_row if s > 0]
+    if len(paying) >= 2:
+        ns = [float(n) for n, _, _ in paying]
+        savings = [s for _, s, _ in paying]
+        n_mean, s_mean = statistics.fmean(ns), statistics.fmean(savings)
+        slope = (sum((n - n_mean) * (s - s_mean) for n, s in zip(ns, savings, strict=True))
+                 / sum((n - n_mean) ** 2 for n in ns))
+        intercept = s_mean - slope * n_mean
+        cost = statistics.median(c for _, _, c in paying)
+        needed = cost / args.budget  # saving per iteration that repays the compile in budget
+        where = (needed - intercept) / slope if slope > 0 else float("inf")
+        print(f"saving ~ {intercept * 1e3:.1f} ms + {slope * 1e9:.0f} ns x n per iteration; a "
+              f"warm compile (~{cost:.1f} s) pays within {args.budget} iterations from "
+              f"n ~ {max(where, 0):,.0f} rows")
+    elif paying:
+        print("one paying size only: measure at least two n for a threshold")
     else:
         print("compiling saved nothing at these sizes: it does not pay here")
 

@@ -466,6 +466,7 @@ def test_first_ctrl_c_lets_running_cells_finish_and_a_second_one_still_writes(fa
 def test_small_cells_run_single_threaded_large_ones_keep_the_workers_threads():
     from moebench.execution.limits import cell_threads
 
-    assert cell_threads((4_000, 9), 2) == 1  # suite-size regression problem
+    assert cell_threads((4_000, 10), 2) == 1  # suite-size regression problem
+    assert cell_threads((50_000, 10), 2) == 2  # two threads pay from about 20,000 x 10
     assert cell_threads((10_000, 785), 2) == 2  # Fashion-MNIST: GEMM-bound, two threads pay
     assert cell_threads(None, 4) == 4  # streamed data: the worker's setting

@@ -110,3 +110,10 @@ def test_final_ridge_validation():
         JointEM.Params(gate_ridge_final=0.0)
     options = JointEM.Params(gate_ridge_final=0.0, gate_radius=5.0).final_gate_options()
     assert options.ridge == 0.0 and options.radius == 5.0
+
+
+def test_a_bad_final_ridge_is_named_in_the_error():
+    with pytest.raises(pydantic.ValidationError, match="gate_ridge_final=0 needs a gate_radius"):
+        JointEM.Params(gate_ridge_final=0.0)
+    with pytest.raises(pydantic.ValidationError, match="gate_ridge_final\n.*greater than or equal"):
+        JointEM.Params(gate_ridge_final=-1.0)

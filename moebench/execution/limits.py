@@ -166,12 +166,13 @@ def worker_threads(jobs: int) -> int:
     return max(1, usable_cores() // max(1, jobs))
 
 
-#: Cells whose training inputs hold fewer numbers than this run with one torch thread. At suite
-#: sizes a second thread buys nothing, and waking it costs: joint EM at n = 4,000, d = 8 took
-#: 2.96 ms per iteration with one thread and 5.83 ms with two passively waiting ones on an idle
-#: 2-core machine, 2.74 vs 3.23 ms beside a busy process (benchmarks/RESULTS.md); the
-#: Fashion-MNIST cells (10,000 x 786 inputs, GEMM-bound) run 1.8x faster with two.
-SMALL_CELL_ELEMENTS = 1_000_000
+#: Cells whose training inputs hold fewer numbers than this run with one torch thread: there a
+#: second thread does not pay for waking it. Measured with the fused native pass
+#: (``OMP_WAIT_POLICY=PASSIVE python -m benchmarks.suite_sizes --d 10 --threads 1|2``, idle 2-core
+#: machine, two rounds; benchmarks/RESULTS.md): joint EM at n = 4,000 takes 1.25-1.31 ms per
+#: iteration with one thread and 1.65-1.73 ms with two, equal at n = 10,000 (2.2 ms), while two
+#: threads win from n = 20,000 (2.7-3.3 against 3.7 ms) and by 1.7-1.9x at n = 100,000.
+SMALL_CELL_ELEMENTS = 150_000
 
 
 def cell_threads(shape: tuple[int, ...] | None, threads: int) -> int:

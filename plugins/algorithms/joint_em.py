@@ -72,7 +72,7 @@ class JointEMParams(EMParams):
     @model_validator(mode="after")
     def _check_final_ridge(self) -> Self:
         if self.gate_ridge_final is not None:
-            check_gate_safeguard(self.gate_ridge_final, self.gate_radius)
+            check_gate_safeguard(self.gate_ridge_final, self.gate_radius, "gate_ridge_final")
         return self
 
     def final_gate_options(self) -> GateOptions | None:

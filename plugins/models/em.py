@@ -18,13 +18,15 @@ from moebench import Model, ParamDict, Params
 __all__ = ["GATE_FIELDS", "EMParams", "GateOptions", "SupportsEM", "check_gate_safeguard"]
 
 
-def check_gate_safeguard(ridge: float, radius: float | None) -> None:
+def check_gate_safeguard(ridge: float, radius: float | None, name: str = "gate_ridge") -> None:
     """Reject a gate M-step that could diverge: no ridge and no norm ball.
 
     Parameters
     ----------
     ridge
         The gate ridge (``gate_ridge``); must be non-negative.
+    name
+        The parameter ``ridge`` comes from, as the messages name it.
     radius
         The norm-ball radius (``gate_radius``), or ``None``.
 
@@ -35,13 +37,13 @@ def check_gate_safeguard(ridge: float, radius: float | None) -> None:
         regression has no finite maximiser when the posteriors are separable).
     """
     if ridge < 0:
-        raise ValueError(f"gate_ridge must be >= 0 (got {ridge})")
+        raise ValueError(f"{name} must be >= 0 (got {ridge})")
     if radius is not None and not radius > 0:
         raise ValueError(f"gate_radius must be positive or None (got {radius})")
     if ridge == 0 and radius is None:
         raise ValueError(
-            "gate_ridge=0 needs a gate_radius: without a ridge or a norm ball the gate M-step "
-            "has no finite maximiser when the posteriors are separable; set gate_ridge > 0 or "
+            f"{name}=0 needs a gate_radius: without a ridge or a norm ball the gate M-step "
+            f"has no finite maximiser when the posteriors are separable; set {name} > 0 or "
             "gate_radius"
         )
 

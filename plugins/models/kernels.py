@@ -532,10 +532,10 @@ def _make_stacked_kernel(spec: KernelSpec) -> Callable[..., tuple]:
 #: experts, other devices). Measured (``python -m benchmarks.compile_pays`` with
 #: ``MOEBENCH_NATIVE=never``, joint EM, k = 4, d = 10, 2-core CPU): a warm-cache compile costs
 #: ~4.8 s and saves 21 ms per iteration at n = 10^5 (break-even after 232 iterations), 105 ms at
-#: n = 10^6 (46 iterations); so it pays within a 100-iteration budget from ~300,000 rows. Where
-#: the fused native pass applies, compiled kernels are slower than it (12.2 vs 10.6 ms at 10^5,
-#: 108 vs 84 ms at 10^6) and ``auto`` never compiles.
-COMPILE_MIN_ROWS = 300_000
+#: n = 10^6 (46 iterations); a line through both pays within 100 iterations from ~394,000
+#: rows. Where the fused native pass applies, compiled kernels are slower than it (12.2 vs
+#: 10.6 ms at 10^5, 108 vs 84 ms at 10^6) and ``auto`` never compiles.
+COMPILE_MIN_ROWS = 400_000
 _KERNELS: dict[KernelSpec, Callable[..., tuple]] = {}
 _COMPILED: dict[KernelSpec, Callable[..., tuple]] = {}
 _compile_error: list[str] = []

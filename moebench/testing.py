@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -354,6 +354,24 @@ def available_devices() -> list[Device]:
     return [d for d in devices if d.is_available()]
 
 
+def _label(name: str | type) -> str:
+    """How a failure names the component: its plugin name."""
+    return name if isinstance(name, str) else getattr(name, "name", name.__name__)
+
+
+def _run_checks(label: str, checks: Iterable[tuple[str, Callable[[], None]]]) -> list[str]:
+    """Run ``(check_id, check)`` pairs in order; the ids that passed. The first failure raises
+    ``AssertionError`` prefixed with ``label`` and the check's id."""
+    passed = []
+    for check_id, check in checks:
+        try:
+            check()
+        except AssertionError as exc:
+            raise AssertionError(f"{label}: {check_id}: {exc}") from exc
+        passed.append(check_id)
+    return passed
+
+
 def _component_class(kind: str, name: str | type) -> type:
     """A registered component of ``kind`` by name, or a class given directly (checked against
     the kind's base class, e.g. an algorithm that is not registered yet)."""
@@ -432,15 +450,7 @@ def check_algorithm(
         The checks that passed. The first failure raises ``AssertionError`` naming the
         algorithm, the check and what to change.
     """
-    passed = []
-    label = name if isinstance(name, str) else getattr(name, "name", name.__name__)
-    for check_id, check in algorithm_checks(name, params, dataset, converge_params):
-        try:
-            check()
-        except AssertionError as exc:
-            raise AssertionError(f"{label}: {check_id}: {exc}") from exc
-        passed.append(check_id)
-    return passed
+    return _run_checks(_label(name), algorithm_checks(name, params, dataset, converge_params))
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,15 +612,7 @@ def check_dataset(
         The checks that passed. The first failure raises ``AssertionError`` with what to
         change; :class:`~moebench.errors.DataUnavailable` propagates.
     """
-    label = name if isinstance(name, str) else getattr(name, "name", name.__name__)
-    passed = []
-    for check_id, check in dataset_checks(name, params, seeds):
-        try:
-            check()
-        except AssertionError as exc:
-            raise AssertionError(f"{label}: {check_id}: {exc}") from exc
-        passed.append(check_id)
-    return passed
+    return _run_checks(_label(name), dataset_checks(name, params, seeds))
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,13 +687,6 @@ def check_metric(
                 "set uses_test = True (or name it test_*) so that it is absent there"
             )
 
-    passed = []
-    for check_id, check in (("check_metric_direction", direction),
-                            ("check_metric_values", values),
-                            ("check_metric_without_test_split", without_test)):
-        try:
-            check()
-        except AssertionError as exc:
-            raise AssertionError(f"{label}: {check_id}: {exc}") from exc
-        passed.append(check_id)
-    return passed
+    return _run_checks(label, [("check_metric_direction", direction),
+                               ("check_metric_values", values),
+                               ("check_metric_without_test_split", without_test)])

@@ -18,32 +18,17 @@ if [ $# -lt 2 ]; then
   echo "usage: $0 BASE NEW [asv run options...]" >&2
   exit 2
 fi
-root=$(git rev-parse --show-toplevel)
-base=$(git -C "$root" rev-parse --verify "$1^{commit}")
-new=$(git -C "$root" rev-parse --verify "$2^{commit}")
+. "$(dirname "${BASH_SOURCE[0]}")/worktrees.sh"
+commits_to_compare moebench-asv "$1" "$2"
 shift 2
 factor=${ASV_FACTOR:-1.1}
 results=${ASV_RESULTS:-"$root/.asv/results"}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/moebench-asv.XXXXXX")
-cleanup() {
-  for name in base new; do
-    [ -d "$tmp/$name" ] && git -C "$root" worktree remove --force "$tmp/$name" >/dev/null 2>&1
-  done
-  rm -rf "$tmp"
-  git -C "$root" worktree prune
-}
-trap cleanup EXIT
 
 python -m asv machine --yes >/dev/null  # once per machine; keeps an existing description
 
 for name in base new; do
   sha=$([ "$name" = base ] && echo "$base" || echo "$new")
-  tree="$tmp/$name"
-  git -C "$root" worktree add --detach --quiet "$tree" "$sha"
-  # moebench_plugins is the plugins/ folder of the checkout (package-dir mapping): a link makes
-  # the worktree's copy importable ahead of the editable install's.
-  mkdir -p "$tmp/path-$name"
-  ln -s "$tree/plugins" "$tmp/path-$name/moebench_plugins"
+  check_out "$name" "$sha"
   python - "$tree/asv.conf.json" "$results" > "$tmp/asv-$name.json" <<'PY'
 import json, sys
 conf = json.load(open(sys.argv[1]))
@@ -53,7 +38,7 @@ print(json.dumps(conf))
 PY
   cp "$tmp/asv-$name.json" "$tree/asv.compare.json"
   echo "+ asv run --python=same --set-commit-hash $sha $* (in $tree)"
-  (cd "$tree" && PYTHONPATH="$tree:$tmp/path-$name${PYTHONPATH:+:$PYTHONPATH}" \
+  (cd "$tree" && PYTHONPATH="$commit_path" \
      python -m asv run --config asv.compare.json --python=same --set-commit-hash "$sha" "$@")
 done
 

@@ -15,9 +15,8 @@ if [ $# -lt 2 ]; then
   echo "usage: $0 BASE NEW [SUITE] [moebench run options] [-- moebench compare options]" >&2
   exit 2
 fi
-root=$(git rev-parse --show-toplevel)
-base=$(git -C "$root" rev-parse --verify "$1^{commit}")
-new=$(git -C "$root" rev-parse --verify "$2^{commit}")
+. "$(dirname "${BASH_SOURCE[0]}")/worktrees.sh"
+commits_to_compare moebench-compare "$1" "$2"
 shift 2
 suite=suites/smoke.yaml
 if [ $# -gt 0 ] && [ "$1" != "--" ] && [ "${1#-}" = "$1" ]; then
@@ -27,24 +26,11 @@ fi
 run_args=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do run_args+=("$1"); shift; done
 [ $# -gt 0 ] && shift  # the "--"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/moebench-compare.XXXXXX")
-cleanup() {
-  for name in base new; do
-    [ -d "$tmp/$name" ] && git -C "$root" worktree remove --force "$tmp/$name" >/dev/null 2>&1
-  done
-  rm -rf "$tmp"
-  git -C "$root" worktree prune
-}
-trap cleanup EXIT
-
 for name in base new; do
   sha=$([ "$name" = base ] && echo "$base" || echo "$new")
-  tree="$tmp/$name"
-  git -C "$root" worktree add --detach --quiet "$tree" "$sha"
-  mkdir -p "$tmp/path-$name"
-  ln -s "$tree/plugins" "$tmp/path-$name/moebench_plugins"
+  check_out "$name" "$sha"
   echo "+ moebench run $suite ${run_args[*]:-} (commit $sha)" >&2
-  (cd "$tree" && PYTHONPATH="$tree:$tmp/path-$name${PYTHONPATH:+:$PYTHONPATH}" \
+  (cd "$tree" && PYTHONPATH="$commit_path" \
      python -m moebench.cli run "$suite" --out "$tmp/runs/$name" --no-report ${run_args[@]+"${run_args[@]}"})
 done
 name=$(basename "$(ls -d "$tmp"/runs/base/*/ | head -n 1)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from moebench.algorithm import Iterate, Problem
+from moebench.em import GateOptions
 from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
 from moebench_plugins.models.native import (
     Pairs,

@@ -11,6 +11,7 @@ import torch
 
 import moebench_plugins.models.classification as classification
 from moebench import EvalContext, InitSpec, Problem, plugins
+from moebench.em import GateOptions
 from moebench.errors import UnsupportedProblem
 from moebench.testing import check_algorithm
 from moebench_plugins.algorithms.gd import GradientDescent
@@ -19,7 +20,6 @@ from moebench_plugins.datasets.synthetic_classification import SyntheticLogistic
 from moebench_plugins.metrics.classification import TestAccuracy, TestCrossEntropy, TrainAccuracy
 from moebench_plugins.models.classification import LogisticMoE, mirror_targets
 from moebench_plugins.models.deep import DeepMoE
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.regression import InitError
 
 SMALL = {"n": 300, "n_test": 100, "d": 3, "k": 2, "n_classes": 3}

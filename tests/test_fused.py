@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from moebench import InitSpec
+from moebench.em import GateOptions
 from moebench_plugins.models import gate as gate_module
 from moebench_plugins.models import kernels, native, regression
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass, gate_pass
 from moebench_plugins.models.regression import RegressionMoE
 

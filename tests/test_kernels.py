@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from moebench import InitSpec
+from moebench.em import GateOptions
 from moebench_plugins.devices.cuda import CUDA
 from moebench_plugins.models import kernels
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate, gate_objective
 from moebench_plugins.models.kernels import (
     RowChunks,

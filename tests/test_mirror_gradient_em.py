@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from moebench import InitSpec, Problem
+from moebench.em import GateOptions
 from moebench.errors import SuiteError, UnsupportedProblem
 from moebench.suite import parse_suite, resolve
 from moebench.testing import check_algorithm
@@ -28,7 +29,6 @@ from moebench_plugins.algorithms.gradient_em import GradientEM
 from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.algorithms.mirror_em import MirrorEM
 from moebench_plugins.datasets.synthetic import SyntheticMoE
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate, gate_objective
 from moebench_plugins.models.regression import RegressionMoE
 

@@ -165,9 +165,9 @@ def test_chunked_labels_keep_the_blocks_and_read_across_them():
 
 def test_fused_em_step_keeps_the_posterior_blocks(monkeypatch):
     """em_step's gate passes read the E-step's blocks (ChunkedLabels) and match m_step."""
+    from moebench.em import GateOptions
     from moebench.model import InitSpec
     from moebench.seeding import torch_generator
-    from moebench_plugins.models.em import GateOptions
     from moebench_plugins.models.regression import RegressionMoE
 
     g = torch.Generator().manual_seed(4)

@@ -1,4 +1,4 @@
-"""EM and GD streamed from Parquet row groups (``moebench_plugins.models.parquet``)."""
+"""EM and GD streamed from Parquet row groups (``moebench_plugins.datasets.arrays``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from moebench import InitSpec
-from moebench_plugins.models.em import GateOptions
+from moebench.em import GateOptions
+from moebench_plugins.datasets.arrays import ParquetColumns, open_parquet
 from moebench_plugins.models.kernels import RowChunks, chunked_nll_grad
-from moebench_plugins.models.parquet import ParquetColumns, open_parquet
 from moebench_plugins.models.regression import RegressionMoE
 
 N, D, ROW_GROUP = 1000, 4, 128

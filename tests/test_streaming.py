@@ -8,10 +8,11 @@ import torch
 
 from moebench import InitSpec, ModelSpec
 from moebench.dataset import Data
+from moebench.em import GateOptions
 from moebench.errors import DataError
+from moebench_plugins.datasets.arrays import open_npz_memmap
 from moebench_plugins.datasets.synthetic import SyntheticMoE
-from moebench_plugins.models.em import GateOptions
-from moebench_plugins.models.kernels import chunked_nll_grad, open_npz_memmap
+from moebench_plugins.models.kernels import chunked_nll_grad
 from moebench_plugins.models.regression import RegressionMoE
 
 N = 100_000

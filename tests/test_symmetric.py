@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from moebench import InitSpec, Problem
+from moebench.em import GateOptions
 from moebench.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
@@ -28,7 +29,6 @@ from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.algorithms.mirror_em import MirrorEM
 from moebench_plugins.datasets.fruytier import SymMoLinEData, SymMoLogEData
 from moebench_plugins.models import symmetric
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.symmetric import SymMoLinE, SymMoLogE
 
 FAMILIES = {"symmoline": (SymMoLinEData, SymMoLinE), "symmologe": (SymMoLogEData, SymMoLogE)}

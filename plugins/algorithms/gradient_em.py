@@ -6,7 +6,7 @@ separately, each with its own step size. The paper describes it as "define the E
 appropriately, and then perform a Gradient Step on the Gating parameters and the Expert parameters
 separately" (experiment set-up of the paper).
 
-Generic over :class:`~moebench_plugins.models.em.SupportsEM` families, by autograd on
+Generic over :class:`~moebench.em.SupportsEM` families, by autograd on
 ``model.q_value``: the tensors updated are the model's free parameters (``free_params`` /
 ``from_free`` when it has them, so that ``W``'s last row stays 0 and a known noise stays fixed;
 otherwise ``trainable``), assigned to the blocks of ``model.param_groups()``.
@@ -27,9 +27,9 @@ import torch
 from pydantic import Field
 
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Params, Problem, hookimpl
+from moebench.em import SupportsEM
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import SupportsEM
 from .joint_em import relative_decrease
 
 __all__ = ["GradientEM"]

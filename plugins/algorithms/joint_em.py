@@ -19,9 +19,8 @@ import torch
 from pydantic import Field, model_validator
 
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
+from moebench.em import EMParams, GateOptions, SupportsEM, check_gate_safeguard
 from moebench.errors import UnsupportedProblem
-
-from ..models.em import EMParams, GateOptions, SupportsEM, check_gate_safeguard
 
 __all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em"]
 

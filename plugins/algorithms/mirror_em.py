@@ -14,7 +14,7 @@ NLL ``L`` with mirror map ``A_bar = mean_n A(x_n; .)`` and unit step:
           \\,\\|\\, p(\\cdot, \\cdot \\mid x_n; \\theta)\\big),
 
 with ``eta = 1``. ``mirror-em`` takes the step size ``eta`` as a parameter; each model family's
-:meth:`~moebench_plugins.models.em.SupportsEM.m_step` computes the step (responsibilities mixed
+:meth:`~moebench.em.SupportsEM.m_step` computes the step (responsibilities mixed
 with the model's own complete-data distribution). ``eta > 1`` is not allowed: ``L`` is 1-smooth
 relative to ``A_bar`` (``A_bar - L`` is convex), so steps up to 1 are guaranteed to decrease ``L``
 and 1 is the largest step for which the standard relative-smoothness analysis holds.
@@ -28,8 +28,8 @@ import torch
 from pydantic import Field
 
 from moebench import Algorithm, Callback, Model, ParamDict, Problem, hookimpl
+from moebench.em import EMParams
 
-from ..models.em import EMParams
 from .joint_em import needs_m_step, run_em
 
 __all__ = ["MIRROR_FAMILIES", "MirrorEM", "MirrorEMParams"]

@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, hookimpl
+from moebench.em import EMParams
 from moebench.errors import UnsupportedProblem
 
-from ..models.em import EMParams
 from ..models.gate import fit_softmax_gate, project_rows
 from ..models.regression import RegressionMoE
 from ..models.spectral import cqt_coefficients, estimate_regressors, moment_gate_k2, score_for

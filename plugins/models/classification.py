@@ -49,9 +49,9 @@ import torch
 from pydantic import Field
 
 from moebench import InitSpec, ParamDict, Params, hookimpl
+from moebench.em import GateOptions, SupportsEM
 
 from .alignment import permuted_error
-from .em import GateOptions, SupportsEM
 from .gate import fit_softmax_gate
 from .regression import InitError
 

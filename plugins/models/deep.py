@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 
 from moebench import InitSpec, ParamDict, Params, hookimpl
+from moebench.em import GateOptions
 from moebench.errors import UnsupportedProblem
 
 from .alignment import permuted_error
@@ -29,7 +30,6 @@ from .classification import (
     CategoricalExpertsMoE,
     _has_layout,
 )
-from .em import GateOptions
 from .regression import InitError
 
 __all__ = ["DeepMoE"]

@@ -39,17 +39,14 @@ import bisect
 import functools
 import math
 import os
-import struct
 import warnings
 import weakref
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib import format as npy_format
 
 from .native import FusedPass, Pairs, fused_supported, native_supported, weighted_sums
 
@@ -71,7 +68,6 @@ __all__ = [
     "compile_mode",
     "em_pass",
     "gate_pass",
-    "open_npz_memmap",
     "posterior_labels",
     "solve_experts",
     "weighted_sse_pass",
@@ -1195,48 +1191,3 @@ def chunked_nll_grad(
             total += float(part.detach())
     grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaves.items()}
     return total, grads
-
-
-def open_npz_memmap(path: str | os.PathLike[str]) -> dict[str, np.memmap]:
-    """Memory-map every array of an uncompressed ``.npz`` file (``np.savez``), read-only.
-
-    ``np.load(path, mmap_mode="r")`` loads the members of an NPZ into memory; an uncompressed
-    member is a plain ``.npy`` stored at a fixed offset of the zip file, so it can be mapped
-    directly and streamed through :class:`RowChunks` without reading it all.
-
-    Parameters
-    ----------
-    path
-        The ``.npz`` file.
-
-    Returns
-    -------
-    dict
-        ``np.memmap`` arrays by member name (without ``.npy``).
-
-    Raises
-    ------
-    ValueError
-        A member is compressed (``np.savez_compressed``) and cannot be mapped.
-    """
-    out: dict[str, np.memmap] = {}
-    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
-        for info in zf.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(
-                    f"{os.fspath(path)!r}: member {info.filename!r} is compressed; save with "
-                    "np.savez (not savez_compressed) to stream it"
-                )
-            fh.seek(info.header_offset)
-            local = fh.read(30)
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            fh.seek(info.header_offset + 30 + name_len + extra_len)
-            version = npy_format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
-            else:
-                shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
-                                  order="F" if fortran else "C")
-    return out

@@ -21,10 +21,10 @@ import torch
 from pydantic import Field
 
 from moebench import InitSpec, ParamDict, Params
+from moebench.em import GateOptions, SupportsEM
 from moebench.errors import UnsupportedProblem
 
 from .alignment import permuted_error
-from .em import GateOptions, SupportsEM
 from .gate import DEFAULT_TOL, fit_gate_chunked, fit_softmax_gate, project_rows
 from .kernels import (
     DEFAULT_CHUNK_SIZE,

@@ -38,8 +38,8 @@ import torch.nn.functional as nnf
 from pydantic import Field
 
 from moebench import InitSpec, ParamDict, Params, hookimpl
+from moebench.em import GateOptions, SupportsEM
 
-from .em import GateOptions, SupportsEM
 from .gate import DEFAULT_TOL, fit_softmax_gate, project_rows
 from .regression import InitError
 

@@ -1,4 +1,4 @@
-"""What a model family provides so that the EM-family algorithms can fit it.
+"""The EM contract: what a model family provides so that the EM-family algorithms can fit it.
 
 ``joint-em``, ``mirror-em`` and ``gradient-em`` are written once against :class:`SupportsEM`;
 each model family implements its own M-step (closed form, Newton or inner gradient steps).
@@ -13,7 +13,8 @@ from typing import Any, Self
 import torch
 from pydantic import Field, model_validator
 
-from moebench import Model, ParamDict, Params
+from moebench.model import Model, ParamDict
+from moebench.params import Params
 
 __all__ = ["GATE_FIELDS", "EMParams", "GateOptions", "SupportsEM", "check_gate_safeguard"]
 

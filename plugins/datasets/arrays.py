@@ -1,4 +1,4 @@
-"""Array-like, read-only views of numeric Parquet columns, for streaming EM and GD.
+"""Out-of-core arrays for streaming EM and GD: Parquet columns and memory-mapped NPZ members.
 
 The chunked kernels (:class:`~moebench_plugins.models.kernels.RowChunks`, and through it
 :meth:`RegressionMoE.em_step <moebench_plugins.models.regression.RegressionMoE.em_step>`, as well
@@ -15,20 +15,24 @@ Examples
 >>> for _ in range(50):                                          # doctest: +SKIP
 ...     params, info = model.em_step(X, y, params, GateOptions(), keep_responsibilities=False)
 
-This is the Parquet counterpart of :func:`~moebench_plugins.models.kernels.open_npz_memmap`.
+:func:`open_npz_memmap` is the NPZ counterpart: the members of an uncompressed ``.npz`` file as
+read-only memory maps.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.lib import format as npy_format
 
-__all__ = ["ParquetColumns", "open_parquet"]
+__all__ = ["ParquetColumns", "open_npz_memmap", "open_parquet"]
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -267,3 +271,49 @@ def open_parquet(
                          "leave it out of features")
     X = ParquetColumns(path, list(features), dtype=dtype)
     return X, y
+
+
+def open_npz_memmap(path: str | os.PathLike[str]) -> dict[str, np.memmap]:
+    """Memory-map every array of an uncompressed ``.npz`` file (``np.savez``), read-only.
+
+    ``np.load(path, mmap_mode="r")`` loads the members of an NPZ into memory; an uncompressed
+    member is a plain ``.npy`` stored at a fixed offset of the zip file, so it can be mapped
+    directly and streamed through :class:`~moebench_plugins.models.kernels.RowChunks` without
+    reading it all.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    dict
+        ``np.memmap`` arrays by member name (without ``.npy``).
+
+    Raises
+    ------
+    ValueError
+        A member is compressed (``np.savez_compressed``) and cannot be mapped.
+    """
+    out: dict[str, np.memmap] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(
+                    f"{os.fspath(path)!r}: member {info.filename!r} is compressed; save with "
+                    "np.savez (not savez_compressed) to stream it"
+                )
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = npy_format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
+                                  order="F" if fortran else "C")
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from benchmarks import compare_devices, measure_kernels
+from measurements import compare_devices, measure_kernels
 from moebench.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite

@@ -1,7 +1,7 @@
 """joint-em with its default settings stops at the unpenalised maximum likelihood (issue 12).
 
 The reference optimum is computed independently of EM: Newton's method on the full
-log-likelihood through autograd (``benchmarks.compare_peers.unpenalised_optimum``), which is
+log-likelihood through autograd (``measurements.compare_peers.unpenalised_optimum``), which is
 the maximum flexmix converges to.
 """
 
@@ -13,7 +13,7 @@ import pydantic
 import pytest
 import torch
 
-from benchmarks.compare_peers import OLD_DEFAULTS, unpenalised_optimum
+from measurements.compare_peers import OLD_DEFAULTS, unpenalised_optimum
 from moebench import InitSpec, Problem
 from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM, run_em

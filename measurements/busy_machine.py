@@ -1,9 +1,9 @@
 """Joint EM at suite sizes, idle and beside a competing CPU-bound process, per thread policy.
 
-    python -m benchmarks.busy_machine [--n 4000 10000] [--d 8] [--k 4] [--threads 2]
+    python -m measurements.busy_machine [--n 4000 10000] [--d 8] [--k 4] [--threads 2]
 
 For each OpenMP wait policy (the default spin-then-sleep, ``OMP_WAIT_POLICY=PASSIVE``, a short
-``GOMP_SPINCOUNT``) and for one torch thread, it runs ``benchmarks.suite_sizes`` for joint EM in a
+``GOMP_SPINCOUNT``) and for one torch thread, it runs ``measurements.suite_sizes`` for joint EM in a
 fresh process (the policy is read when the OpenMP runtime loads), idle and with one busy-loop
 process competing, interleaved, ``--rounds`` times, and prints the median over rounds of the
 median ms per iteration and the busy/idle ratio. On 2 cores a fair share is 2x; the target is
@@ -31,7 +31,7 @@ POLICIES = {
 def run(n: int, d: int, k: int, threads: int, busy: int, env: dict[str, str]) -> float:
     env = dict(env)
     t = env.pop("__threads", str(threads))
-    cmd = [sys.executable, "-m", "benchmarks.suite_sizes", "--algorithms", "joint-em",
+    cmd = [sys.executable, "-m", "measurements.suite_sizes", "--algorithms", "joint-em",
            "--n", str(n), "--d", str(d), "--k", str(k), "--threads", t, "--busy", str(busy),
            "--repeat", "3"]
     out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True,

@@ -4,8 +4,8 @@
 #   2. the smoke suite with --device cuda, and the same suite on the CPU;
 #   3. equality of the two runs: iteration-0 metrics within 1e-4 (relative; the CUDA device
 #      computes in float32 by default) and final metrics within 1e-2 of max(1, |cpu value|),
-#      with the same statuses (benchmarks/compare_devices.py).
-# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (run from the repository root)
+#      with the same statuses (measurements/compare_devices.py).
+# Usage: bash measurements/gpu_check.sh [OUT_DIR]   (run from the repository root)
 set -euo pipefail
 out="${1:-$(mktemp -d)}"
 mkdir -p "$out"
@@ -14,13 +14,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 for dtype in float32 float64; do
   for n in 1000000 10000000; do
     echo "== measure_kernels cuda $dtype n=$n"
-    timeout 150 python -m benchmarks.measure_kernels --device cuda --dtype "$dtype" --n "$n" \
+    timeout 150 python -m measurements.measure_kernels --device cuda --dtype "$dtype" --n "$n" \
       --repeat 3 | tee "$out/kernels-$dtype-$n.md"
   done
 done
 echo "== smoke suite on cuda and cpu"
 timeout 200 moebench run suites/smoke.yaml --device cuda --seeds 1 --out "$out/cuda"
 timeout 200 moebench run suites/smoke.yaml --device cpu --seeds 1 --out "$out/cpu"
-python -m benchmarks.compare_devices "$out/cpu/smoke" "$out/cuda/smoke" --rtol 1e-4 \
+python -m measurements.compare_devices "$out/cpu/smoke" "$out/cuda/smoke" --rtol 1e-4 \
   --final-rtol 1e-2 | tee "$out/compare.txt"
 echo "results in $out"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run a suite on two commits and compare the results (`moebench compare`), offline.
 #
-#   benchmarks/compare_commits.sh BASE NEW [moebench run options] [-- moebench compare options]
-#   benchmarks/compare_commits.sh origin/main HEAD suites/smoke.yaml -- --factor 1.2 --fail-on-regression
+#   measurements/compare_commits.sh BASE NEW [moebench run options] [-- moebench compare options]
+#   measurements/compare_commits.sh origin/main HEAD suites/smoke.yaml -- --factor 1.2 --fail-on-regression
 #
 # Each commit is checked out into a temporary `git worktree` and its suite runs there with that
 # worktree's moebench and first-party plugins first on PYTHONPATH (the installed environment

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.stream_em --n 100000000 --path /tmp/moe-1e8.npz --iterations 2
+    python -m measurements.stream_em --n 100000000 --path /tmp/moe-1e8.npz --iterations 2
 
 Writes ``X`` (n x d) and ``y`` (n,) of a linear-expert MoE (k experts, softmax gate,
 sigma = 0.5) into an uncompressed NPZ block by block (never the whole array in memory), unless
@@ -24,9 +24,9 @@ import torch
 from numpy.lib import format as npy_format
 
 from moebench import InitSpec
+from moebench.em import GateOptions
 from moebench.seeding import torch_generator
-from moebench_plugins.models.em import GateOptions
-from moebench_plugins.models.kernels import open_npz_memmap
+from moebench_plugins.datasets.arrays import open_npz_memmap
 from moebench_plugins.models.regression import RegressionMoE
 
 _BLOCK = 1_000_000

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.measure_kernels [--n 1000000] [--k 4] [--d 10] [--repeat 7] \
+    python -m measurements.measure_kernels [--n 1000000] [--k 4] [--d 10] [--repeat 7] \
         [--compile always|never|auto] [--device cpu|cuda] [--dtype float64|float32]
 
 The bound of a kernel is its GEMM-shaped floating-point work (symmetric Grams counted once)
@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.common import over_chunks, regression_problem
+from moebench.em import GateOptions
 from moebench.seeding import torch_generator
-from moebench_plugins.models.em import GateOptions
 from moebench_plugins.models.gate import fit_softmax_gate
 from moebench_plugins.models.native import (
     Pairs,
@@ -36,8 +37,6 @@ from moebench_plugins.models.spectral import (
     tensor_power_method,
     whitened_moments,
 )
-
-from .common import over_chunks, regression_problem
 
 
 def _sync(device: str) -> None:

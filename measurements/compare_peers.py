@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.compare_peers --n 100000 --k 4 --d 10 --iterations 20
-    python -m benchmarks.compare_peers --n 100000 --reference --no-peers
+    python -m measurements.compare_peers --n 100000 --k 4 --d 10 --iterations 20
+    python -m measurements.compare_peers --n 100000 --reference --no-peers
 
 Needs the optional package ``plugins/peers/moebench-peers`` (``pip install -e``) for the peers;
 a peer whose software is missing is listed with the reason. Prints per-iteration times, their

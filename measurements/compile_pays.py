@@ -1,6 +1,6 @@
 """Where does ``torch.compile`` pay? Compile time against the time it saves per EM iteration.
 
-    python -m benchmarks.compile_pays [--n 100000 1000000] [--iterations 8] [--budget 100]
+    python -m measurements.compile_pays [--n 100000 1000000] [--iterations 8] [--budget 100]
 
 For each ``n`` it runs joint EM (k = 4, d = 10, float64) in fresh processes, as a worker would:
 once with ``MOEBENCH_COMPILE=never`` and twice with ``always`` (the first may find torch's
@@ -67,7 +67,7 @@ def child(n: int, iterations: int) -> None:
 
 def run(n: int, iterations: int, mode: str) -> dict[str, float]:
     env = {**os.environ, "MOEBENCH_COMPILE": mode}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.compile_pays", CHILD, str(n),
+    out = subprocess.run([sys.executable, "-m", "measurements.compile_pays", CHILD, str(n),
                           str(iterations)], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compare the asv kernel benchmarks of two commits, offline, in the current environment.
 #
-#   benchmarks/asv_compare_commits.sh BASE NEW [asv run options, e.g. --quick --bench EMKernels]
+#   measurements/asv_compare_commits.sh BASE NEW [asv run options, e.g. --quick --bench EMKernels]
 #
 # (needs asv in the environment: pip install asv)
 #

@@ -7,9 +7,9 @@ spin-wait many times slower. This script runs each algorithm's own ``fit`` loop 
 number of iterations through the callback (as the runner does, without metrics) and reports the
 median wall and CPU time per iteration, optionally while a competing busy-loop process runs:
 
-    python -m benchmarks.suite_sizes                       # idle
-    python -m benchmarks.suite_sizes --busy 1              # one competing CPU-bound process
-    python -m benchmarks.suite_sizes --threads 1 --n 4000 --d 8
+    python -m measurements.suite_sizes                       # idle
+    python -m measurements.suite_sizes --busy 1              # one competing CPU-bound process
+    python -m measurements.suite_sizes --threads 1 --n 4000 --d 8
 
 Ratios are only meaningful within one run of this script (or runs interleaved in time):
 absolute times on a shared machine move with its load. It uses only moebench's public plugin API,

@@ -1,6 +1,7 @@
 """Equality of two runs of the same suite on different devices, to a stated tolerance.
 
-    python -m benchmarks.compare_devices RESULTS_CPU RESULTS_CUDA [--rtol 1e-4] [--final-rtol 1e-2]
+    python -m measurements.compare_devices RESULTS_CPU RESULTS_CUDA \
+        [--rtol 1e-4] [--final-rtol 1e-2]
 
 Both folders come from ``moebench run`` of the same suite (e.g. ``--device cpu`` and
 ``--device cuda``). Cells are matched by (experiment, dataset, algorithm, repetition). Two

@@ -508,7 +508,7 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...
 def init_plugin_cmd(name: str, kind: str, directory: Path) -> None:
     """Write a pip-installable plugin package NAME: pyproject.toml with the entry point, a
     working skeleton, a README and a pytest file running the conformance kit."""
-    from .scaffold import init_plugin
+    from .testing.scaffold import init_plugin
 
     try:
         root = init_plugin(name, kind, directory)  # type: ignore[arg-type]

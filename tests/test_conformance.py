@@ -214,7 +214,7 @@ def test_a_correct_algorithm_passes_every_check():
                          ids=[cls.__name__ for cls, _, _ in BROKEN])
 def test_each_broken_algorithm_fails_its_check_with_what_to_change(cls, check, message,
                                                                    monkeypatch):
-    monkeypatch.setattr("moebench.testing.MAX_CONVERGENCE_ITER", 20)  # (the test's time)
+    monkeypatch.setattr("moebench.testing.algorithms.MAX_CONVERGENCE_ITER", 20)  # (the test's time)
     with pytest.raises(AssertionError) as info:
         check_algorithm(cls)
     text = str(info.value)

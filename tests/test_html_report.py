@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 from moebench import plugins
-from moebench.browser_check import check_report, missing_reason
 from moebench.html_report import HTML_FILE, write_html_report
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
+from moebench.testing.browser import check_report, missing_reason
 
 SUITE = """
 name: html-test

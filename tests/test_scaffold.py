@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from moebench.errors import MoebenchError
-from moebench.scaffold import init_plugin
+from moebench.testing.scaffold import init_plugin
 
 
 def _env(site: Path) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Used by ``tests/test_html_report.py`` and to take the screenshots in ``docs/``::
 
-    python -m moebench.browser_check results/paper/report.html --screenshots docs/
+    python -m moebench.testing.browser results/paper/report.html --screenshots docs/
 
 It starts Debian's ``chromium`` (``apt-get install chromium``) headless with a throw-away
 profile, loads the page from ``file://``, and reports console errors, uncaught exceptions,

@@ -39,7 +39,7 @@ def child(n: int, iterations: int) -> None:
     from moebench.algorithm import Iterate, Problem
     from moebench.clock import compile_seconds
     from moebench.model import InitSpec
-    from moebench.runner import build_model
+    from moebench.cell.unit import build_model
     from moebench.seeding import torch_generator
 
     ds = plugins.get("datasets", "synthetic-moe")

@@ -28,7 +28,7 @@ import torch
 from moebench import plugins
 from moebench.algorithm import Iterate, Problem
 from moebench.model import InitSpec
-from moebench.runner import build_model
+from moebench.cell.unit import build_model
 from moebench.seeding import torch_generator
 
 ALGORITHMS = {

@@ -8,6 +8,11 @@ an incompatible change is announced one minor release ahead); ``tests/test_plugi
 when one disappears. Anything else under ``moebench_plugins`` is an implementation detail that may
 change in any release.
 
+The core does not import its plugins: the interfaces and the EM contract (:mod:`moebench.em`)
+are defined here in the core, and every other name is supplied by the distribution that
+implements it, through the entry-point group ``moebench.api`` (the first-party plugins declare
+theirs in moebench's ``pyproject.toml``), and looked up on first use.
+
 Import these at module level in a plugin, instead of ``moebench.plugins.get(...)``::
 
     from moebench.api import JointEM, JointEMParams, RegressionMoE
@@ -38,6 +43,9 @@ Kernels
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
 from moebench import (
     Algorithm,
     Callback,
@@ -54,20 +62,43 @@ from moebench import (
     Problem,
     hookimpl,
 )
+from moebench.em import EMParams, GateOptions, SupportsEM
 from moebench.errors import DataError, DataUnavailable, UnsupportedProblem
-from moebench_plugins.algorithms.gd import GradientDescent
-from moebench_plugins.algorithms.joint_em import JointEM, JointEMParams, relative_decrease, run_em
-from moebench_plugins.algorithms.mirror_em import MirrorEM, MirrorEMParams
-from moebench_plugins.algorithms.tensor_em import TensorEM, TensorEMParams
-from moebench_plugins.models.alignment import permuted_error
-from moebench_plugins.models.classification import LogisticMoE
-from moebench_plugins.models.deep import DeepMoE
-from moebench_plugins.models.em import EMParams, GateOptions, SupportsEM
-from moebench_plugins.models.gate import fit_softmax_gate, project_rows
-from moebench_plugins.models.kernels import open_npz_memmap
-from moebench_plugins.models.parquet import open_parquet
-from moebench_plugins.models.regression import RegressionMoE
-from moebench_plugins.models.symmetric import SymMoLinE, SymMoLogE
+
+#: The entry-point group through which distributions supply the names of :data:`PROVIDED`.
+ENTRY_POINT_GROUP = "moebench.api"
+
+#: Names supplied by plugin distributions (the first-party ones: the ``moebench`` distribution).
+PROVIDED = ("DeepMoE", "GradientDescent", "JointEM", "JointEMParams", "LogisticMoE", "MirrorEM",
+            "MirrorEMParams", "RegressionMoE", "SymMoLinE", "SymMoLogE", "TensorEM",
+            "TensorEMParams", "fit_softmax_gate", "open_npz_memmap", "open_parquet",
+            "permuted_error", "project_rows", "relative_decrease", "run_em")
+
+
+def _provider(name: str) -> EntryPoint:
+    """The entry point that supplies ``name`` (moebench's own first when several do)."""
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP, name=name),
+                   key=lambda ep: (getattr(ep.dist, "name", None) != "moebench", ep.value))
+    if not found:
+        raise ImportError(
+            f"moebench.api.{name} is supplied by moebench's first-party plugins (entry-point "
+            f"group {ENTRY_POINT_GROUP!r}), and no installed distribution provides it: "
+            "reinstall moebench (pip install moebench, or pip install -e . in a checkout)")
+    return found[0]
+
+
+def __getattr__(name: str) -> Any:
+    """A name of :data:`PROVIDED`, loaded from its entry point on first use."""
+    if name not in PROVIDED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _provider(name).load()
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(PROVIDED))
+
 
 #: The stable names (see the module docstring). Removing one breaks ``tests/test_plugin_api.py``.
 __all__ = [

@@ -10,7 +10,7 @@ from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
-from moebench.compare import compare_runs, regressions
+from moebench.reports.compare import compare_runs, regressions
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 
@@ -117,7 +117,7 @@ def test_compare_command_exit_codes(runs):
 
 
 def _folder(path, rows):
-    from moebench.execution.store import rows_to_frame
+    from moebench.cell.rows import rows_to_frame
 
     path.mkdir(parents=True)
     rows_to_frame(rows).to_parquet(path / "results.parquet", index=False)

@@ -17,7 +17,7 @@ from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.errors import PluginError
-from moebench.results import read_results
+from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite, resolve
 
@@ -308,7 +308,7 @@ def table_file(tmp_path):
 
 
 def test_per_algorithm_budget_resolves_and_keeps_seeds(contract_site, table_file):
-    from moebench.execution.cells import cell_fields, expand_cells
+    from moebench.cell.spec import cell_fields, expand_cells
 
     suite = parse_suite(SUITE.replace("TABLE", str(table_file)))
     exps = resolve(suite)

@@ -22,12 +22,12 @@ import time
 import uuid
 from typing import Any
 
+from ..cell.rows import crashed_rows
+from ..cell.spec import CellSpec
 from ..errors import MoebenchError
-from .cells import CellSpec
 from .interrupts import StopRequest
 from .limits import Limits
 from .local import POLL, Report, resolve_future, worker_pool
-from .outcomes import crashed_rows
 from .worker import execute_cell
 
 #: Configuration for clusters moebench starts itself: workers may start processes (the cells'

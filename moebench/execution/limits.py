@@ -18,51 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import plugins
+from ..datafiles import cache_dir
+
 #: Default hard limit: this multiple of the algorithm-clock timeout ...
 WALL_FACTOR = 3.0
 #: ... plus this many seconds.
 WALL_GRACE = 120.0
-
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
-          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(value: int | float | str) -> int:
-    """Bytes from ``4096``, ``"512MB"``, ``"4 GiB"`` (decimal and binary units).
-
-    Raises
-    ------
-    ValueError
-        For anything else, saying which forms are accepted.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a memory size must be a number of bytes or a string like '4GiB'")
-    if isinstance(value, int | float):
-        number, unit = float(value), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError(f"cannot read {value!r} as a memory size; write e.g. 4096, "
-                             "'512MB' or '4GiB'")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    size = number * _UNITS[unit]
-    if not (size >= 1 and size < 2**62):
-        raise ValueError(f"memory size {value!r} must be at least one byte")
-    return int(size)
-
-
-def format_size(size: int) -> str:
-    """``4294967296`` -> ``'4 GiB'``."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= factor:
-            return f"{size / factor:.3g} {unit}"
-    return f"{size} B"
 
 
 @dataclass(frozen=True)
@@ -135,8 +102,6 @@ def use_persistent_compile_cache() -> str:
     ``<moebench cache>/torchinductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so that every
     worker and every later run reuses what one compiled (torch's default lives in the temporary
     folder, which is cleared on reboot). Returns the folder."""
-    from ..datafiles import cache_dir
-
     return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
 
 
@@ -201,8 +166,6 @@ def worker_init(threads: int) -> None:
     os.environ["MOEBENCH_WORKER"] = "1"
     use_persistent_compile_cache()
     import torch
-
-    from .. import plugins
 
     torch.set_num_threads(max(1, threads))
     plugins.load_plugins()  # once per worker, before any cell's hard limit starts

@@ -27,10 +27,10 @@ from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
-from .cells import CellSpec
+from ..cell.rows import crashed_rows, killed_rows
+from ..cell.spec import CellSpec
 from .interrupts import StopRequest
 from .limits import Limits, worker_init
-from .outcomes import crashed_rows, killed_rows
 from .worker import execute_cell
 
 Report = Callable[[list[dict[str, Any]]], None]

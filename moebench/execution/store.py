@@ -26,12 +26,13 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-
+from ..cell.rows import ID_COLUMNS, clean_rows, rows_to_frame  # noqa: F401 (re-exported)
 from ..errors import MoebenchError
-from .outcomes import clean_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_FILE = "results.parquet"
 PARTIAL_FILE = "cells.jsonl"
@@ -168,6 +169,15 @@ class ResultStore:
         #: identities of the cells computed by this run (not kept from a previous one)
         self.added: set[str] = set()
 
+    def recorded_manifest(self) -> dict[str, Any]:
+        """The manifest in the folder now (an earlier run's until this run writes its own);
+        ``{}`` when there is none or it cannot be read."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
+
     def reusable(self, key: str) -> list[dict[str, Any]] | None:
         """The rows of a previous run's cell with this key, if ``--resume`` may keep it."""
         rows = self.previous.get(key)
@@ -209,10 +219,11 @@ class ResultStore:
     def frame(self) -> pd.DataFrame:
         return rows_to_frame(self.rows)
 
-    def write_table(self) -> Path:
-        """Write ``results.parquet`` from this run's cells (atomically)."""
+    def write_table(self, frame: pd.DataFrame | None = None) -> Path:
+        """Write ``results.parquet`` from this run's cells (atomically); ``frame``: the table
+        of :meth:`frame` when the caller has it already."""
         path = self.directory / RESULTS_FILE
-        frame = self.frame()
+        frame = self.frame() if frame is None else frame
         try:
             _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
@@ -230,36 +241,3 @@ class ResultStore:
         text = json.dumps(manifest, indent=2, default=str) + "\n"
         _atomic_write(self.manifest_path, lambda tmp: tmp.write_text(text))
         return self.manifest_path
-
-
-ID_COLUMNS = [
-    "suite",
-    "experiment",
-    "record",
-    "dataset",
-    "algorithm",
-    "repetition",
-    "iteration",
-    "time",
-    "status",
-    "message",
-    "dataset_name",
-    "dataset_params",
-    "model",
-    "model_params",
-    "algorithm_name",
-    "algorithm_params",
-    "seed",
-    "data_seed",
-    "init_seed",
-    "key",
-    "objective",
-]
-
-
-def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows to a DataFrame with a stable column order (ids first, metrics last)."""
-    frame = pd.DataFrame(rows)
-    first = [c for c in ID_COLUMNS if c in frame.columns]
-    rest = sorted(c for c in frame.columns if c not in ID_COLUMNS)
-    return frame[first + rest]

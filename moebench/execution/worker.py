@@ -13,19 +13,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .cells import CellSpec, final_row
-from .limits import Limits, cell_threads, memory_limit
-from .outcomes import is_out_of_memory, out_of_memory_message
+import torch
 
-_cached: tuple[tuple[Any, ...], Any] | None = None
+from ..cell.compute import run_cell
+from ..cell.rows import final_row, is_out_of_memory, out_of_memory_message, with_accounting
+from ..cell.spec import CellSpec
+from ..cell.unit import PreparedUnit, UnitFailure, prepare_unit
+from .limits import Limits, cell_threads, memory_limit, take_worker_start
+
+_cached: tuple[tuple[Any, ...], PreparedUnit | UnitFailure] | None = None
 
 
-def _prepared(spec: CellSpec):
+def _prepared(spec: CellSpec) -> tuple[PreparedUnit | UnitFailure, float]:
     """The spec's unit, prepared once per worker (the previous unit is released first), and the
     seconds its preparation took in this call (0 when it was cached)."""
     global _cached
-    from ..runner import prepare_unit
-
     if _cached is not None and _cached[0] == spec.unit:
         return _cached[1], 0.0
     _cached = None
@@ -35,22 +37,10 @@ def _prepared(spec: CellSpec):
     return unit, time.perf_counter() - start
 
 
-def _account(rows: list[dict[str, Any]], data_time: float) -> list[dict[str, Any]]:
-    """Add the time of data loading and of this worker's start (first cell only) to the final
-    row, for the run's time accounting."""
-    from .limits import take_worker_start
-
-    rows[-1]["time_data"] = data_time
-    rows[-1]["time_worker_start"] = take_worker_start()
-    return rows
-
-
 @contextmanager
-def _threads_for(unit: Any) -> Iterator[int]:
+def _threads_for(unit: PreparedUnit) -> Iterator[int]:
     """Run a cell with :func:`~moebench.execution.limits.cell_threads` torch threads (one for
     small CPU cells), restoring the worker's setting after it; yields the number used."""
-    import torch
-
     before = torch.get_num_threads()
     X = unit.tensors.get("X_train")
     shape = tuple(X.shape) if isinstance(X, torch.Tensor) else None
@@ -78,19 +68,18 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
         The cell's rows: one per reported iteration and a ``final`` row with the status.
     """
     global _cached
-    from ..runner import UnitFailure, run_cell
-
     deadline = None if limits.wall is None else time.monotonic() + SOFT_WALL * limits.wall
     try:
         with memory_limit(limits.memory):
             unit, data_time = _prepared(spec)
             if isinstance(unit, UnitFailure):
-                return _account([final_row(spec, unit.status, unit.message, cause=unit.cause)],
-                                data_time)
+                return with_accounting(
+                    [final_row(spec, unit.status, unit.message, cause=unit.cause)], data_time,
+                    take_worker_start())
             with _threads_for(unit) as threads:
                 rows = run_cell(spec, unit, limits.memory, deadline)
             rows[-1]["threads"] = threads
-            return _account(rows, data_time)
+            return with_accounting(rows, data_time, take_worker_start())
     except BaseException as exc:  # SystemExit/KeyboardInterrupt of a plugin: this cell only
         _cached = None
         if is_out_of_memory(exc):

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import plugins
 from ..device import Device
-from ..runner import build_model  # the one place the kit imports build_model from
+from ..cell.unit import build_model  # the one place the kit imports build_model from
 
 __all__ = ["DEFAULT_DATASET", "available_devices", "build_model", "component_class",
            "component_label", "run_checks", "type_name"]

@@ -1,8 +1,13 @@
-"""Outcomes the executors record themselves, and the validation of every row before it is kept.
+"""Every row a cell writes, and the validation of every row before it is kept.
 
-A plugin can report anything through its callback; one bad value must never cost a run its
-table. :func:`clean_rows` coerces each value of a cell's rows to a type the results table can
-hold (``None``, ``bool``, ``int``, ``float``, ``str``) before the store keeps them.
+A cell's rows are one ``iteration`` row per reported iteration and one ``final`` row with its
+status (:mod:`moebench.cell.compute` builds them with :func:`iteration_row` and
+:func:`final_row`). The executors write the final rows of cells that never reported themselves:
+:func:`killed_rows` (the hard wall-clock limit), :func:`crashed_rows` (the worker died) and
+the out-of-memory message. A plugin can report anything through its callback; one bad value
+must never cost a run its table: :func:`clean_rows` coerces each value to a type the results
+table can hold (``None``, ``bool``, ``int``, ``float``, ``str``) before the store keeps them,
+and :func:`rows_to_frame` gives the table its stable column order.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import numbers
 import signal
 from typing import Any
 
-from .cells import CellSpec, final_row
-from .limits import format_size
+import pandas as pd
+
+from ..suite.sizes import format_size
+from .spec import CellSpec, cell_fields
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -81,6 +88,38 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def iteration_row(fields: dict[str, Any], iteration: int, *, time: float, cpu_time: float,
+                  objective: float | None, values: dict[str, Any],
+                  extras: dict[str, Any]) -> dict[str, Any]:
+    """The row of one reported iteration: the cell's columns, the clocks, the objective, the
+    metrics and the algorithm's extras (``extra.<name>``)."""
+    return {**fields, "record": "iteration", "iteration": iteration, "time": time,
+            "cpu_time": cpu_time, "objective": objective, **values, **extras}
+
+
+def result_row(fields: dict[str, Any], values: dict[str, Any], *, status: str,
+               message: str | None = None, iteration: int = 0, time: float = 0.0,
+               **extra: Any) -> dict[str, Any]:
+    """The ``final`` row of a cell: its columns, the metrics of its final parameters, its
+    status and message, the last iteration, its time and any further columns."""
+    return {**fields, "record": "final", **values, "iteration": iteration, "time": time,
+            "status": status, "message": message, **extra}
+
+
+def final_row(spec: CellSpec, status: str, message: str | None, **values: Any) -> dict[str, Any]:
+    """The ``final`` row of a cell that produced nothing else (skipped, killed, crashed)."""
+    return result_row(cell_fields(spec), {}, status=status, message=message, **values)
+
+
+def with_accounting(rows: list[dict[str, Any]], data_time: float,
+                    worker_start: float) -> list[dict[str, Any]]:
+    """The time of data loading and of the worker's start added to the final row, for the
+    run's time accounting."""
+    rows[-1]["time_data"] = data_time
+    rows[-1]["time_worker_start"] = worker_start
+    return rows
+
+
 def killed_rows(spec: CellSpec, wall: float) -> list[dict[str, Any]]:
     """The cell's worker was killed at the hard wall-clock limit."""
     return [final_row(spec, "timeout",
@@ -127,3 +166,36 @@ def out_of_memory_message(exc: BaseException, limit: int | None) -> str:
     """Message of a cell that ran out of memory (``MemoryError`` or a failed allocation)."""
     where = f" (memory_limit {format_size(limit)})" if limit else ""
     return f"out of memory{where}: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+ID_COLUMNS = [
+    "suite",
+    "experiment",
+    "record",
+    "dataset",
+    "algorithm",
+    "repetition",
+    "iteration",
+    "time",
+    "status",
+    "message",
+    "dataset_name",
+    "dataset_params",
+    "model",
+    "model_params",
+    "algorithm_name",
+    "algorithm_params",
+    "seed",
+    "data_seed",
+    "init_seed",
+    "key",
+    "objective",
+]
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows to a DataFrame with a stable column order (ids first, metrics last)."""
+    frame = pd.DataFrame(rows)
+    first = [c for c in ID_COLUMNS if c in frame.columns]
+    rest = sorted(c for c in frame.columns if c not in ID_COLUMNS)
+    return frame[first + rest]

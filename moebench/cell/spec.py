@@ -1,4 +1,4 @@
-"""Cells: the unit of execution, and their stable keys.
+"""What a cell is: its picklable description, its stable key and its identifying columns.
 
 A cell is (experiment, dataset variant, algorithm variant, repetition). Its :class:`CellSpec`
 is small and picklable: a worker, local or on a cluster, regenerates or loads the cell's data
@@ -143,9 +143,3 @@ def cell_fields(spec: CellSpec) -> dict[str, Any]:
         "seed": derive_seed(spec.suite_seed, exp.name, ds.id, alg.id, rep),
         "key": spec.key,
     }
-
-
-def final_row(spec: CellSpec, status: str, message: str | None, **values: Any) -> dict[str, Any]:
-    """The ``final`` row of a cell that produced nothing else (skipped, killed, crashed)."""
-    return {**cell_fields(spec), "record": "final", "iteration": 0, "time": 0.0,
-            "status": status, "message": message, **values}

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from moebench.results import SUCCESS, read_results
+from moebench.reports.results import SUCCESS, read_results
 
 KEYS = ["experiment", "dataset", "algorithm", "repetition"]
 #: Columns that are not metrics.

@@ -11,7 +11,7 @@ import pytest
 
 from moebench import clock as clock_module
 from moebench.clock import AlgorithmClock, default_clock
-from moebench.results import read_manifest, read_results
+from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 
@@ -114,7 +114,7 @@ def test_workers_wait_passively_unless_the_user_says_otherwise(monkeypatch):
 def test_leaderboard_marks_seeds_that_skipped_a_phase():
     import pandas as pd
 
-    from moebench.leaderboard import leaderboard, to_markdown
+    from moebench.reports.leaderboard import leaderboard, to_markdown
 
     rows = [{"record": "final", "experiment": "e", "dataset": "d", "algorithm": a,
              "repetition": r, "status": "max_iter", "time": 1.0, "iteration": 5,

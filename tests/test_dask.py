@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moebench.results import read_manifest, read_results
+from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
 from moebench.suite import load_suite
 

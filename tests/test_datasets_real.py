@@ -18,7 +18,7 @@ from moebench import EvalContext
 from moebench.cli import main
 from moebench.datafiles import check_files
 from moebench.errors import DataError, DataUnavailable
-from moebench.results import read_results
+from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 from moebench_plugins.datasets import cifar10, fashion_mnist, uci

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 from measurements import compare_devices, measure_kernels
-from moebench.results import read_results
+from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from moebench import plugins
-from moebench.html_report import HTML_FILE, write_html_report
+from moebench.reports.html import HTML_FILE, write_html
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 from moebench.testing.browser import check_report, missing_reason
@@ -91,7 +91,7 @@ def test_report_command_writes_both_reports(report_dir, tmp_path):
     result = CliRunner().invoke(main, ["report", str(report_dir), "--to", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / HTML_FILE).is_file() and (tmp_path / "REPRODUCTION.md").is_file()
-    assert write_html_report(report_dir, tmp_path / "again").is_file()
+    assert write_html(report_dir, tmp_path / "again").is_file()
 
 
 @pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moebench.results import read_results
+from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import load_suite
 

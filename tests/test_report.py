@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from moebench.errors import SuiteError
-from moebench.report import verdict, write_report
+from moebench.reports.analysis import verdict
+from moebench.reports.markdown import write_reproduction
 from moebench.runner import run_suite
 from moebench.suite import parse_suite, resolve
 
@@ -75,7 +76,7 @@ def test_report_sets_paper_numbers_beside_measurements(fresh_plugins, tmp_path):
     assert len(figures) == 1 and figures[0].stat().st_size > 1000
     assert f"](figures/{figures[0].name})" in report
     assert "Machine:" in report and "wall time" in report
-    other = write_report(directory, tmp_path / "copy")
+    other = write_reproduction(directory, tmp_path / "copy")
     assert other.read_text() == report
     assert (tmp_path / "copy" / "figures" / figures[0].name).is_file()
 
@@ -93,7 +94,7 @@ def test_reference_must_name_real_ids(fresh_plugins):
 def test_figure_axes_clip_a_blow_up_and_use_quantiles():
     import numpy as np
 
-    from moebench.report import Curve, use_log, y_range
+    from moebench.reports.analysis import Curve, use_log, y_range
 
     it = np.arange(5.0)
 

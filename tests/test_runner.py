@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from moebench.results import read_manifest, read_results
+from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 

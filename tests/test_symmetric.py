@@ -20,7 +20,7 @@ import torch
 
 from moebench import InitSpec, Problem
 from moebench.em import GateOptions
-from moebench.results import read_results
+from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
 from moebench_plugins.algorithms.gd import GradientDescent

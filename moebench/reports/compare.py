@@ -16,7 +16,8 @@ A result is *worse* (or *better*) when it moved beyond ``factor`` in the bad (go
 (time: ratio above ``factor`` or below ``1 / factor``; a metric: a change of more than
 ``factor - 1`` times its magnitude in A) **and** the test is significant at ``alpha``; otherwise
 *unchanged*. Configurations found in one run only are listed as such, like
-``asv compare --split``.
+``asv compare --split``. Which way a metric is better comes from the directions recorded with
+the runs (A's, else B's), never from the installed plugins.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .leaderboard import metric_direction
-from .results import SUCCESS, read_manifest, read_results
+from .results import SUCCESS, RunResults, metric_direction
 
 #: Columns that identify a cell's configuration across runs (with ``repetition``, a cell).
 CONFIG = ["experiment", "dataset", "algorithm", "dataset_params", "algorithm_params"]
@@ -105,21 +105,23 @@ def _iteration_times(results: pd.DataFrame, key: tuple) -> pd.Series:
     return out.dropna()
 
 
-def _metrics(directory: Path, results: pd.DataFrame, experiment: str) -> list[str]:
-    listed = (read_manifest(directory).get("metrics") or {}).get(experiment)
+def _metrics(run: RunResults, experiment: str) -> list[str]:
+    listed = (run.manifest.get("metrics") or {}).get(experiment)
     if listed:
-        return [m for m in listed if m in results]
+        return [m for m in listed if m in run.frame]
     return []
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, factor: float = 1.1,
-                 metrics: list[str] | None = None, alpha: float = 0.05) -> list[Change]:
+def compare_runs(run_a: RunResults | str | Path, run_b: RunResults | str | Path,
+                 factor: float = 1.1, metrics: list[str] | None = None,
+                 alpha: float = 0.05) -> list[Change]:
     """Compare two results folders (see the module docstring).
 
     Parameters
     ----------
     run_a, run_b
-        Results folders: A is the base, B the change.
+        Results folders, loaded or their paths (each loaded once): A is the base, B the
+        change.
     factor
         How much worse (or better) a measure must get to count, e.g. ``1.1``: 10 %.
     metrics
@@ -134,8 +136,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, factor: float = 1.1,
         Sorted worse, better, unchanged, only in A, only in B; within a group, by how far the
         measure moved.
     """
-    run_a, run_b = Path(run_a), Path(run_b)
-    res_a, res_b = read_results(run_a), read_results(run_b)
+    run_a, run_b = RunResults.of(run_a), RunResults.of(run_b)
+    res_a, res_b = run_a.frame, run_b.frame
+    directions = {**run_b.directions, **run_a.directions}
     groups_a, groups_b = _config_groups(res_a), _config_groups(res_b)
     changes: list[Change] = []
     for key in groups_a.keys() - groups_b.keys():
@@ -155,12 +158,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, factor: float = 1.1,
                                   "successful cells", float(len(ok_a)), float(len(ok_b)),
                                   note=f"B: {statuses}"))
         paired = pd.merge(ok_a, ok_b, on="repetition", how="inner", suffixes=("_a", "_b"))
-        wanted = metrics or ["time", *_metrics(run_a, res_a, exp)]
+        wanted = metrics or ["time", *_metrics(run_a, exp)]
         for measure in wanted:
             if measure == "time":
                 changes.append(_time_change(res_a, res_b, key, paired, factor, alpha))
             elif f"{measure}_a" in paired and f"{measure}_b" in paired:
-                changes.append(_metric_change(key, measure, paired, factor, alpha))
+                changes.append(_metric_change(key, measure, paired, factor, alpha,
+                                              directions))
     rank = {v: i for i, v in enumerate(ORDER)}
     changes.sort(key=lambda c: (rank[c.verdict], -_severity(c), c.experiment, c.dataset,
                                 c.algorithm, c.measure))
@@ -199,7 +203,7 @@ def _time_change(res_a: pd.DataFrame, res_b: pd.DataFrame, key: tuple, paired: p
 
 
 def _metric_change(key: tuple, metric: str, paired: pd.DataFrame, factor: float,
-                   alpha: float) -> Change:
+                   alpha: float, directions: dict[str, str]) -> Change:
     exp, dataset, algorithm = key[:3]
     x = paired[f"{metric}_a"].to_numpy(float)
     y = paired[f"{metric}_b"].to_numpy(float)
@@ -208,7 +212,7 @@ def _metric_change(key: tuple, metric: str, paired: pd.DataFrame, factor: float,
     if not len(x):
         return Change("unchanged", exp, dataset, algorithm, metric, note="no paired values")
     ma, mb = float(np.median(x)), float(np.median(y))
-    sign = 1.0 if metric_direction(metric) == "min" else -1.0
+    sign = 1.0 if metric_direction(directions, metric) == "min" else -1.0
     worse_by = sign * (mb - ma)  # > 0: B is worse
     bound = max((factor - 1.0) * abs(ma), ABS_TOL)
     p = _wilcoxon(y, x)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from .leaderboard import leaderboard, metric_direction, rank_metrics
-from .results import SUCCESS, read_manifest, read_results
+from .leaderboard import leaderboard_of
+from .results import SUCCESS, RunResults
 
 FAILURES_FILE = "failures.md"
 
@@ -27,24 +27,22 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
                               kind="stable")
 
 
-def write_failures(directory: str | Path) -> Path:
+def write_failures(run: RunResults | str | Path) -> Path:
     """Write ``failures.md``: every unsuccessful cell with its full message.
 
     Parameters
     ----------
-    directory
-        A results folder.
+    run
+        A loaded results folder (:class:`RunResults`), or the path of one (loaded once).
 
     Returns
     -------
     Path
         The file (written also when every cell succeeded, saying so).
     """
-    directory = Path(directory)
-    results = read_results(directory)
-    manifest = read_manifest(directory)
-    bad = failures(results)
-    lines = [f"# Failures and skips: {manifest.get('suite', directory.name)}", ""]
+    run = RunResults.of(run)
+    bad = failures(run.frame)
+    lines = [f"# Failures and skips: {run.suite}", ""]
     if bad.empty:
         lines.append("Every cell succeeded.")
     else:
@@ -65,7 +63,7 @@ def write_failures(directory: str | Path) -> Path:
                                 f"{r.repetition}</summary>", "", "```", message.strip(), "```",
                                 "", "</details>", ""]
             lines += ["", *details]
-    path = directory / FAILURES_FILE
+    path = run.directory / FAILURES_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -81,14 +79,16 @@ class ExperimentSummary:
     counts: dict[str, int]
 
 
-def summarize(directory: str | Path) -> list[ExperimentSummary]:
+def summarize(run: RunResults | str | Path) -> list[ExperimentSummary]:
     """Per experiment: the best algorithm (on its best dataset configuration's ranking, i.e.
-    the algorithm ranked first most often), its score, and the cells' counts by status."""
-    directory = Path(directory)
-    results = read_results(directory)
-    ranks = rank_metrics(directory, results)
-    board = leaderboard(results, ranks) if ranks else pd.DataFrame()
-    finals = results[results["record"] == "final"]
+    the algorithm ranked first most often), its score, and the cells' counts by status.
+
+    ``run``: a loaded results folder, or the path of one (loaded once); ranked in the
+    directions recorded with the results."""
+    run = RunResults.of(run)
+    ranks = run.rank_by
+    board = leaderboard_of(run) if ranks else pd.DataFrame()
+    finals = run.frame[run.frame["record"] == "final"]
     out = []
     for exp, group in finals.groupby("experiment", sort=False):
         counts = {str(k): int(v) for k, v in group["status"].value_counts().items()}
@@ -110,14 +110,15 @@ def summarize(directory: str | Path) -> list[ExperimentSummary]:
     return out
 
 
-def summary_lines(directory: str | Path) -> list[str]:
-    """Plain-text lines of the end-of-run summary (no markup)."""
-    directory = Path(directory)
+def summary_lines(run: RunResults | str | Path) -> list[str]:
+    """Plain-text lines of the end-of-run summary (no markup) of a loaded results folder or
+    the path of one."""
+    run = RunResults.of(run)
     lines = []
-    for s in summarize(directory):
+    for s in summarize(run):
         arrow = ""
         if s.metric:
-            arrow = ", higher is better" if metric_direction(s.metric) == "max" else ""
+            arrow = ", higher is better" if run.direction(s.metric) == "max" else ""
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
         best = f"best {s.winner} ({s.score}{arrow})" if s.winner else "no successful cell"
         ranked = f" (ranked by {s.metric})" if s.metric else ""

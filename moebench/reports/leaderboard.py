@@ -1,16 +1,21 @@
-"""Leaderboards: per experiment and dataset configuration, algorithms ranked by a metric."""
+"""Leaderboards: per experiment and dataset configuration, algorithms ranked by a metric.
+
+Which way a metric is better comes from the results (``metric_directions`` in the manifest),
+never from the installed plugins.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import plugins
-from .results import SUCCESS, read_manifest, read_results
+from .results import SUCCESS, RunResults, metric_direction
 
 COLUMNS = [
     "experiment",
@@ -37,15 +42,8 @@ CUT_SHORT_MARK = "†"
 PHASE_MARK = "‡"
 
 
-def metric_direction(metric: str) -> str:
-    """``"min"`` or ``"max"``: which way the registered metric ``metric`` is better."""
-    try:
-        return plugins.get("metrics", metric).direction
-    except Exception:
-        return "min"
-
-
-def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.DataFrame:
+def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
+                directions: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Rank algorithms per (experiment, dataset) by the mean of a final metric over seeds.
 
     Parameters
@@ -54,6 +52,10 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
         The tidy results table (``record == "final"`` rows are used).
     rank_by
         The metric to rank by, or a mapping experiment -> metric.
+    directions
+        Which way each metric is better, as recorded with the results
+        (:attr:`RunResults.directions`); a metric missing there ranks lower-is-better, with a
+        warning.
 
     Returns
     -------
@@ -95,7 +97,9 @@ def leaderboard(results: pd.DataFrame, rank_by: dict[str, str] | str) -> pd.Data
                     if "extra.joint" in ok else 0,
                 }
             )
-        sign = -1.0 if metric_direction(metric) == "max" else 1.0
+        # the direction matters (and is looked up) only when there is something to rank
+        ranked = metric is not None and any(not math.isnan(r["mean"]) for r in block)
+        sign = -1.0 if ranked and metric_direction(directions, metric) == "max" else 1.0
         block.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not
                                   math.isnan(r["mean"]) else 0.0, r["algorithm"]))
         for i, r in enumerate(block, start=1):
@@ -138,11 +142,14 @@ HEADERS = ["rank", "algorithm", "mean ± std", "seeds", "median time", "median i
            "success", "statuses"]
 
 
-def to_markdown(board: pd.DataFrame) -> str:
+def to_markdown(board: pd.DataFrame, directions: Mapping[str, str] | None = None) -> str:
+    """The Markdown tables of a leaderboard, one per (experiment, dataset), each saying which
+    way its metric is better (from ``directions``, as recorded with the results)."""
     parts = []
     for (exp, ds), group in board.groupby(["experiment", "dataset"], sort=False):
         metric = group["metric"].iloc[0]
-        arrow = "higher is better" if metric_direction(metric) == "max" else "lower is better"
+        better = metric is not None and metric_direction(directions, metric) == "max"
+        arrow = "higher is better" if better else "lower is better"
         parts.append(f"### {exp} — {ds}\n\nranked by `{metric}` ({arrow})\n")
         parts.append("| " + " | ".join(HEADERS) + " |")
         parts.append("|" + "---|" * len(HEADERS))
@@ -160,27 +167,60 @@ def to_markdown(board: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def rank_metrics(directory: Path, results: pd.DataFrame) -> dict[str, str]:
-    """The metric each experiment ranks by, as recorded in the manifest."""
-    manifest = read_manifest(directory)
-    ranks = manifest.get("rank_by") or {}
-    if not ranks:  # fall back to the first metric column present
-        candidates = [c for c in results.columns if c in plugins.components("metrics")]
-        ranks = {exp: candidates[0] for exp in results["experiment"].unique()} if candidates \
-            else {}
-    return ranks
+def _ranking_key(rank_by: Mapping[str, str] | str) -> Any:
+    return rank_by if isinstance(rank_by, str) else tuple(sorted(rank_by.items()))
 
 
-def write_leaderboards(directory: str | Path) -> pd.DataFrame:
-    """Compute the leaderboard of a results folder and write ``leaderboard.csv``/``.md``."""
-    directory = Path(directory)
-    results = read_results(directory)
-    board = leaderboard(results, rank_metrics(directory, results))
-    board.to_csv(directory / "leaderboard.csv", index=False)
-    manifest = read_manifest(directory)
-    header = f"# Leaderboard: {manifest.get('suite', directory.name)}\n\n"
+def leaderboard_of(run: RunResults, rank_by: Mapping[str, str] | str | None = None
+                   ) -> pd.DataFrame:
+    """The leaderboard of a loaded run, computed once per ranking and cached on ``run``.
+
+    Parameters
+    ----------
+    run
+        A loaded results folder.
+    rank_by
+        The metric to rank by, or a mapping experiment -> metric (default: the metric each
+        experiment ranks by, as recorded: :attr:`RunResults.rank_by`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        See :func:`leaderboard`; ranked in the directions recorded with the results. The
+        cached table is shared: do not modify it.
+    """
+    rank_by = run.rank_by if rank_by is None else rank_by
+    key = _ranking_key(rank_by)
+    if key not in run.boards:
+        run.boards[key] = leaderboard(run.frame, rank_by, run.directions)
+    return run.boards[key]
+
+
+def experiment_board(run: RunResults, experiment: str, rank_by: str) -> pd.DataFrame:
+    """The leaderboard of one experiment of a run, ranked by ``rank_by``: a slice of the
+    run's cached leaderboard when ``rank_by`` is the metric recorded for the experiment."""
+    if run.rank_by.get(experiment) == rank_by:
+        board = leaderboard_of(run)
+        return board[board["experiment"] == experiment]
+    return leaderboard(run.frame[run.frame["experiment"] == experiment], rank_by,
+                       run.directions)
+
+
+def write_leaderboards(run: RunResults | str | Path) -> pd.DataFrame:
+    """Write ``leaderboard.csv``/``.md`` of a results folder (loaded, or loaded from a path).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The leaderboard (:func:`leaderboard_of` the run).
+    """
+    run = RunResults.of(run)
+    board = leaderboard_of(run)
+    board.to_csv(run.directory / "leaderboard.csv", index=False)
+    manifest = run.manifest
+    header = f"# Leaderboard: {run.suite}\n\n"
     meta = {k: manifest.get(k) for k in ("moebench", "device_description", "dtype", "git_commit",
                                          "started")}
     header += "```json\n" + json.dumps(meta, indent=1) + "\n```\n\n"
-    (directory / "leaderboard.md").write_text(header + to_markdown(board))
+    (run.directory / "leaderboard.md").write_text(header + to_markdown(board, run.directions))
     return board

@@ -1,34 +1,24 @@
-"""REPRODUCTION.md: a run's measurements beside the numbers and claims of the source papers.
+"""What the reports compute rather than draw: verdicts against the papers' values and claims,
+and convergence-curve statistics (median and quantile bands over seeds, axis ranges).
 
-For every experiment of a results folder: the paper's reported values next to moebench's
-(mean ± std over seeds) with a one-line verdict, the paper's qualitative claims checked against
-the measurements, convergence curves (PNG) and the leaderboard.
+Which way a metric is better always comes from the directions recorded with the results.
 """
 
 from __future__ import annotations
 
 import math
-import platform
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .leaderboard import HEADERS, format_rows, leaderboard, metric_direction
-from .results import SUCCESS, read_manifest, read_results, unsuccessful_cells
+from .results import SUCCESS, metric_direction
 
-REPORT_FILE = "REPRODUCTION.md"
 #: Claims whose two means differ by less than this fraction are reported as a tie.
 TIE = 1e-3
-FIGURE_DIR = "figures"
-
-
-def _fmt(x: float) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
 
 def final_values(results: pd.DataFrame, experiment: str, dataset: str, algorithm: str,
@@ -134,8 +124,11 @@ VERDICT_RULE = (
 )
 
 
-def reference_rows(exp: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any]]:
+def reference_rows(exp: dict[str, Any], results: pd.DataFrame,
+                   directions: Mapping[str, str]) -> list[dict[str, Any]]:
     """The paper's values of an experiment beside moebench's, one dict per reference value.
+
+    ``directions``: which way each metric is better, as recorded with the results.
 
     Keys: ``dataset``, ``algorithm``, ``metric``, ``iteration``, ``paper_mean``,
     ``paper_std``, ``values`` (the metric over seeds), ``mean``, ``std`` (ddof 0),
@@ -157,7 +150,7 @@ def reference_rows(exp: dict[str, Any], results: pd.DataFrame) -> list[dict[str,
                        median=float(np.median(vals)), min=float(vals.min()),
                        max=float(vals.max()), ci=seed_interval(vals),
                        verdict=verdict(vals, v["mean"], v.get("std"),
-                                       metric_direction(v["metric"])))
+                                       metric_direction(directions, v["metric"])))
         out.append(row)
     return out
 
@@ -174,8 +167,11 @@ def _cut_short(results: pd.DataFrame, experiment: str, dataset: str, algorithm: 
     return int(short.sum())
 
 
-def claim_rows(exp: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any]]:
+def claim_rows(exp: dict[str, Any], results: pd.DataFrame,
+               directions: Mapping[str, str]) -> list[dict[str, Any]]:
     """The paper's claims of an experiment checked per dataset, one dict per (claim, dataset).
+
+    ``directions``: which way each metric is better, as recorded with the results.
 
     Keys: ``text``, ``dataset``, ``metric``, ``iteration``, ``better``, ``than``,
     ``mean_better``, ``mean_than`` (``None`` when not run), ``verdict`` (``holds``,
@@ -196,7 +192,8 @@ def claim_rows(exp: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any
                                    "verdict": "not run", "cut_short": 0}
             if len(a) and len(b):
                 ma, mb = float(a.mean()), float(b.mean())
-                wins = ma < mb if metric_direction(c["metric"]) == "min" else ma > mb
+                lower = metric_direction(directions, c["metric"]) == "min"
+                wins = ma < mb if lower else ma > mb
                 tie = abs(ma - mb) <= TIE * max(abs(ma), abs(mb))
                 row.update(mean_better=ma, mean_than=mb,
                            verdict="tie" if tie else "holds" if wins else "does not hold",
@@ -307,186 +304,3 @@ def y_range(curves: list[Curve], log: bool, direction: str) -> tuple[float, floa
     for c in curves:
         c.off_scale = bool(np.nanmin(c.q25) < floor)
     return floor, hi
-
-
-def _plot(path: Path, curve_list: list[Curve], metric: str, title: str, log_y: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log = use_log(curve_list, log_y)
-    clip = y_range(curve_list, log, metric_direction(metric))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    markers = "os^vD<>ph*"
-    for i, c in enumerate(curve_list):
-        label = c.algorithm + (f" ({c.timeouts} timeout)" if c.timeouts else "") + \
-            (f" ({c.diverged} diverged, not in the band)" if c.diverged and len(c.iteration)
-             else f" ({c.diverged} diverged, not drawn)" if c.diverged else "") + \
-            (" (off scale)" if c.off_scale else "")
-        every = max(1, len(c.iteration) // 8)
-        (line,) = ax.plot(c.iteration, c.median, label=label, marker=markers[i % len(markers)],
-                          markevery=every, markersize=4)
-        ax.fill_between(c.iteration, c.q25, c.q75, alpha=0.2, color=line.get_color())
-        if c.timeouts and len(c.iteration):
-            ax.plot(c.iteration[-1:], c.median[-1:], marker="X", markersize=9,
-                    color=line.get_color(), linestyle="none")
-    if log:
-        ax.set_yscale("log")
-    if clip is not None:
-        ax.set_ylim(*clip)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{metric} (median, 25-75 % band over seeds)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _commit(manifest: dict[str, Any]) -> str:
-    """``git COMMIT`` with the tree's state: clean, or with uncommitted changes."""
-    commit = manifest.get("git_commit")
-    if not commit:
-        return "git commit unknown"
-    if commit.endswith("-dirty"):
-        return f"git `{commit.removesuffix('-dirty')}` with uncommitted changes"
-    return f"git `{commit}`, clean tree"
-
-
-def _header(manifest: dict[str, Any]) -> list[str]:
-    started, finished = manifest.get("started"), manifest.get("finished")
-    minutes = "?"
-    if started and finished:
-        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started))
-        minutes = f"{seconds.total_seconds() / 60:.1f}"
-    argv = list(manifest.get("command") or [])
-    if argv:
-        argv[0] = Path(argv[0]).name  # "moebench", not the installer's path
-    command = " ".join(argv) or "?"
-    return [
-        f"# Reproduction report: `{manifest.get('suite', '?')}`",
-        "",
-        f"Generated by moebench {manifest.get('moebench', '?')} ({_commit(manifest)}) "
-        f"from a run started {started} and "
-        f"finished {finished} ({minutes} min wall time), with `{command}`"
-        + (" (quick mode: fewer seeds, smaller problems)" if manifest.get("quick") else "")
-        + ".",
-        "",
-        f"Machine: {manifest.get('platform', platform.platform())}, "
-        f"{manifest.get('cpu_count', '?')} CPUs, {manifest.get('torch_threads', '?')} torch "
-        f"threads, device {manifest.get('device_description', '?')}, dtype "
-        f"{manifest.get('dtype', '?')}; Python {manifest.get('python', '?')}, numpy "
-        f"{manifest.get('numpy', '?')}, torch {manifest.get('torch', '?')}.",
-        "",
-        VERDICT_RULE,
-        "",
-    ]
-
-
-def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``REPRODUCTION.md`` and its figures for a results folder.
-
-    Parameters
-    ----------
-    directory
-        A results folder written by ``moebench run``.
-    out
-        Where to write (default: ``directory``); figures go to ``<out>/figures/``.
-
-    Returns
-    -------
-    Path
-        The report file.
-    """
-    directory = Path(directory)
-    out = Path(out) if out is not None else directory
-    (out / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
-    results = read_results(directory)
-    manifest = read_manifest(directory)
-    lines = _header(manifest)
-    for exp in manifest.get("experiments", []):
-        lines += _experiment_section(exp, results, out)
-    path = out / REPORT_FILE
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _experiment_section(exp: dict[str, Any], results: pd.DataFrame, out: Path) -> list[str]:
-    name = exp["name"]
-    lines = [f"## {name}", ""]
-    if exp.get("description"):
-        lines += [exp["description"].strip(), ""]
-    budget, init = exp["budget"], dict(exp["init"])
-    if init.get("scheme") != "near-truth":
-        init.pop("radius", None)
-    seeds = exp["repetitions"]
-    lines += [f"{seeds} seed{'s' if seeds != 1 else ''}; budget {budget['max_iter']} "
-              f"iterations, {budget['timeout']} s per cell; initialisation "
-              + ", ".join(f"{k} {v}" for k, v in init.items()) + ".", ""]
-    problems = unsuccessful_cells(results[results["experiment"] == name])
-    lines += [f"- {n} cell{'s' if n != 1 else ''} {status}: {reason}"
-              for status, reason, n in problems]
-    if problems:
-        lines.append("")
-    ref = exp.get("reference")
-    if ref:
-        lines += [f"**Source:** {ref['source']}." + (f" {ref['note']}" if ref.get("note")
-                                                     else ""), ""]
-        rows = reference_rows(exp, results)
-        if rows:
-            lines += ["| dataset | algorithm | metric | paper | moebench mean ± std (seeds) "
-                      "| median [min, max] | 95 % CI | verdict |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                paper = f"{r['paper_mean']:.3g}" + (f" ± {r['paper_std']:.2g}"
-                                                    if r["paper_std"] is not None else "")
-                if r["verdict"] is not None:
-                    ours = f"{r['mean']:.3g} ± {r['std']:.2g} ({len(r['values'])})"
-                    spread = f"{r['median']:.3g} [{r['min']:.3g}, {r['max']:.3g}]"
-                    ci = f"[{r['ci'][0]:.3g}, {r['ci'][1]:.3g}]"
-                    word = r["verdict"]
-                else:
-                    ours, spread, ci, word = "not run", "-", "-", "-"
-                at = f" @ it {r['iteration']}" if r["iteration"] is not None else ""
-                lines.append(f"| {r['dataset']} | {r['algorithm']} | {r['metric']}{at} | "
-                             f"{paper} | {ours} | {spread} | {ci} | {word} |")
-            lines.append("")
-        claims = claim_rows(exp, results)
-        if claims:
-            lines += ["| claim | dataset | measured | verdict |", "|---|---|---|---|"]
-            for c in claims:
-                if c["mean_better"] is None:
-                    lines.append(f"| {c['text']} | {c['dataset']} | not run | - |")
-                    continue
-                at = f" at iteration {c['iteration']}" if c["iteration"] is not None else ""
-                word = c["verdict"]
-                if c["cut_short"]:
-                    word += f" (judged on {c['cut_short']} cell(s) cut short by the timeout)"
-                lines.append(
-                    f"| {c['text']} | {c['dataset']} | {c['metric']}{at}: {c['better']} "
-                    f"{_fmt(c['mean_better'])} vs {c['than']} {_fmt(c['mean_than'])} | "
-                    f"{word} |")
-            lines.append("")
-    for fig in exp.get("figures", []):
-        for dataset in exp["datasets"]:
-            tables = curve_stats(results, name, dataset, fig["metric"])
-            if not tables:
-                continue
-            title = fig.get("title") or f"{name}: {fig['metric']}"
-            file = f"{_safe(name)}__{_safe(dataset)}__{_safe(fig['metric'])}.png"
-            _plot(out / FIGURE_DIR / file, tables, fig["metric"], f"{title}\n{dataset}",
-                  fig.get("log_y", False))
-            lines += [f"![{title}: {dataset}]({FIGURE_DIR}/{file})", ""]
-    board = leaderboard(results[results["experiment"] == name], exp["rank_by"])
-    for (_, dataset), group in board.groupby(["experiment", "dataset"], sort=False):
-        lines += [f"**Leaderboard {dataset}** (ranked by `{exp['rank_by']}`)", "",
-                  "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-        lines += ["| " + " | ".join(row) + " |" for row in format_rows(group)]
-        lines.append("")
-    return lines

@@ -1,0 +1,175 @@
+"""Reading results folders written by ``moebench run``.
+
+Layout of ``<out>/<suite>/`` (written by :mod:`moebench.execution.store`):
+
+- ``cells.jsonl``: one line per finished cell (its rows), committed as each cell finishes, so
+  an interrupted or crashing run loses nothing already computed;
+- ``results.parquet``: the tidy table, written at the end (and on interruption): one row per
+  recorded iteration (``record == "iteration"``) and one row per cell (``record == "final"``);
+- ``manifest.json``: versions, device, git commit, command line, times, counts by status,
+  ``state`` (``running``, ``complete`` or ``interrupted``), the metric each experiment ranks by
+  (``rank_by``) and which way every metric computed is better (``metric_directions``).
+
+A folder is loaded once into a :class:`RunResults`; everything that ranks, colours or decides
+"wins" reads the metric directions recorded there, never the installed plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import MoebenchError
+from ..execution.store import (
+    ID_COLUMNS,
+    MANIFEST_FILE,
+    PARTIAL_FILE,
+    RESULTS_FILE,
+    latest_cells,
+    read_cell_lines,
+    rows_to_frame,
+)
+
+__all__ = ["ID_COLUMNS", "MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS",
+           "RunResults", "UnrecordedDirection", "describe_commit", "metric_direction",
+           "read_manifest", "read_results", "rows_to_frame", "unsuccessful_cells"]
+
+#: Statuses of a cell; the first three count as a success on leaderboards.
+STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "crashed", "skipped")
+SUCCESS = ("done", "max_iter", "timeout")
+#: The direction assumed for a metric whose direction the results do not record.
+DEFAULT_DIRECTION = "min"
+
+
+class UnrecordedDirection(UserWarning):
+    """A results folder does not record which way a metric is better (written before
+    ``metric_directions`` was recorded in ``manifest.json``)."""
+
+
+def read_results(directory: str | Path) -> pd.DataFrame:
+    """Load a results folder: ``results.parquet``, or the cells of a run that did not finish
+    (the last line of each cell key; a partial last line is ignored)."""
+    directory = Path(directory)
+    table = directory / RESULTS_FILE
+    if table.is_file():
+        return pd.read_parquet(table)
+    cells, _ = read_cell_lines(directory / PARTIAL_FILE)
+    if cells:
+        return rows_to_frame([r for rows in latest_cells(cells).values() for r in rows])
+    raise MoebenchError(
+        f"no results in {directory}: expected {RESULTS_FILE} (written by `moebench run`)"
+    )
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a results folder (``{}`` when there is none)."""
+    path = Path(directory) / MANIFEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def unsuccessful_cells(results: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """``(status, reason, count)`` for the cells that were skipped or failed, one row per
+    distinct status and first line of the message, most frequent first."""
+    finals = results[(results["record"] == "final") & ~results["status"].isin(SUCCESS)]
+    if finals.empty:
+        return []
+    first = finals["message"].fillna("").astype(str).str.split("\n").str[0]
+    counts = finals.assign(reason=first).groupby(["status", "reason"]).size()
+    return [(s, r, int(n)) for (s, r), n in counts.sort_values(ascending=False).items()]
+
+
+def metric_direction(directions: Mapping[str, str] | None, metric: str) -> str:
+    """``"min"`` or ``"max"``: which way ``metric`` is better, as recorded with the results.
+
+    Parameters
+    ----------
+    directions
+        The recorded directions (``manifest.json``'s ``metric_directions``).
+    metric
+        A metric name.
+
+    Returns
+    -------
+    str
+        The recorded direction; ``"min"`` with an :class:`UnrecordedDirection` warning when
+        the results do not record one (the installed plugins are never asked).
+    """
+    if directions and metric in directions:
+        return directions[metric]
+    warnings.warn(
+        f"the direction of metric {metric!r} is not recorded with these results (no "
+        "'metric_directions' entry in manifest.json: written before moebench recorded it): "
+        f"treated as lower is better; rerun the suite to record it", UnrecordedDirection,
+        stacklevel=2)
+    return DEFAULT_DIRECTION
+
+
+def describe_commit(manifest: Mapping[str, Any]) -> str:
+    """``git COMMIT`` with the tree's state: clean, or with uncommitted changes."""
+    commit = manifest.get("git_commit")
+    if not commit:
+        return "git commit unknown"
+    if commit.endswith("-dirty"):
+        return f"git `{commit.removesuffix('-dirty')}` with uncommitted changes"
+    return f"git `{commit}`, clean tree"
+
+
+@dataclass
+class RunResults:
+    """A results folder loaded once: its tidy table, its manifest, and what was recorded with
+    them to rank and compare (metric directions, the metric each experiment ranks by).
+
+    Leaderboards computed from it are cached in ``boards`` (see
+    :func:`moebench.reports.leaderboard.leaderboard_of`), so the writers of a run's outputs
+    share one table and one ranking.
+    """
+
+    directory: Path
+    frame: pd.DataFrame
+    manifest: dict[str, Any]
+    boards: dict[Any, pd.DataFrame] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RunResults:
+        """Read ``results.parquet`` (or the cells of an unfinished run) and ``manifest.json``."""
+        directory = Path(directory)
+        return cls(directory, read_results(directory), read_manifest(directory))
+
+    @classmethod
+    def of(cls, source: RunResults | str | Path) -> RunResults:
+        """``source`` itself when already loaded, else the folder at ``source`` loaded."""
+        return source if isinstance(source, RunResults) else cls.load(source)
+
+    @property
+    def suite(self) -> str:
+        """The suite's name (the folder's name when the manifest does not say)."""
+        return self.manifest.get("suite", self.directory.name)
+
+    @property
+    def directions(self) -> dict[str, str]:
+        """Metric name -> ``"min"`` or ``"max"``, as recorded at run time."""
+        return dict(self.manifest.get("metric_directions") or {})
+
+    def direction(self, metric: str) -> str:
+        """Which way ``metric`` is better (see :func:`metric_direction`)."""
+        return metric_direction(self.directions, metric)
+
+    @property
+    def rank_by(self) -> dict[str, str]:
+        """The metric each experiment ranks by, as recorded in the manifest (for results
+        without one: the first column recorded as a metric, for every experiment)."""
+        ranks = self.manifest.get("rank_by") or {}
+        if not ranks:
+            known = set(self.directions)
+            for names in (self.manifest.get("metrics") or {}).values():
+                known.update(names)
+            candidates = [c for c in self.frame.columns if c in known]
+            ranks = {exp: candidates[0] for exp in self.frame["experiment"].unique()} \
+                if candidates else {}
+        return ranks

@@ -1,0 +1,129 @@
+"""Reports rank from what the run recorded: a "higher is better" metric whose plugin is not
+installed is still ranked, compared and worded the right way round."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from moebench import plugins
+from moebench.reports import (
+    RunResults,
+    UnrecordedDirection,
+    build_context,
+    compare_runs,
+    leaderboard_of,
+    summary_lines,
+    write_leaderboards,
+    write_reproduction,
+)
+from moebench.reports.results import rows_to_frame
+
+REPORTS = Path(__file__).resolve().parents[1] / "moebench" / "reports"
+#: A metric no plugin registers, better when higher.
+METRIC = "hits_recorded_only"
+SEEDS = range(8)
+
+
+def _final(algorithm: str, repetition: int, value: float) -> dict:
+    return {"suite": "dirs", "experiment": "e", "dataset": "d", "algorithm": algorithm,
+            "repetition": repetition, "dataset_params": "{}", "algorithm_params": "{}",
+            "record": "final", "iteration": 10, "time": 1.0, "status": "max_iter",
+            "message": None, METRIC: value}
+
+
+def _folder(path: Path, values: dict[str, float], directions: bool = True) -> Path:
+    """A results folder of experiment ``e`` ranked by METRIC; ``values``: per algorithm, the
+    metric of seed 0 (seed r adds r / 1000)."""
+    rows = [_final(alg, r, v + r / 1000) for alg, v in values.items() for r in SEEDS]
+    path.mkdir(parents=True)
+    rows_to_frame(rows).to_parquet(path / "results.parquet", index=False)
+    experiment = {
+        "name": "e", "description": None, "repetitions": len(SEEDS),
+        "budget": {"max_iter": 10, "timeout": 60.0}, "init": {"scheme": "random"},
+        "metrics": [METRIC], "rank_by": METRIC, "datasets": ["d"], "figures": [],
+        "reference": {"source": "A paper", "values": [
+            {"dataset": "d", "algorithm": "good", "metric": METRIC, "mean": 0.5, "std": 0.01}],
+            "claims": [{"text": "good beats bad", "better": "good", "than": "bad",
+                        "metric": METRIC}]},
+    }
+    manifest = {"suite": "dirs", "rank_by": {"e": METRIC}, "metrics": {"e": [METRIC]},
+                "experiments": [experiment]}
+    if directions:
+        manifest["metric_directions"] = {METRIC: "max"}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture
+def no_registry(monkeypatch):
+    """Any question to the plugin registry fails the test."""
+
+    def asked(*args, **kwargs):
+        raise AssertionError(f"the reports asked the plugin registry {args}")
+
+    for name in ("get", "components", "load_plugins", "plugin_infos"):
+        monkeypatch.setattr(plugins, name, asked)
+
+
+def test_a_recorded_max_metric_ranks_higher_first_without_its_plugin(tmp_path, no_registry):
+    folder = _folder(tmp_path / "run", {"bad": 0.2, "good": 0.9})
+    run = RunResults.load(folder)
+    board = write_leaderboards(run)
+    assert board.set_index("algorithm")["rank"].to_dict() == {"good": 1, "bad": 2}
+    assert leaderboard_of(run) is board  # computed once, shared by every writer
+    assert "higher is better" in (folder / "leaderboard.md").read_text()
+    assert any("best good" in line and "higher is better" in line
+               for line in summary_lines(run))
+    report = write_reproduction(run).read_text()
+    claim = [line for line in report.splitlines() if line.startswith("| good beats bad")]
+    assert claim and claim[0].endswith("| holds |")
+    assert "| above (better) |" in report  # 0.9 against the paper's 0.5 ± 0.01
+    (section,) = build_context(run)["sections"]
+    assert section["direction"] == "higher is better"
+    assert [r["algorithm"] for r in section["leaderboard"]] == ["good", "bad"]
+
+
+def test_compare_reads_the_recorded_direction(tmp_path, no_registry):
+    base = _folder(tmp_path / "a", {"x": 0.9})
+    lower = _folder(tmp_path / "b", {"x": 0.5})
+    (change,) = [c for c in compare_runs(base, lower) if c.measure == METRIC]
+    assert change.verdict == "worse"  # lower is worse for a metric better when higher
+    (change,) = [c for c in compare_runs(lower, base) if c.measure == METRIC]
+    assert change.verdict == "better"
+
+
+def test_an_unrecorded_direction_is_said_not_guessed_silently(tmp_path, no_registry):
+    folder = _folder(tmp_path / "old", {"bad": 0.2, "good": 0.9}, directions=False)
+    with pytest.warns(UnrecordedDirection, match=METRIC):
+        board = write_leaderboards(folder)
+    # lower is better is assumed (and said): the order the old results implied
+    assert board.set_index("algorithm")["rank"].to_dict() == {"bad": 1, "good": 2}
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    """Absolute names imported anywhere in a module of moebench.reports (function bodies
+    included; ``from .. import plugins`` is ``moebench.plugins``)."""
+    package = ["moebench", "reports"]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            prefix = ".".join(base + ([node.module] if node.module else []))
+            found += [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+    return found
+
+
+def test_no_report_module_imports_the_plugin_registry():
+    files = sorted(REPORTS.glob("*.py"))
+    assert len(files) >= 8
+    bad = [f"{f.name}: {name}" for f in files
+           for name in _imports(ast.parse(f.read_text(encoding="utf-8")))
+           if name in ("moebench.plugins", "moebench_plugins")
+           or name.startswith(("moebench.plugins.", "moebench_plugins."))]
+    assert not bad, bad

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moebench.schema_doc import END, START, replace_block, suite_keys_markdown
 from moebench.suite import Suite
+from moebench.suite.schema_doc import END, START, replace_block, suite_keys_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -15,7 +15,7 @@ def test_readme_lists_every_suite_key_as_generated():
     assert START in text and END in text
     assert replace_block(text, suite_keys_markdown()) == text, (
         "README.md's suite keys are out of date: run "
-        "`python -m moebench.schema_doc --write README.md`")
+        "`python -m moebench.suite.schema_doc --write README.md`")
 
 
 def test_every_model_and_field_is_documented():

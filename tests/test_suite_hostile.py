@@ -25,12 +25,12 @@ from moebench.suite import (
     MAX_REPETITIONS,
     MAX_YAML_ALIASES,
     MAX_YAML_DEPTH,
-    _yaml_lines,
     count_cells,
     load_suite,
     parse_suite,
     resolve,
 )
+from moebench.suite import yaml_lines as _yaml_lines
 
 BASE = """\
 name: tiny
@@ -324,7 +324,7 @@ def test_count_cells_matches_what_resolve_expands(fresh_plugins):
      ([2] * 20, [3] * 20, MAX_REPETITIONS)],
 )
 def test_huge_suites_are_refused_before_expansion(monkeypatch, sizes, algo_sizes, reps):
-    import moebench.suite as suite_module
+    import moebench.suite.resolution as suite_module
 
     def no_expansion(*args, **kwargs):
         raise AssertionError("a grid was expanded")

@@ -1,6 +1,6 @@
 """The suite keys documented in README.md, generated from the pydantic models of the schema.
 
-``python -m moebench.schema_doc --write README.md`` replaces the block between
+``python -m moebench.suite.schema_doc --write README.md`` replaces the block between
 ``<!-- suite-keys:start -->`` and ``<!-- suite-keys:end -->``; ``tests/test_schema_doc.py``
 fails when README.md and the models drift apart.
 """
@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+
+from .schema import Suite
 
 START, END = "<!-- suite-keys:start -->", "<!-- suite-keys:end -->"
 
@@ -77,7 +80,7 @@ def _type(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " \\| ".join(repr(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " \\| ".join(_type(a) for a in args)
     if origin is typing.Annotated:
         return _type(args[0])
@@ -139,8 +142,6 @@ def _md(text: str) -> str:
 
 def suite_keys_markdown() -> str:
     """Markdown tables of every suite key: one table per model, reached from ``Suite``."""
-    from .suite import Suite
-
     seen: list[type[BaseModel]] = []
     queue: list[type[BaseModel]] = [Suite]
     while queue:
@@ -185,6 +186,18 @@ def replace_block(text: str, block: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m moebench.suite.schema_doc [--write FILE]``: print the block, or update FILE.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     parser = argparse.ArgumentParser(description="print or write the suite-keys reference")
     parser.add_argument("--write", type=Path, default=None, help="update this file (README.md)")
     args = parser.parse_args(argv)

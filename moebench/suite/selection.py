@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from . import plugins
-from .errors import MoebenchError, SuiteError
-from .suite import Suite
+from .. import plugins
+from ..errors import MoebenchError, SuiteError
+from .resolved import ResolvedExperiment, variant_id
+from .schema import Component, Suite
 
 
 class SelectionError(MoebenchError):
@@ -142,15 +144,13 @@ def _select_entries(entries: list[dict[str, Any]], selectors: list[Selector], ki
 
 def _ids(entries: list[dict[str, Any]]) -> set[str]:
     """The variant ids the entries expand to (as :func:`moebench.suite.resolve` names them)."""
-    from .suite import Component, _variant_id
-
     out = set()
     for entry in entries:
         component = Component.model_construct(name=entry["name"], label=entry.get("label"))
         grid = entry.get("grid") or {}
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
-            out.add(_variant_id(component, dict(zip(keys, values, strict=True))))
+            out.add(variant_id(component, dict(zip(keys, values, strict=True))))
     return out
 
 
@@ -252,17 +252,13 @@ def select(suite: Suite, experiments: list[str] | tuple[str, ...] = (),
         data["experiments"] = kept
     try:
         return Suite.model_validate(data)
-    except Exception as exc:  # pydantic's ValidationError: say it in suite terms
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise SuiteError([(".".join(str(p) for p in err["loc"]) or "(top level)",
-                               err["msg"]) for err in exc.errors()],
-                             f"{source} (as selected on the command line)") from None
-        raise
+    except ValidationError as exc:  # say it in suite terms
+        raise SuiteError([(".".join(str(p) for p in err["loc"]) or "(top level)",
+                           err["msg"]) for err in exc.errors()],
+                         f"{source} (as selected on the command line)") from None
 
 
-def grid_summary(experiments: list[Any]) -> list[dict[str, Any]]:
+def grid_summary(experiments: list[ResolvedExperiment]) -> list[dict[str, Any]]:
     """Per resolved experiment: its dataset and algorithm variant ids, seeds and cells."""
     return [{"experiment": e.name, "datasets": [v.id for v in e.datasets],
              "algorithms": [v.id for v in e.algorithms], "repetitions": e.repetitions,

@@ -1,0 +1,124 @@
+"""Reading a suite file: UTF-8 bytes, then bounded YAML, then the strict schema.
+
+:func:`load_suite` reads a file and :func:`parse_suite` its text; every mistake (bytes that are
+not UTF-8, malformed YAML, YAML beyond the loader's limits, unknown keys, wrong types) becomes a
+:class:`SuiteError` naming its YAML path and line, before anything runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import SuiteError
+from .bounded_yaml import YamlRefused, load_yaml
+from .problems import Problems
+from .schema import Suite
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text of a suite file, or a SuiteError naming the line and byte of the bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SuiteError(
+            [(f"line {line}", f"not UTF-8 text: {exc.reason} (byte 0x{data[exc.start]:02x}) "
+              f"at byte {exc.start}; save the file as UTF-8")],
+            source,
+        ) from None
+
+
+def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
+    """Parse YAML text into a :class:`Suite` (structure and types only).
+
+    Parameters
+    ----------
+    text
+        The suite's YAML, as text or as UTF-8 bytes.
+    source
+        File name used in error messages.
+
+    Returns
+    -------
+    Suite
+        The validated suite; plugin names and parameters are checked by :func:`resolve`.
+
+    Raises
+    ------
+    SuiteError
+        For bytes that are not UTF-8, malformed YAML, YAML beyond the loader's limits (nesting,
+        aliases, size), duplicate keys, unknown keys and wrong types, each with its YAML path
+        and line.
+    """
+    if isinstance(text, bytes):
+        text = _decode(text, source)
+    try:
+        raw, lines = load_yaml(text)
+    except YamlRefused as exc:
+        raise SuiteError([(exc.where, exc.message)], source) from None
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        problem = str(exc).split("\n")[0]
+        raise SuiteError([(f"line {line}, column {column}", f"malformed YAML: {problem}")],
+                         source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context and getattr(exc, "problem", None):
+            problem = f"{context}, {problem}"
+        raise SuiteError([(where, f"malformed YAML: {problem}")], source) from None
+    if not isinstance(raw, dict):
+        what = "an empty document" if raw is None else f"a {type(raw).__name__}"
+        raise SuiteError([(f"(top level) (line {lines.get((), 1)})",
+                           f"a suite must be a YAML mapping (name: ..., ...), not {what}")],
+                         source)
+    problems = Problems(source, lines)
+    try:
+        suite = Suite.model_validate(raw)
+        suite._lines = lines
+        return suite
+    except ValidationError as exc:
+        for err in exc.errors():
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling)"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            problems.add(tuple(err["loc"]), msg)
+        problems.raise_if_any()
+        raise
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and parse a suite file; the error says which file is missing or unreadable.
+
+    Parameters
+    ----------
+    path
+        The suite file (UTF-8 YAML).
+
+    Returns
+    -------
+    Suite
+        As :func:`parse_suite` returns it.
+
+    Raises
+    ------
+    SuiteError
+        If the file is missing, unreadable, not UTF-8 or not a valid suite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError([("(file)", f"no such suite file: {path}")], str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError([("(file)", f"cannot read {path}: {exc.strerror or exc}")],
+                         str(path)) from None
+    return parse_suite(data, str(path))

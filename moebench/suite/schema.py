@@ -1,0 +1,225 @@
+"""The suite's schema: strict pydantic models of every key a suite file may hold.
+
+A suite is either one experiment (``datasets`` and ``algorithms`` at the top level) or a list
+of named ``experiments``; settings given at the top level (budget, metrics, init, ...) are
+defaults that each experiment may override. Unknown keys and wrong types are refused
+(:func:`moebench.suite.parse_suite` reports each with its YAML path and line).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..model import InitSpec
+from .sizes import parse_size
+
+GridValues = Annotated[list[Any], Field(min_length=1)]
+
+#: Upper bound of ``repetitions`` (and of ``quick.repetitions``).
+MAX_REPETITIONS = 1_000_000
+
+_SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_SUITE_NAME_LENGTH = 100
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Budget(_Strict):
+    """Per-cell budget: the runner stops an algorithm when either is reached."""
+
+    max_iter: int = Field(100, ge=0, description="iterations after the initial point")
+    timeout: float | None = Field(
+        300.0, gt=0, description="seconds of algorithm time (metrics excluded)"
+    )
+    clock: Literal["cpu", "wall"] | None = Field(
+        None, description="the clock timeout counts: 'cpu' (CPU time of the algorithm's "
+        "thread; the same iterations whatever the machine's load) or 'wall'; default: cpu on "
+        "CPU devices, wall elsewhere"
+    )
+    wall_timeout: float | None = Field(
+        None, gt=0, description="hard wall-clock limit per cell in seconds: the worker of a "
+        "cell still running then is killed (default: 3 x timeout + 120 s; none without a "
+        "timeout)"
+    )
+
+
+class ModelChoice(_Strict):
+    """Overrides the model family a dataset proposes (``name``) or its hyper-parameters."""
+
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Component(_Strict):
+    """A plugin by name with fixed ``params`` and a ``grid`` of values to sweep.
+
+    ``quick`` holds parameter values that replace ``params`` and grid values under
+    ``moebench run --quick`` (smaller ``n``, say).
+    """
+
+    name: str
+    label: str | None = Field(None, description="id on leaderboards (default: name + grid)")
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, GridValues] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _grid_and_params_disjoint(self) -> Component:
+        both = sorted(set(self.params) & set(self.grid))
+        if both:
+            raise ValueError(f"{', '.join(both)} given both in params and in grid")
+        return self
+
+
+class DatasetEntry(Component):
+    model: ModelChoice | None = None
+
+
+class AlgorithmEntry(Component):
+    """An algorithm with its parameters and, optionally, its own ``budget``.
+
+    ``budget`` overrides the experiment's budget for this algorithm's cells, field by field (a
+    restart method may get ``{max_iter: 500}`` and keep the experiment's ``timeout``). It does not
+    change any seed: the data, the initial point and the algorithm's generator are the same as
+    without it. Under ``--quick`` a ``quick.budget`` of the experiment or suite still applies to
+    every algorithm.
+    """
+
+    budget: Budget | None = Field(
+        None, description="this algorithm's budget: its fields override the experiment's"
+    )
+
+
+class Leaderboard(_Strict):
+    rank_by: str = Field(description="metric the leaderboard ranks by")
+
+
+class Quick(_Strict):
+    """Overrides applied by ``moebench run --quick`` (a fast smoke run of a big suite)."""
+
+    repetitions: int | None = Field(None, ge=1, le=MAX_REPETITIONS)
+    budget: Budget | None = None
+
+
+class ReferenceValue(_Strict):
+    """A number a paper reports, to be set beside moebench's measurement."""
+
+    dataset: str = Field(description="dataset variant id, as on the leaderboard")
+    algorithm: str = Field(description="algorithm variant id")
+    metric: str
+    mean: float
+    std: float | None = None
+    iteration: int | None = Field(None, ge=0, description="at this iteration (default: final)")
+
+
+class Claim(_Strict):
+    """A qualitative claim of a paper: ``better`` beats ``than`` on ``metric``."""
+
+    text: str
+    better: str = Field(description="algorithm variant id that should win")
+    than: str = Field(description="algorithm variant id that should lose")
+    metric: str
+    iteration: int | None = Field(None, ge=0, description="compare at this iteration "
+                                  "(default: final values)")
+
+
+class Reference(_Strict):
+    """What the source paper reports for an experiment."""
+
+    source: str = Field(description="e.g. 'Makkuva et al. 2019, Table 1'")
+    note: str = ""
+    values: list[ReferenceValue] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
+
+
+class Figure(_Strict):
+    """A convergence plot: a metric against iterations, mean and spread over seeds."""
+
+    metric: str
+    title: str | None = None
+    log_y: bool = False
+
+
+class _Settings(_Strict):
+    quick: Quick | None = None
+    repetitions: int | None = Field(None, ge=1, le=MAX_REPETITIONS)
+    budget: Budget | None = None
+    init: InitSpec | None = None
+    metrics: list[str] | None = Field(None, min_length=1)
+    leaderboard: Leaderboard | None = None
+
+
+class Experiment(_Settings):
+    name: str
+    description: str = ""
+    reference: Reference | None = None
+    figures: list[Figure] = Field(default_factory=list)
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    algorithms: list[AlgorithmEntry] = Field(min_length=1)
+
+
+class Suite(_Settings):
+    name: str = Field(description="names the results folder <out>/<name>/")
+    description: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] | None = None
+    datasets: list[DatasetEntry] | None = Field(None, min_length=1)
+    algorithms: list[AlgorithmEntry] | None = Field(None, min_length=1)
+    experiments: list[Experiment] | None = Field(None, min_length=1)
+    memory_limit: int | str | None = Field(
+        None, description="address space each cell may add to its worker (bytes, or '4GiB', "
+        "'512MB'); a cell allocating more ends 'crashed' (Linux only)"
+    )
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    def memory_limit_bytes(self) -> int | None:
+        """``memory_limit`` in bytes (``None``: unlimited)."""
+        return None if self.memory_limit is None else parse_size(self.memory_limit)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        # The name is a folder under the output directory: ".", ".." or "a/b" would escape it.
+        if not _SUITE_NAME.fullmatch(value) or len(value) > _SUITE_NAME_LENGTH:
+            raise PydanticCustomError(
+                "suite_name",
+                "a suite name must start with a letter or digit and contain only letters, "
+                "digits, '_', '.' and '-' (at most {limit} characters): it names the results "
+                "folder",
+                {"limit": _SUITE_NAME_LENGTH},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Suite:
+        single = self.datasets is not None or self.algorithms is not None
+        if single and self.experiments is not None:
+            raise ValueError("give either datasets+algorithms or experiments, not both")
+        if not single and self.experiments is None:
+            raise ValueError("a suite needs datasets and algorithms, or experiments")
+        if single and (self.datasets is None or self.algorithms is None):
+            missing = "datasets" if self.datasets is None else "algorithms"
+            raise ValueError(f"{missing} is missing")
+        return self
+

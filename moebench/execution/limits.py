@@ -133,9 +133,9 @@ def worker_threads(jobs: int) -> int:
 
 #: Cells whose training inputs hold fewer numbers than this run with one torch thread: there a
 #: second thread does not pay for waking it. Measured with the fused native pass
-#: (``OMP_WAIT_POLICY=PASSIVE python -m benchmarks.suite_sizes --d 10 --threads 1|2``, idle 2-core
-#: machine, two rounds; benchmarks/RESULTS.md): joint EM at n = 4,000 takes 1.25-1.31 ms per
-#: iteration with one thread and 1.65-1.73 ms with two, equal at n = 10,000 (2.2 ms), while two
+#: (``OMP_WAIT_POLICY=PASSIVE python -m measurements.suite_sizes --d 10 --threads 1|2``, idle
+#: 2-core machine, two rounds; measurements/RESULTS.md): joint EM at n = 4,000 takes 1.25-1.31 ms
+#: per iteration with one thread and 1.65-1.73 ms with two, equal at n = 10,000 (2.2 ms), while two
 #: threads win from n = 20,000 (2.7-3.3 against 3.7 ms) and by 1.7-1.9x at n = 100,000.
 SMALL_CELL_ELEMENTS = 150_000
 

@@ -41,7 +41,7 @@ Report = Callable[[list[dict[str, Any]]], None]
 #: runtimes in one process) sleep instead of spinning when they wait. With another CPU-bound
 #: process on the machine, spinning threads take the cores from the threads that have work:
 #: joint EM at n = 4000 took 83-275 ms per iteration spinning against 4-8 ms passive on a busy
-#: 2-core machine (``python -m benchmarks.busy_machine``); the results are the same bit for bit.
+#: 2-core machine (``python -m measurements.busy_machine``); the results are the same bit for bit.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 _launching = threading.local()

@@ -33,7 +33,7 @@ class JointEMParams(EMParams):
 
     Two defaults differ from the rest of the EM family, so that joint EM with default settings
     stops at the (unpenalised) maximum-likelihood estimate to about ``1e-9`` relative NLL
-    (``benchmarks/RESULTS.md``, "Peers side by side"):
+    (``measurements/RESULTS.md``, "Peers side by side"):
 
     ``tol = 1e-10``
         EM converges linearly with a rate ``rho``: stopping once an iteration lowers the NLL by

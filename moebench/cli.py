@@ -72,7 +72,7 @@ def print_leaderboard(board) -> None:
 
 def print_grid(experiments: list) -> None:
     """``--dry-run``: the expanded grid, per experiment, and the number of cells."""
-    from .selection import grid_summary
+    from .suite import grid_summary
 
     total = 0
     for g in grid_summary(experiments):
@@ -158,9 +158,8 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     from .progress import RunProgress
     from .results import read_results as _read
     from .runner import Interrupted, run_suite
-    from .selection import SelectionError, select, with_suggestions
     from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
-    from .suite import load_suite, resolve
+    from .suite import SelectionError, load_suite, resolve, select, with_suggestions
 
     if resume and overwrite:
         err_console.print("[red]error:[/red] --resume and --overwrite exclude each other")

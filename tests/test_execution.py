@@ -18,11 +18,11 @@ from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
-from moebench.execution.limits import memory_limit_supported, parse_size
+from moebench.execution.limits import memory_limit_supported
 from moebench.execution.store import ResultsExist, ResultStore, read_cell_lines
 from moebench.results import read_manifest, read_results
 from moebench.runner import run_suite
-from moebench.suite import parse_suite
+from moebench.suite import parse_size, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

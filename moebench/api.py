@@ -91,7 +91,13 @@ def __getattr__(name: str) -> Any:
     """A name of :data:`PROVIDED`, loaded from its entry point on first use."""
     if name not in PROVIDED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = _provider(name).load()
+    provider = _provider(name)
+    try:
+        value = provider.load()
+    except ImportError as exc:
+        raise ImportError(f"moebench.api.{name} comes from {provider.value}, which could not "
+                          f"be imported ({exc}): reinstall the distribution that provides it "
+                          f"({getattr(provider.dist, 'name', 'moebench')})") from exc
     globals()[name] = value
     return value
 

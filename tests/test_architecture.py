@@ -6,6 +6,8 @@ cycles, no function-level import hides one, and no class, function or string gro
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,3 +266,25 @@ def test_the_rules_catch_what_they_forbid():
     assert _layer("moebench_plugins.models.gate") is None
     tree = ast.parse("def f():\n    from moebench import runner\n")
     assert len(_function_nodes(tree)) == 1
+
+
+def test_the_core_imports_without_the_first_party_plugins():
+    """With ``moebench_plugins`` made unimportable, every core package still imports, and
+    ``moebench.api`` says what to do for a name the plugins supply."""
+    code = (
+        "import sys\n"
+        "sys.modules['moebench_plugins'] = None  # any import of it raises ImportError\n"
+        "import moebench, moebench.api, moebench.cli, moebench.runner, moebench.reports\n"
+        "import moebench.cell, moebench.execution, moebench.suite, moebench.testing\n"
+        "from moebench.api import SupportsEM, GateOptions, EMParams  # the core's own\n"
+        "try:\n"
+        "    moebench.api.JointEM\n"
+        "except ImportError as exc:\n"
+        "    print('JointEM:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("JointEM: moebench.api.JointEM comes from "
+                                  "moebench_plugins.algorithms.joint_em:JointEM, which could "
+                                  "not be imported"), done.stdout

@@ -9,9 +9,12 @@ import torch
 from moebench import InitSpec
 from moebench.em import GateOptions
 from moebench_plugins.models import gate as gate_module
-from moebench_plugins.models import kernels, native, regression
-from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass, gate_pass
+from moebench_plugins.models import kernels, native
+from moebench_plugins.models.caching import data_cache
+from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass, fused_pass, gate_pass
+from moebench_plugins.models.kernels import passes as kernel_passes
 from moebench_plugins.models.regression import RegressionMoE
+from moebench_plugins.models.regression import em as regression_em
 
 needs_native = pytest.mark.skipif(not native.native_available(),
                                   reason="no C compiler: the native kernel cannot be built")
@@ -61,11 +64,11 @@ def _close(a, b, rtol=1e-12):
 
 def _both(monkeypatch, fn):
     """``fn()`` with the fused native pass and with the torch kernels it replaces."""
-    monkeypatch.setattr(kernels, "FUSED", True)
+    monkeypatch.setattr(fused_pass, "FUSED", True)
     fused = fn()
-    monkeypatch.setattr(kernels, "FUSED", False)
+    monkeypatch.setattr(fused_pass, "FUSED", False)
     reference = fn()
-    monkeypatch.setattr(kernels, "FUSED", True)
+    monkeypatch.setattr(fused_pass, "FUSED", True)
     return fused, reference
 
 
@@ -76,7 +79,7 @@ def _both(monkeypatch, fn):
 def test_fused_pass_equals_the_torch_kernels(monkeypatch, n, k, d, chunk):
     X, y, A, W, log_sigma = _data(n, k, d)
     chunks = RowChunks(X, y, chunk_size=chunk)
-    assert kernels._fused_applies(
+    assert fused_pass._fused_applies(
         kernels.KernelSpec(k=k, n_features=d, expert_stats=True, gate=True, gate_system=True),
         chunks)
 
@@ -161,8 +164,8 @@ def test_lazy_hessians_and_their_reuse_keep_the_em_trajectory(monkeypatch):
     runs = {}
     for lazy in (False, True):
         monkeypatch.setattr(gate_module, "LAZY_HESSIAN", lazy)
-        monkeypatch.setattr(regression, "_GATE_HESSIANS",
-                            regression.weakref.WeakKeyDictionary() if lazy else _Forgetful())
+        monkeypatch.setattr(regression_em, "REUSE_GATE_HESSIAN", lazy)
+        data_cache(model.chunks(X, y)).clear()
         hessians.clear()
         runs[lazy] = (*_trajectory(model, X, y, {k: v.clone() for k, v in init.items()}, gate,
                                    40), sum(hessians))
@@ -175,11 +178,6 @@ def test_lazy_hessians_and_their_reuse_keep_the_em_trajectory(monkeypatch):
     assert lazy[3] < plain[3]
 
 
-class _Forgetful(dict):
-    def __setitem__(self, key, value):
-        pass
-
-
 def test_an_unchanged_gate_reuses_the_hessian_of_the_last_m_step(monkeypatch):
     model, X, y, init = _problem(n=2000)
     gate = GateOptions(ridge=1e-6)
@@ -187,20 +185,20 @@ def test_an_unchanged_gate_reuses_the_hessian_of_the_last_m_step(monkeypatch):
     nll, steps, params = _trajectory(model, X, y, params, gate, 60)
     assert steps[-1] == 0
     chunks = model.chunks(X, y)
-    W, H = regression._GATE_HESSIANS[chunks]
+    W, H = data_cache(chunks)[regression_em.GATE_HESSIAN]
     assert torch.equal(W, params["W"])
     # the Hessian sum at W by a pass of its own
     R = model.posterior(params, X, y)
     fresh = gate_pass(chunks, R, W, system=True)
     torch.testing.assert_close(H, fresh.neg_hessian, rtol=1e-11, atol=1e-9)
     passes = []
-    real = kernels._run_pass
+    real = kernel_passes._run_pass
 
     def spy(chunks_, spec, *args, **kw):
         passes.append(spec.gate_hessian and spec.gate_system)
         return real(chunks_, spec, *args, **kw)
 
-    monkeypatch.setattr(kernels, "_run_pass", spy)
+    monkeypatch.setattr(kernel_passes, "_run_pass", spy)
     new, extras = model.em_step(X, y, params, gate)
     assert extras["gate_newton_steps"] == 0 and passes == [False]
 

@@ -131,6 +131,23 @@ class TensorEM(Algorithm):
         if reason:
             raise UnsupportedProblem(reason)
         assert isinstance(model, RegressionMoE)
+        params = self._tensor_stage(problem, init)
+        # With the experts fixed, log p(y, z | x) = gate_log_probs + (constant) expert densities:
+        # one log-softmax per iteration gives the NLL and the next E-step's posteriors.
+        expert_ld = model.expert_log_densities(params, problem.X, problem.y)
+        joint_lp = model.gate_log_probs(params, problem.X) + expert_ld
+        nll = _nll(joint_lp)
+        if not callback(Iterate(0, params, objective=nll, extras={"joint": 0.0,
+                                                                   "gate_iters": 0.0})):
+            if self.params.refine:
+                self.note("refine: joint EM did not run (stopped at the tensor estimate)")
+            return params
+        return self._gate_then_joint_em(problem, params, expert_ld, joint_lp, nll, callback)
+
+    def _tensor_stage(self, problem: Problem, init: ParamDict) -> ParamDict:
+        """Algorithm 1: ``A`` by the CQT tensor decomposition, the gate start (:meth:`_gate_start`)
+        and ``log_sigma`` from ``init`` (the noise level the moments assume)."""
+        model = problem.model
         p = self.params
         X, y = problem.X, problem.y
         k = model.n_experts
@@ -151,6 +168,16 @@ class TensorEM(Algorithm):
         A = est.A.to(model.device, model.dtype)
         if model.params.intercept:  # expert intercepts (last feature column) start at zero
             A = torch.cat([A, A.new_zeros(k, 1)], dim=1)
+        W = self._gate_start(problem, init, A)
+        return {"A": A, "W": W, "log_sigma": log_sigma}
+
+    def _gate_start(self, problem: Problem, init: ParamDict, A: torch.Tensor) -> torch.Tensor:
+        """The start of gate EM: ``init["W"]`` re-referenced to its last row, or the k=2 moment
+        estimate (``gate_init='moments'``); projected into the ball when there is a radius."""
+        model = problem.model
+        p = self.params
+        X, y = problem.X, problem.y
+        k = model.n_experts
         if p.gate_init == "moments":
             max_norm = p.gate_radius if p.gate_radius is not None else _MOMENT_MAX_NORM
             W = moment_gate_k2(X, y, A[:, : X.shape[1]], model.params.activation,
@@ -162,18 +189,20 @@ class TensorEM(Algorithm):
             W = W - W[-1:]
         if p.gate_radius is not None:
             W = project_rows(W, p.gate_radius)  # Algorithm 2 starts inside the domain Omega
-        params = {"A": A, "W": W, "log_sigma": log_sigma}
-        # With the experts fixed, log p(y, z | x) = gate_log_probs + (constant) expert densities:
-        # one log-softmax per iteration gives the NLL and the next E-step's posteriors.
-        expert_ld = model.expert_log_densities(params, X, y)
-        joint_lp = model.gate_log_probs(params, X) + expert_ld
-        nll = _nll(joint_lp)
-        if not callback(Iterate(0, params, objective=nll, extras={"joint": 0.0,
-                                                                   "gate_iters": 0.0})):
-            if p.refine:
-                self.note("refine: joint EM did not run (stopped at the tensor estimate)")
-            return params
+        return W
 
+    def _gate_then_joint_em(
+        self, problem: Problem, params: ParamDict, expert_ld: torch.Tensor,
+        joint_lp: torch.Tensor, nll: float, callback: Callback,
+    ) -> ParamDict:
+        """Algorithm 2 from the tensor estimate: gate EM with the experts fixed (their
+        log-densities ``expert_ld``), then, with ``refine``, joint EM, until stopped.
+
+        ``joint_lp`` and ``nll`` are the joint log-probabilities and the NLL at ``params``.
+        """
+        model = problem.model
+        p = self.params
+        X, y = problem.X, problem.y
         F = model.features(X)
         t = 0
         joint = False

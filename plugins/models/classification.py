@@ -41,7 +41,6 @@ the training NLL non-increasing, like EM.
 from __future__ import annotations
 
 import math
-import weakref
 from abc import abstractmethod
 from collections.abc import Callable
 
@@ -52,6 +51,7 @@ from moebench import InitSpec, ParamDict, Params, hookimpl
 from moebench.em import GateOptions, SupportsEM
 
 from .alignment import permuted_error
+from .caching import data_cache
 from .gate import fit_softmax_gate
 from .regression import InitError
 
@@ -63,8 +63,9 @@ __all__ = [
     "soft_target_objective",
 ]
 
-#: ``[X, 1]`` per live input tensor: ``id(X) -> (weakref(X), versions, features)``.
-_WITH_INTERCEPT: dict[int, tuple[weakref.ref, tuple[int, int], torch.Tensor]] = {}
+#: The :class:`~moebench_plugins.models.caching.DataCache` entry of an input tensor ``X``
+#: holding ``((X._version, F._version), F)`` with ``F = [X, 1]``.
+WITH_INTERCEPT = "with_intercept"
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -81,13 +82,12 @@ def with_intercept(X: torch.Tensor) -> torch.Tensor:
     """
     if X.requires_grad:
         return torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
-    slot = id(X)
-    hit = _WITH_INTERCEPT.get(slot)
-    if hit is not None and hit[0]() is X and hit[1] == (X._version, hit[2]._version):
-        return hit[2]
+    cache = data_cache(X)
+    hit = cache.get(WITH_INTERCEPT)
+    if hit is not None and hit[0] == (X._version, hit[1]._version):
+        return hit[1]
     F = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
-    ref = weakref.ref(X, lambda _ref, slot=slot: _WITH_INTERCEPT.pop(slot, None))
-    _WITH_INTERCEPT[slot] = (ref, (X._version, F._version), F)
+    cache[WITH_INTERCEPT] = ((X._version, F._version), F)
     return F
 
 

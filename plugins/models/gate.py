@@ -272,6 +272,51 @@ def fit_gate_chunked(
     tuple
         ``(W, info)`` as :func:`fit_softmax_gate`.
     """
+    _check_ridge_and_radius(ridge, radius)
+    n, d = chunks.n_rows, chunks.n_features
+    k = n_labels if n_labels is not None else W0.shape[0]
+    if W0.shape != (k, d):
+        raise ValueError(f"W0 has shape {tuple(W0.shape)}, expected {(k, d)}")
+    W, projected_start = _feasible_start(chunks, W0, radius)
+    objective = _GateObjective(chunks, labels, ridge)
+    if first is not None and not projected_start and first.neg_hessian is not None:
+        st = first
+        J = first.q / n - objective.penalty(W)
+    else:
+        J, st = objective(W, k > 1)
+    J0 = J
+    steps = 0
+    converged = k == 1
+    L_prev: torch.Tensor | None = None  # the factor of the previous step's Newton matrix
+    while not converged and steps < max_steps:
+        if st.neg_hessian is None:
+            if _lazily_converged(st, W, L_prev, n, ridge, tol):
+                converged = True
+                break
+            J, st = objective(W, True)
+        delta, slope, gain, L = _ascent_direction(st, W, n, ridge, radius)
+        if not (slope > 0) or gain <= tol:
+            converged = gain <= tol  # False for NaN: report it as not converged
+            break
+        # Newton converges quadratically (the next predicted increase is about gain^2): when
+        # that says the full step will end the solve, its pass skips the Hessian.
+        hessian = not LAZY_HESSIAN or radius is not None or gain * gain > tol / _LAZY_MARGIN
+        D = torch.cat([delta.reshape(k - 1, d), delta.new_zeros(1, d)])
+        found = _armijo_search(objective, W, D, J, slope, steps + 1 < max_steps, hessian)
+        if found is None:
+            # Rounding dominates the predicted increase: we are at the optimum for this precision.
+            converged = True
+            break
+        W, J, st = found
+        L_prev = L
+        steps += 1
+    info = {"steps": steps, "J": J, "J0": J0, "converged": bool(converged),
+            "projected_start": projected_start, "neg_hessian": st.neg_hessian}
+    return W, info
+
+
+def _check_ridge_and_radius(ridge: float, radius: float | None) -> None:
+    """Reject a gate solve that could diverge (no ridge and no ball) or an empty ball."""
     if ridge < 0 or (ridge == 0 and radius is None):
         raise ValueError(
             f"ridge must be positive (got {ridge}), or zero with a radius; it keeps the gate "
@@ -279,11 +324,17 @@ def fit_gate_chunked(
         )
     if radius is not None and not radius > 0:
         raise ValueError(f"radius must be positive (got {radius})")
-    n, d = chunks.n_rows, chunks.n_features
-    k = n_labels if n_labels is not None else W0.shape[0]
-    if W0.shape != (k, d):
-        raise ValueError(f"W0 has shape {tuple(W0.shape)}, expected {(k, d)}")
-    # The full gate W (last row zero) and its free rows V as a view: trial points are W + t D.
+
+
+def _feasible_start(
+    chunks: RowChunks, W0: torch.Tensor, radius: float | None
+) -> tuple[torch.Tensor, bool]:
+    """The full gate ``W`` to start from (a copy of ``W0`` on the data's device and dtype, last
+    row zero, free rows projected onto the balls) and whether the projection moved it.
+
+    The free rows ``W[:-1]`` are a view of ``W``: trial points are ``W + t D``.
+    """
+    k = W0.shape[0]
     W = W0.detach().to(chunks.device, chunks.dtype).clone()
     W[-1] = 0
     V = W[:-1]
@@ -292,72 +343,84 @@ def fit_gate_chunked(
         P0 = project_rows(V, radius)
         projected_start = not torch.equal(P0, V)
         V.copy_(P0)
+    return W, projected_start
 
-    def penalty(W_: torch.Tensor) -> float:
-        v = W_.reshape(-1)
-        return 0.5 * ridge * float(torch.dot(v, v))
 
-    def evaluate(W_: torch.Tensor, system: bool, hessian: bool = True) -> tuple[float, GateStats]:
-        st = gate_pass(chunks, labels, W_, system=system, hessian=hessian)
-        return st.q / n - penalty(W_), st
+class _GateObjective:
+    """The penalised gate objective ``J(W) = q(W) / n - ridge / 2 ||W||^2`` of ``labels`` on
+    ``chunks``, with the gate statistics of the pass that computed it (:func:`gate_pass`)."""
 
-    if first is not None and not projected_start and first.neg_hessian is not None:
-        st = first
-        J = first.q / n - penalty(W)
+    def __init__(self, chunks: RowChunks, labels: torch.Tensor | LabelFn, ridge: float):
+        self.chunks, self.labels, self.ridge = chunks, labels, ridge
+        self.n = chunks.n_rows
+
+    def penalty(self, W: torch.Tensor) -> float:
+        """``ridge / 2 ||W||_F^2``."""
+        v = W.reshape(-1)
+        return 0.5 * self.ridge * float(torch.dot(v, v))
+
+    def __call__(self, W: torch.Tensor, system: bool, hessian: bool = True
+                 ) -> tuple[float, GateStats]:
+        """``J(W)`` and the pass's statistics (with the Newton system if ``system``)."""
+        st = gate_pass(self.chunks, self.labels, W, system=system, hessian=hessian)
+        return st.q / self.n - self.penalty(W), st
+
+
+def _lazily_converged(st: GateStats, W: torch.Tensor, L_prev: torch.Tensor | None, n: int,
+                      ridge: float, tol: float) -> bool:
+    """Lazy Hessian: whether the predicted increase ``g' M^-1 g / 2`` at ``W``, estimated with
+    the previous step's factor ``L_prev`` of ``M``, is below ``tol / _LAZY_MARGIN``."""
+    if st.grad is None or L_prev is None:
+        return False
+    g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1, 1)
+    h = torch.linalg.solve_triangular(L_prev, g, upper=False)
+    estimate = float(torch.dot(h[:, 0], h[:, 0])) / 2
+    return estimate <= tol / _LAZY_MARGIN
+
+
+def _ascent_direction(
+    st: GateStats, W: torch.Tensor, n: int, ridge: float, radius: float | None
+) -> tuple[torch.Tensor, float, float, torch.Tensor | None]:
+    """The step of the free rows from the Newton system at ``W``: ``(delta, slope, gain, L)``.
+
+    Without a radius the Newton step (``L``: the factor of its matrix, ``gain``: half the
+    squared decrement); with one, the maximiser of the quadratic model over the balls minus the
+    current point (``L`` is ``None``, ``gain`` the model's increase). ``slope`` is the
+    directional derivative of ``J`` along ``delta`` (> 0 for ascent).
+    """
+    g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1)
+    M = st.neg_hessian / n
+    M.diagonal().add_(ridge)
+    L = None
+    if radius is None:
+        L = _factor_pd(M)
+        delta = _solve_pd(M, g, L)
+        slope = float(torch.dot(g, delta))  # directional derivative; > 0 for ascent
+        gain = slope / 2
     else:
-        J, st = evaluate(W, k > 1)
-    J0 = J
-    steps = 0
-    converged = k == 1
-    L_prev: torch.Tensor | None = None  # the factor of the previous step's Newton matrix
-    while not converged and steps < max_steps:
-        if st.neg_hessian is None:
-            if st.grad is not None and L_prev is not None:
-                # Lazy Hessian: the predicted increase g' M^-1 g / 2 with the previous step's M.
-                g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1, 1)
-                h = torch.linalg.solve_triangular(L_prev, g, upper=False)
-                estimate = float(torch.dot(h[:, 0], h[:, 0])) / 2
-                if estimate <= tol / _LAZY_MARGIN:
-                    converged = True
-                    break
-            J, st = evaluate(W, True)
-        g = torch.add(st.grad / n, W[:-1], alpha=-ridge).reshape(-1)
-        M = st.neg_hessian / n
-        M.diagonal().add_(ridge)
-        L = None
-        if radius is None:
-            L = _factor_pd(M)
-            delta = _solve_pd(M, g, L)
-            slope = float(torch.dot(g, delta))  # directional derivative; > 0 for ascent
-            gain = slope / 2
-        else:
-            v = W[:-1].reshape(-1)
-            delta = _ball_qp(M, M @ v + g, k - 1, radius) - v
-            slope = float(g @ delta)
-            gain = slope - 0.5 * float(delta @ (M @ delta))  # predicted increase of the model
-        if not (slope > 0) or gain <= tol:
-            converged = gain <= tol  # False for NaN: report it as not converged
-            break
-        # Newton converges quadratically (the next predicted increase is about gain^2): when
-        # that says the full step will end the solve, its pass skips the Hessian.
-        hessian = not LAZY_HESSIAN or radius is not None or gain * gain > tol / _LAZY_MARGIN
-        D = torch.cat([delta.reshape(k - 1, d), delta.new_zeros(1, d)])
-        t = 1.0
-        accepted = False
-        for _ in range(_MAX_HALVINGS):
-            W_new = torch.add(W, D, alpha=t)
-            # The Newton system at the trial point is only needed when another step follows.
-            J_new, st_new = evaluate(W_new, t == 1.0 and steps + 1 < max_steps, hessian)
-            if J_new >= J + _ARMIJO * t * slope:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
-            # Rounding dominates the predicted increase: we are at the optimum for this precision.
-            converged = True
-            break
-        W, J, st, L_prev = W_new, J_new, st_new, L
-        steps += 1
-    info = {"steps": steps, "J": J, "J0": J0, "converged": bool(converged),
-            "projected_start": projected_start, "neg_hessian": st.neg_hessian}
-    return W, info
+        v = W[:-1].reshape(-1)
+        delta = _ball_qp(M, M @ v + g, W.shape[0] - 1, radius) - v
+        slope = float(g @ delta)
+        gain = slope - 0.5 * float(delta @ (M @ delta))  # predicted increase of the model
+    return delta, slope, gain, L
+
+
+def _armijo_search(
+    objective: _GateObjective, W: torch.Tensor, D: torch.Tensor, J: float, slope: float,
+    more_steps: bool, hessian: bool,
+) -> tuple[torch.Tensor, float, GateStats] | None:
+    """Backtrack ``W + t D`` from ``t = 1`` until the Armijo condition holds: the accepted
+    ``(W, J, stats)``, or ``None`` after :data:`_MAX_HALVINGS` halvings.
+
+    The pass at the full step also computes the Newton system there when ``more_steps`` (another
+    step may follow), without the Hessian unless ``hessian``.
+    """
+    t = 1.0
+    for _ in range(_MAX_HALVINGS):
+        W_new = torch.add(W, D, alpha=t)
+        # The Newton system at the trial point is only needed when another step follows.
+        J_new, st_new = objective(W_new, t == 1.0 and more_steps, hessian)
+        if J_new >= J + _ARMIJO * t * slope:
+            return W_new, J_new, st_new
+        t *= 0.5
+    return None

@@ -7,9 +7,10 @@ import platform
 import pytest
 import torch
 
-from moebench_plugins.models import native
 from moebench_plugins.models.kernels import ChunkedLabels, RowChunks, em_pass
 from moebench_plugins.models.native import Pairs, weighted_sums, weighted_sums_torch
+from moebench_plugins.models.native import library as native
+from moebench_plugins.models.native import ones as native_ones
 
 needs_native = pytest.mark.skipif(not native.native_available(),
                                   reason="no C compiler: the native kernel cannot be built")
@@ -256,7 +257,7 @@ def test_concurrent_calls_with_growing_chunks_are_safe():
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    native._ONES.clear()
+    native_ones._ONES.clear()
     threads = [threading.Thread(target=work, args=([70_000] * 30,)),
                threading.Thread(target=work, args=(range(70_000, 400_000, 11_000),))]
     for t in threads:
@@ -275,11 +276,8 @@ def test_chunked_labels_reject_rows_outside_and_return_empty_ranges():
 
 
 def test_native_layout_stays_within_its_scratch_budget():
-    from moebench_plugins.models.kernels import (
-        _NATIVE_MAX_SUMS,
-        KernelSpec,
-        _packed_layout,
-    )
+    from moebench_plugins.models.kernels import KernelSpec
+    from moebench_plugins.models.kernels.grams import _NATIVE_MAX_SUMS, _packed_layout
 
     chunks = RowChunks(torch.zeros(10, 3, dtype=torch.float64), None)
     small = KernelSpec(k=4, n_features=101, expert_stats=True, gate=True, gate_system=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import shutil
+import weakref
 
 import numpy as np
 import pytest
@@ -14,15 +16,19 @@ from moebench import InitSpec
 from moebench.em import GateOptions
 from moebench_plugins.devices.cuda import CUDA
 from moebench_plugins.models import kernels
+from moebench_plugins.models.caching import data_cache
 from moebench_plugins.models.gate import fit_softmax_gate, gate_objective
 from moebench_plugins.models.kernels import (
     RowChunks,
     cached_row_chunks,
+    compiling,
     em_pass,
+    fused_pass,
     gate_pass,
     posterior_labels,
     weighted_sse_pass,
 )
+from moebench_plugins.models.kernels import chunks as kernel_chunks
 from moebench_plugins.models.regression import RegressionMoE
 
 #: The CUDA path is the same code; it runs here on the CPU and on the GPU when there is one.
@@ -158,8 +164,9 @@ def test_cuda_device_plugin_says_why_it_is_unavailable():
 
 
 def _fresh_compile_state(monkeypatch):
-    monkeypatch.setattr(kernels, "_COMPILED", {})
-    monkeypatch.setattr(kernels, "_compile_error", [])
+    fresh = functools.cache(compiling._compiled_kernel.__wrapped__)
+    monkeypatch.setattr(compiling, "_compiled_kernel", fresh)
+    monkeypatch.setattr(compiling, "_compile_error", [])
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -175,8 +182,9 @@ def test_compiled_kernels_give_the_eager_em_step(monkeypatch):
     eager, e_info = model.em_step(X, y, params, gate)
     monkeypatch.setenv("MOEBENCH_COMPILE", "always")
     compiled, c_info = model.em_step(X, y, params, gate)
-    assert not kernels._compile_error, kernels._compile_error
-    assert len(kernels._COMPILED) == 2  # the fused pass and the gate's trial evaluation
+    assert not compiling._compile_error, compiling._compile_error
+    # the fused pass and the gate's trial evaluation
+    assert compiling._compiled_kernel.cache_info().currsize == 2
     for key in eager:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-10, atol=1e-12)
     assert c_info["nll"] == pytest.approx(e_info["nll"], rel=1e-12)
@@ -191,7 +199,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(kernels, "FUSED", False)  # the eager torch kernels on both sides
+    monkeypatch.setattr(fused_pass, "FUSED", False)  # the eager torch kernels on both sides
     monkeypatch.setenv("MOEBENCH_COMPILE", "always")
     model, params, X, y = problem(n=500, k=3, d=4)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
@@ -220,7 +228,9 @@ def test_transposed_copy_is_reused_and_invalidated():
     assert b is not a
     torch.testing.assert_close(next(iter(b))[2][:3], X[:64].T)
     assert cached_row_chunks(X, None, chunk_size=64, intercept=True) is not b
-    n_entries = len(kernels._TRANSPOSED)
-    del X, a, b
+    copies = data_cache(X)[kernel_chunks.TRANSPOSED_COPIES]
+    assert len(copies) == 2  # (X, y) and (X, None)
+    entries = [weakref.ref(chunks) for _, _, chunks in copies.values()]
+    del X, a, b, copies
     gc.collect()
-    assert len(kernels._TRANSPOSED) == n_entries - 2  # both entries of X are dropped with it
+    assert all(ref() is None for ref in entries)  # both entries of X are dropped with it

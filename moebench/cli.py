@@ -1,11 +1,18 @@
-"""The ``moebench`` command line."""
+"""The ``moebench`` command line.
+
+The commands import what they run inside their functions, so that ``moebench --help`` and
+``moebench list`` start without importing torch and every reader of results.
+"""
 
 from __future__ import annotations
 
 import json
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from rich import box
@@ -53,7 +60,7 @@ class JobsType(click.ParamType):
 
 
 def print_leaderboard(board) -> None:
-    from .leaderboard import HEADERS, format_rows
+    from .reports.leaderboard import HEADERS, format_rows
 
     for (exp, ds), group in board.groupby(["experiment", "dataset"], sort=False):
         metric = group["metric"].iloc[0]
@@ -155,41 +162,66 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     go on, 2 the suite or the selection is invalid, 3 with --strict a cell errored, crashed or
     missed its data, 130 interrupted by Ctrl-C (143 by SIGTERM).
     """
-    from .progress import RunProgress
-    from .results import read_results as _read
-    from .runner import Interrupted, run_suite
-    from .suite import MAX_CELLS_WITHOUT_CONFIRMATION as limit
-    from .suite import SelectionError, load_suite, resolve, select, with_suggestions
-
     if resume and overwrite:
         err_console.print("[red]error:[/red] --resume and --overwrite exclude each other")
         sys.exit(EXIT_CANNOT_RUN)
     if scheduler and executor != "dask":
         executor = "dask"
     mode = "resume" if resume else ("overwrite" if overwrite else "new")
-    try:
-        suite = load_suite(suite_file)
-        if device:
-            lines = suite._lines
-            suite = suite.model_copy(update={"device": device})
-            suite._lines = lines
-        suite = select(suite, experiments, algorithms, datasets, budget_timeout,
-                       str(suite_file))
-        resolved = resolve(suite, str(suite_file), quick=quick, seeds=seeds,
-                           max_cells=None if yes else limit)
+    with _exits_on_failure(out, verbose):
+        suite, resolved = _selected_suite(suite_file, device, experiments, algorithms, datasets,
+                                          budget_timeout, quick=quick, seeds=seeds, yes=yes)
         if dry_run:
             print_grid(resolved)
             return
-        plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
-                for _ in range(e.repetitions) for a in e.algorithms]
-        with RunProgress(plan, err_console, jobs=jobs, mode=progress_mode,
-                         title=suite.name) as shown:
-            directory = run_suite(suite, out, jobs=jobs, quick=quick, seeds=seeds,
-                                  suite_path=str(suite_file), progress=shown.progress,
-                                  on_cell=shown.on_cell, mode=mode,
-                                  executor=executor, scheduler=scheduler,
-                                  wall_timeout=wall_timeout, html_report=not no_report,
-                                  max_cells=None if yes else limit)
+        directory = _run_with_progress(
+            suite, resolved, out, suite_file, progress_mode, jobs=jobs, quick=quick,
+            seeds=seeds, mode=mode, executor=executor, scheduler=scheduler,
+            wall_timeout=wall_timeout, html_report=not no_report)
+    print_outcome(directory, tables=tables, strict=strict)
+
+
+def _selected_suite(suite_file: Path, device: str | None, experiments: tuple[str, ...],
+                    algorithms: tuple[str, ...], datasets: tuple[str, ...],
+                    budget_timeout: float | None, *, quick: bool, seeds: int | None,
+                    yes: bool) -> tuple[Any, list[Any]]:
+    """The suite file parsed, with the command line's device and selection applied, and
+    resolved once (the runner is handed the resolved experiments)."""
+    from .suite import MAX_CELLS_WITHOUT_CONFIRMATION, load_suite, resolve, select
+
+    suite = load_suite(suite_file)
+    if device:
+        lines = suite._lines
+        suite = suite.model_copy(update={"device": device})
+        suite._lines = lines
+    suite = select(suite, experiments, algorithms, datasets, budget_timeout, str(suite_file))
+    resolved = resolve(suite, str(suite_file), quick=quick, seeds=seeds,
+                       max_cells=None if yes else MAX_CELLS_WITHOUT_CONFIRMATION)
+    return suite, resolved
+
+
+def _run_with_progress(suite: Any, resolved: list[Any], out: Path, suite_file: Path,
+                       progress_mode: str, **options: Any) -> Path:
+    """:func:`moebench.runner.run_suite` under the progress display."""
+    from .progress import RunProgress
+    from .runner import run_suite
+
+    plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
+            for _ in range(e.repetitions) for a in e.algorithms]
+    with RunProgress(plan, err_console, jobs=options["jobs"], mode=progress_mode,
+                     title=suite.name) as shown:
+        return run_suite(suite, out, suite_path=str(suite_file), progress=shown.progress,
+                         on_cell=shown.on_cell, experiments=resolved, **options)
+
+
+@contextmanager
+def _exits_on_failure(out: Path, verbose: bool) -> Iterator[None]:
+    """Turn what stops ``moebench run`` into a one-line message and its exit code."""
+    from .runner import Interrupted
+    from .suite import SelectionError, with_suggestions
+
+    try:
+        yield
     except SuiteError as exc:
         err_console.print(f"[red]error:[/red] {escape(with_suggestions(str(exc)))}",
                           highlight=False, soft_wrap=True)
@@ -214,15 +246,23 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
                           f"{escape(str(exc))}; the finished cells are kept in {escape(str(out))} "
                           "(run again with --resume)", highlight=False)
         sys.exit(EXIT_CANNOT_RUN)
-    from .leaderboard import leaderboard, rank_metrics
-    from .summary import failure_kinds, summary_lines, where_lines
 
-    results = _read(directory)
+
+def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False) -> None:
+    """After a run: the summary per experiment, where the outputs are, the kinds of failure,
+    the time accounting; with ``strict``, exit 3 when a cell errored, crashed or missed its
+    data."""
+    from .reports.leaderboard import leaderboard_of
+    from .reports.results import RunResults
+    from .reports.summary import failure_kinds, summary_lines, where_lines
+
+    loaded = RunResults.load(directory)
+    results = loaded.frame
     if tables:
-        print_leaderboard(leaderboard(results, rank_metrics(directory, results)))
+        print_leaderboard(leaderboard_of(loaded))
     finals = results[results["record"] == "final"]
     counts = finals["status"].value_counts().to_dict()
-    for line in summary_lines(directory):
+    for line in summary_lines(loaded):
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"results in {escape(str(directory))}  "
                   f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False)
@@ -235,7 +275,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
     if len(problems) > 8:
         err_console.print(f"... and {len(problems) - 8} more kinds of failure: see "
                           f"{escape(str(directory / 'failures.md'))}", highlight=False)
-    print_time_accounting(directory)
+    print_time_accounting(loaded.manifest)
     if strict:
         failed = finals["status"].isin(["error", "crashed"])
         if "cause" in finals:
@@ -246,11 +286,8 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
             sys.exit(EXIT_STRICT)
 
 
-def print_time_accounting(directory: Path) -> None:
+def print_time_accounting(manifest: dict[str, Any]) -> None:
     """One line: where the run's time went (from the manifest's ``time_accounting``)."""
-    from .results import read_manifest
-
-    manifest = read_manifest(directory)
     acc = manifest.get("time_accounting")
     if not acc:
         return
@@ -317,13 +354,13 @@ def list_cmd(kind: str, as_json: bool) -> None:
 def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
     """Write report.html (interactive, offline) and REPRODUCTION.md (measurements beside the
     papers' numbers, with figures)."""
-    from .html_report import write_html_report
-    from .report import write_report
+    from .reports import RunResults, write_html, write_reproduction
 
     try:
-        paths = [write_report(results_dir, to)]
+        run = RunResults.load(results_dir)
+        paths = [write_reproduction(run, to)]
         if not no_html:
-            paths.append(write_html_report(results_dir, to))
+            paths.append(write_html(run, to))
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
@@ -335,7 +372,7 @@ def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def leaderboard_cmd(results_dir: Path) -> None:
     """Recompute and print the leaderboards of RESULTS_DIR (also rewrites the csv/md files)."""
-    from .leaderboard import write_leaderboards
+    from .reports.leaderboard import write_leaderboards
 
     try:
         board = write_leaderboards(results_dir)
@@ -458,7 +495,7 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...
     """Compare two results folders RUN_A (base) and RUN_B (change), cell configuration by cell
     configuration: time ratio and metric changes with paired tests over the seeds, sorted
     worse / better / unchanged / only in A / only in B (like asv compare --split)."""
-    from .compare import compare_runs, regressions
+    from .reports.compare import compare_runs, regressions
 
     try:
         changes = compare_runs(run_a, run_b, factor=factor, metrics=list(metrics) or None,

@@ -20,7 +20,7 @@ from moebench import plugins
 from moebench.cli import main
 from moebench.execution.limits import memory_limit_supported
 from moebench.execution.store import ResultsExist, ResultStore, read_cell_lines
-from moebench.results import read_manifest, read_results
+from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_size, parse_suite
 

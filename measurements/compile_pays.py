@@ -11,7 +11,7 @@ within a budget of ``B`` iterations when ``compile time < B x (eager - compiled)
 iteration; the script prints that break-even for each ``n`` and, from a straight line
 ``saving(n) = a + b n`` through the measured points (least squares), the smallest ``n`` at which a
 warm compile pays within ``--budget`` iterations: the figure behind ``COMPILE_MIN_ROWS`` in
-``plugins/models/kernels.py``.
+``plugins/models/kernels/compiling.py``.
 Times depend on the machine and its load; the break-even is a ratio of figures from one run.
 """
 

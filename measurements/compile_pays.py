@@ -37,9 +37,9 @@ def child(n: int, iterations: int) -> None:
 
     from moebench import plugins
     from moebench.algorithm import Iterate, Problem
+    from moebench.cell.unit import build_model
     from moebench.clock import compile_seconds
     from moebench.model import InitSpec
-    from moebench.cell.unit import build_model
     from moebench.seeding import torch_generator
 
     ds = plugins.get("datasets", "synthetic-moe")

@@ -27,8 +27,8 @@ import torch
 
 from moebench import plugins
 from moebench.algorithm import Iterate, Problem
-from moebench.model import InitSpec
 from moebench.cell.unit import build_model
+from moebench.model import InitSpec
 from moebench.seeding import torch_generator
 
 ALGORITHMS = {

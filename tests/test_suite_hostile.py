@@ -14,6 +14,7 @@ import time
 import typing
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from moebench import plugins
@@ -448,7 +449,7 @@ def test_every_float_parameter_of_every_plugin_rejects_inf_and_nan(fresh_plugins
                 assert default is None or not isinstance(default, float) or \
                     math.isfinite(default), f"{kind} {name}.{field} has a non-finite default"
                 for value in (math.inf, -math.inf, math.nan):
-                    with pytest.raises(Exception) as info:
+                    with pytest.raises(pydantic.ValidationError) as info:
                         params.model_validate({field: value})
                     errors = [e for e in info.value.errors() if e["loc"][:1] == (field,)]
                     assert errors and all(e["type"] == "finite_number" for e in errors), \

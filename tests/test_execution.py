@@ -18,6 +18,7 @@ from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
+from moebench.errors import SuiteError
 from moebench.execution.limits import memory_limit_supported
 from moebench.execution.store import ResultsExist, ResultStore, read_cell_lines
 from moebench.reports.results import read_manifest, read_results
@@ -300,8 +301,11 @@ def test_memory_sizes():
     for bad in ("lots", "-1GB", "0", True):
         with pytest.raises(ValueError):
             parse_size(bad)
-    with pytest.raises(Exception, match="memory_limit"):
+    with pytest.raises(SuiteError) as info:
         make_suite(["{name: gd}"], extra="memory_limit: lots\n")
+    assert [(where.split(" (")[0], message) for where, message in info.value.problems] == [
+        ("memory_limit", "Value error, cannot read 'lots' as a memory size; write e.g. 4096, "
+                         "'512MB' or '4GiB'")]
 
 
 def test_store_refuses_then_overwrites(tmp_path):

@@ -3,10 +3,10 @@
 Everything a third-party plugin may import from moebench is either in the top-level ``moebench``
 namespace (the interfaces: :class:`~moebench.Algorithm`, :class:`~moebench.Problem`,
 :class:`~moebench.Iterate`, :class:`~moebench.Model`, :class:`~moebench.InitSpec`, ...) or here.
-The names in :data:`__all__` keep their meaning and signature within a major version (a removal or
-an incompatible change is announced one minor release ahead); ``tests/test_plugin_api.py`` fails
-when one disappears. Anything else under ``moebench_plugins`` is an implementation detail that may
-change in any release.
+The names in :data:`__all__` keep their meaning and signature within a major version (a removal
+or an incompatible change is announced one minor release ahead);
+``tests/core/test_plugin_api.py`` fails when one disappears. Anything else under
+``moebench_plugins`` is an implementation detail that may change in any release.
 
 The core does not import its plugins: the interfaces and the EM contract (:mod:`moebench.em`)
 are defined here in the core, and every other name is supplied by the distribution that
@@ -106,7 +106,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(PROVIDED))
 
 
-#: The stable names (see the module docstring). Removing one breaks ``tests/test_plugin_api.py``.
+#: The stable names (see the module docstring); removing one breaks
+#: ``tests/core/test_plugin_api.py``.
 __all__ = [
     # interfaces
     "Algorithm",

@@ -17,7 +17,8 @@ if "MOEBENCH_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["MOEBENCH_DATA"] = str(SHARED_DATA)
 # Tests never download: missing data must show up as a clear skip, not a network wait.
 os.environ.setdefault("MOEBENCH_OFFLINE", "1")
-# Kernels run eagerly (no compilation minutes on CI); tests/test_kernels.py compiles them itself.
+# Kernels run eagerly (no compilation minutes on CI); tests/plugins/models/test_kernels.py
+# compiles them itself.
 os.environ.setdefault("MOEBENCH_COMPILE", "never")
 
 

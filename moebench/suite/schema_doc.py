@@ -1,7 +1,7 @@
 """The suite keys documented in README.md, generated from the pydantic models of the schema.
 
 ``python -m moebench.suite.schema_doc --write README.md`` replaces the block between
-``<!-- suite-keys:start -->`` and ``<!-- suite-keys:end -->``; ``tests/test_schema_doc.py``
+``<!-- suite-keys:start -->`` and ``<!-- suite-keys:end -->``; ``tests/suite/test_schema_doc.py``
 fails when README.md and the models drift apart.
 """
 

@@ -1,6 +1,6 @@
 """Open a ``report.html`` in headless Chromium and check it, through the DevTools protocol.
 
-Used by ``tests/test_html_report.py`` and to take the screenshots in ``docs/``::
+Used by ``tests/reports/test_html_report.py`` and to take the screenshots in ``docs/``::
 
     python -m moebench.testing.browser results/paper/report.html --screenshots docs/
 

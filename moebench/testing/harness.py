@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import plugins
-from ..device import Device
 from ..cell.unit import build_model  # the one place the kit imports build_model from
+from ..device import Device
 
 __all__ = ["DEFAULT_DATASET", "available_devices", "build_model", "component_class",
            "component_label", "run_checks", "type_name"]

@@ -35,7 +35,7 @@ from .joint_em import needs_m_step, run_em
 __all__ = ["MIRROR_FAMILIES", "MirrorEM", "MirrorEMParams"]
 
 #: The model families whose M-step takes mirror steps with ``eta < 1`` (named in the skip
-#: message of the others; ``tests/test_mirror_gradient_em.py`` keeps it true).
+#: message of the others; ``tests/plugins/algorithms/test_mirror_gradient_em.py`` keeps it true).
 MIRROR_FAMILIES = ("regression-moe with linear experts (not sigmoid or relu: their cells are "
                    "skipped), logistic-moe, deep-moe, symmoline, symmologe")
 

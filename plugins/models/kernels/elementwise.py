@@ -120,7 +120,7 @@ def _make_stacked_kernel(spec: KernelSpec) -> Callable[..., tuple]:
     quantities with one call per block (``k`` rows at a time): the log-sum-exp over the experts
     (max shift, then ``log sum exp``), the responsibilities, the gate Hessian weights of every
     pair at once, and returns the same ``(R, hw, lin)``. Results agree with the row form to
-    rounding (tests/test_kernels.py).
+    rounding (tests/plugins/models/test_kernels.py).
     """
     k, nf = spec.k, spec.n_features
     km1 = k - 1

@@ -21,7 +21,7 @@ from moebench.suite import load_suite
 
 pytest.importorskip("distributed")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "suites" / "smoke.yaml"
 KEYS = ["experiment", "dataset", "algorithm", "repetition"]
 METRICS = ["param_error", "train_nll", "test_mse"]

@@ -25,7 +25,7 @@ from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_size, parse_suite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FAULTS = '''
     import ctypes

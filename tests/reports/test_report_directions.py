@@ -22,7 +22,7 @@ from moebench.reports import (
 )
 from moebench.reports.results import rows_to_frame
 
-REPORTS = Path(__file__).resolve().parents[1] / "moebench" / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "moebench" / "reports"
 #: A metric no plugin registers, better when higher.
 METRIC = "hits_recorded_only"
 SEEDS = range(8)

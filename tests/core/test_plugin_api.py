@@ -21,7 +21,7 @@ from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import parse_suite, resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 REUSE = '''
     import moebench

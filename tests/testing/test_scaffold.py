@@ -1,6 +1,6 @@
 """``moebench init-plugin``: the packages it writes install with pip, show up in
 ``moebench plugins`` and pass their own conformance tests (the guide's example package runs in a
-suite: tests/test_third_party_plugin.py)."""
+suite: tests/core/test_third_party_plugin.py)."""
 
 from __future__ import annotations
 

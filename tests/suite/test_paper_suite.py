@@ -11,7 +11,7 @@ from moebench.reports.results import read_results
 from moebench.runner import run_suite
 from moebench.suite import load_suite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 
 

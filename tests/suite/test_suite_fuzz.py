@@ -37,7 +37,7 @@ from moebench.suite import (
     resolve,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUITES = {name: (ROOT / "suites" / name).read_text() for name in ("smoke.yaml", "paper.yaml")}
 DATA = {name: yaml.safe_load(text) for name, text in SUITES.items()}
 

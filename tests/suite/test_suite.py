@@ -163,7 +163,7 @@ def test_missing_file(tmp_path):
 def test_shipped_suites_are_valid(fresh_plugins):
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "suites").glob("*.yaml")):
+    for path in sorted((Path(__file__).parents[2] / "suites").glob("*.yaml")):
         resolve(load_suite(path), str(path))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from moebench.suite import Suite
 from moebench.suite.schema_doc import END, START, replace_block, suite_keys_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_lists_every_suite_key_as_generated():

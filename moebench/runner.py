@@ -138,11 +138,9 @@ def run_suite(
     state = "interrupted"
     try:
         with stop.installed():
-            if executor == "dask":
-                runner = DaskExecutor(jobs=jobs, threads=run.threads, scheduler=scheduler)
-            else:
-                runner = LocalExecutor(jobs=jobs, threads=run.threads)
-            runner.run(todo, run.report, stop)
+            pool = DaskExecutor(jobs=jobs, threads=run.threads, scheduler=scheduler) \
+                if executor == "dask" else LocalExecutor(jobs=jobs, threads=run.threads)
+            pool.run(todo, run.report, stop)
         if not stop.requested:
             state = "complete"
     finally:

@@ -8,9 +8,11 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+import moebench.reports.leaderboard as boards
+import moebench.runner as runner
 from moebench.reports.results import read_manifest, read_results
 from moebench.runner import run_suite
-from moebench.suite import parse_suite
+from moebench.suite import parse_suite, resolve
 
 BASE = """
 name: runner-test
@@ -147,3 +149,31 @@ def test_blow_up_is_divergence(fresh_plugins, tmp_path):
     assert set(fin["status"]) == {"diverged"}
     assert fin["message"].str.fullmatch(
         r"objective blew up: \S+ at iteration 2, from \S+ at iteration 0").all(), fin["message"]
+
+
+def test_a_run_resolves_once_writes_the_table_once_and_ranks_once(fresh_plugins, tmp_path,
+                                                                  monkeypatch):
+    """The end of a run works from one table in memory: results.parquet is written once and
+    never read back, the leaderboard is computed once for all the outputs, and the suite the
+    caller resolved is not resolved again."""
+    parsed = suite("- name: joint-em\n- name: gd\n")
+    experiments = resolve(parsed, "<test>")
+    calls = {"resolve": 0, "read_parquet": 0, "to_parquet": 0, "leaderboard": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(runner, "resolve", counted("resolve", runner.resolve))
+    monkeypatch.setattr(pd, "read_parquet", counted("read_parquet", pd.read_parquet))
+    monkeypatch.setattr(pd.DataFrame, "to_parquet",
+                        counted("to_parquet", pd.DataFrame.to_parquet))
+    monkeypatch.setattr(boards, "leaderboard", counted("leaderboard", boards.leaderboard))
+    directory = run_suite(parsed, tmp_path, experiments=experiments)
+    assert calls == {"resolve": 0, "read_parquet": 0, "to_parquet": 1, "leaderboard": 1}
+    for name in ("results.parquet", "leaderboard.md", "failures.md", "report.html"):
+        assert (directory / name).is_file(), name
+    run_suite(parsed, tmp_path / "again")  # without experiments: the runner resolves it
+    assert calls["resolve"] == 1

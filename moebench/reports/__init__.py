@@ -27,7 +27,6 @@ from .leaderboard import (
     HEADERS,
     experiment_board,
     format_rows,
-    leaderboard,
     leaderboard_of,
     to_markdown,
     write_leaderboards,
@@ -56,8 +55,8 @@ from .summary import (
 __all__ = [
     "FAILURES_FILE", "HEADERS", "HTML_FILE", "REPORT_FILE", "STATUSES", "SUCCESS", "Change",
     "Curve", "RunResults", "UnrecordedDirection", "build_context", "claim_rows", "compare_runs",
-    "curve_stats", "experiment_board", "failure_kinds", "format_rows", "leaderboard",
-    "leaderboard_of", "metric_direction", "read_manifest", "read_results", "reference_rows",
+    "curve_stats", "experiment_board", "failure_kinds", "format_rows", "leaderboard_of",
+    "metric_direction", "read_manifest", "read_results", "reference_rows",
     "regressions", "render", "summarize", "summary_lines", "to_markdown", "unsuccessful_cells",
     "verdict", "where_lines", "write_failures", "write_html", "write_leaderboards",
     "write_reproduction", "write_run_outputs",

@@ -121,10 +121,10 @@ def test_leaderboard_marks_seeds_that_skipped_a_phase():
              "test_mse": 1.0 + r, "extra.joint": j}
             for a, js in (("tensor-em+refine", (0, 1)), ("joint-em", (None, None)))
             for r, j in enumerate(js)]
-    board = leaderboard(pd.DataFrame(rows), "test_mse")
+    board = leaderboard(pd.DataFrame(rows), "test_mse", {"test_mse": "min"})
     marks = board.set_index("algorithm")["phase_skipped"]
     assert marks["tensor-em+refine"] == 1 and marks["joint-em"] == 0
-    md = to_markdown(board)
+    md = to_markdown(board, {"test_mse": "min"})
     assert "| tensor-em+refine | 1.5 ± 0.5 ‡ |" in md and "| joint-em | 1.5 ± 0.5 |" in md
     assert ("\n‡ in some seeds a phase of the algorithm did not run (e.g. tensor-em's joint-EM "
             "refinement: `extra.joint = 0`; see the cells' messages).\n") in md

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from conftest import fake_distribution
 
 from moebench import plugins
+from moebench.cell.rows import rows_to_frame
 from moebench.cli import main
 from moebench.reports.compare import compare_runs, regressions
 from moebench.runner import run_suite
@@ -117,11 +118,11 @@ def test_compare_command_exit_codes(runs):
 
 
 def _folder(path, rows):
-    from moebench.cell.rows import rows_to_frame
-
     path.mkdir(parents=True)
     rows_to_frame(rows).to_parquet(path / "results.parquet", index=False)
-    (path / "manifest.json").write_text('{"metrics": {"e": ["param_error", "test_accuracy"]}}')
+    (path / "manifest.json").write_text(
+        '{"metrics": {"e": ["param_error", "test_accuracy"]}, '
+        '"metric_directions": {"param_error": "min", "test_accuracy": "max"}}')
     return path
 
 

@@ -46,6 +46,7 @@ def data_cache(data: object) -> DataCache:
     if hit is not None and hit[0]() is data:
         return hit[1]
     cache = DataCache()
-    ref = weakref.ref(data, lambda _ref, slot=slot: _CACHES.pop(slot, None))
+    # the callback holds the table itself: at interpreter exit the module global may be gone
+    ref = weakref.ref(data, lambda _ref, slot=slot, caches=_CACHES: caches.pop(slot, None))
     _CACHES[slot] = (ref, cache)
     return cache

@@ -1,7 +1,7 @@
 """The ``Algorithm`` interface and the per-iteration callback protocol.
 
-The contract between an algorithm and the runner (enforced by the runner and checked by
-:func:`moebench.testing.check_algorithm`):
+The contract between an algorithm and the runner (enforced where each cell runs,
+:class:`moebench.cell.compute.CellRun`, and checked by :func:`moebench.testing.check_algorithm`):
 
 1. ``fit(problem, init, callback)`` starts from ``init`` and must not modify it (nor the
    tensors of ``problem``).

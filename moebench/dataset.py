@@ -166,8 +166,8 @@ def _all_rows_equal(X: np.ndarray) -> bool:
 def check_fit_possible(data: Data, n_experts: int) -> None:
     """Check that ``data`` has enough training rows for a mixture of ``n_experts`` experts.
 
-    The runner calls it once the model (and its number of experts ``k``) is known; checks that
-    need only the data are made by :class:`Data` itself.
+    :func:`moebench.cell.unit.prepare_unit` calls it once the model (and its number of experts
+    ``k``) is known; checks that need only the data are made by :class:`Data` itself.
 
     Parameters
     ----------

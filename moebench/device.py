@@ -16,8 +16,9 @@ class Device(ABC):
     """A compute device for tensors.
 
     Subclasses set ``name`` and ``default_dtype`` and implement :meth:`torch_device`,
-    :meth:`is_available` and :meth:`synchronize`. The runner calls :meth:`synchronize` before
-    every read of the clock, so asynchronous devices (CUDA) are timed correctly.
+    :meth:`is_available` and :meth:`synchronize`. A cell's run (:mod:`moebench.cell.compute`)
+    calls :meth:`synchronize` before every read of the clock, so asynchronous devices (CUDA)
+    are timed correctly.
     """
 
     name: ClassVar[str]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """``'ValueError: message'``: an exception as a cell's message or an output error shows it."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class MoebenchError(Exception):
     """Base class of every error moebench raises on purpose."""
 

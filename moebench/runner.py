@@ -28,11 +28,10 @@ from .execution.manifest import (
     manifest_base,
     metric_directions,
 )
-from .execution.store import ResultStore
+from .execution.store import Mode, ResultStore
 from .reports import write_run_outputs
 from .suite import ResolvedExperiment, Suite, resolve
 
-Mode = Literal["new", "resume", "overwrite"]
 Executor = Literal["local", "dask"]
 
 

@@ -23,18 +23,20 @@ MAX_CLASS_LINES, MAX_FUNCTION_LINES, MAX_STRING_LINES = 300, 100, 60
 #: function-level import of moebench or moebench_plugins is a cycle being dodged (or an import
 #: that belongs at the top of the module).
 LAZY_IMPORTS_ALLOWED = {
-    "moebench.cli": "start-up time: `moebench --help` must not import torch and every plugin",
+    "moebench.cli": "start-up time: `moebench --help`, `list` and `plugins` skip the runner, the "
+                    "reports and the suite schema (measured 1.6 s instead of 2.3 s)",
 }
 
 #: The order of the layers: a module may import its own layer and those after it, never one
-#: before it (CLI -> runner -> reports/execution -> cell -> suite -> registry -> interfaces).
+#: before it (cli -> runner -> reports | execution | testing -> cell -> suite -> registry ->
+#: datafiles -> interfaces), as README.md's "Architecture" draws it.
 LAYERS = [
     ("moebench.cli", "moebench.progress"),
     ("moebench.runner",),
     ("moebench.reports", "moebench.execution", "moebench.testing"),
     ("moebench.cell",),
     ("moebench.suite",),
-    ("moebench.plugins",),
+    ("moebench.plugins", "moebench.api"),
     ("moebench.datafiles",),
     ("moebench.algorithm", "moebench.clock", "moebench.dataset", "moebench.density",
      "moebench.device", "moebench.em", "moebench.errors", "moebench.hookspecs",
@@ -197,7 +199,7 @@ def test_no_function_level_first_party_imports_outside_the_cli():
 
 def _layer(module: str) -> int | None:
     if module == "moebench":  # the package itself: the interfaces and the registry
-        return LAYERS.index(("moebench.plugins",))
+        return LAYERS.index(("moebench.plugins", "moebench.api"))
     for rank, prefixes in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return rank
@@ -210,16 +212,24 @@ def test_imports_go_one_way_down_the_layers():
         src, dst = _layer(i.source), _layer(i.target)
         if src is not None and dst is not None and dst < src:
             bad.append(f"{i.source}:{i.line} imports {i.target} (a layer above it)")
-    assert not bad, "imports must go down (cli -> runner -> reports/execution -> cell -> " \
-                    "suite -> registry -> interfaces):\n" + "\n".join(bad)
+    assert not bad, "imports must go down (cli -> runner -> reports | execution | testing -> " \
+                    "cell -> suite -> registry -> datafiles -> interfaces):\n" + "\n".join(bad)
 
 
 def test_reading_results_never_asks_the_installed_plugins():
+    """No reports module imports the registry or a plugin, nor reaches it as an attribute
+    (``moebench.plugins.get``) or through what the run used to record directions."""
     readers = [m for m in MODULES if m.startswith("moebench.reports")]
     assert readers, "moebench.reports is where results are read"
-    bad = [f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
-           if i.source in readers and i.target in ("moebench.plugins", "moebench_plugins")
-           or i.source in readers and i.target.startswith("moebench_plugins")]
+    bad = [f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS if i.source in readers
+           and (i.target == "moebench.plugins" or i.target.startswith("moebench_plugins")
+                or i.target == "moebench.execution.manifest")]
+    for module in readers:
+        for node in ast.walk(TREES[module]):
+            named = node.id if isinstance(node, ast.Name) else \
+                node.attr if isinstance(node, ast.Attribute) else None
+            if named in ("plugins", "metric_directions"):
+                bad.append(f"{module}:{node.lineno} names {named}")
     assert not bad, "reports must rank from what the run recorded:\n" + "\n".join(bad)
 
 

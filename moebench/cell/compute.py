@@ -9,7 +9,6 @@ the ``final`` row with the status, the message and the metrics of the returned p
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import time
@@ -21,7 +20,7 @@ import torch
 from .. import plugins
 from ..algorithm import Algorithm, Iterate, Problem
 from ..clock import AlgorithmClock, default_clock
-from ..errors import UnsupportedProblem
+from ..errors import UnsupportedProblem, describe_error
 from ..metric import EvalContext
 from ..model import Model, ParamDict
 from ..seeding import torch_generator
@@ -32,8 +31,8 @@ from .rows import (
     out_of_memory_message,
     result_row,
 )
-from .spec import CellSpec, cell_fields
-from .unit import PreparedUnit, describe_error
+from .spec import CellSpec, cell_fields, json_text
+from .unit import PreparedUnit
 
 #: A run whose objective (a loss: lower is better) exceeds its initial value by this factor of
 #: ``max(1, |initial|)`` is stopped as ``diverged`` (an unstable step size, typically).
@@ -44,7 +43,7 @@ _RETURNED = ("done", "max_iter", "timeout")
 
 
 class ReportError(TypeError):
-    """An algorithm reported something the runner cannot record (e.g. a string objective)."""
+    """An algorithm reported something a cell cannot record (e.g. a string objective)."""
 
 
 class _StopIgnored(BaseException):
@@ -94,10 +93,6 @@ def returned_problem(params: Any, model: Model) -> str | None:
     return None
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
              deadline: float | None = None) -> list[dict[str, Any]]:
     """Run the algorithm of ``spec`` on a prepared unit; returns the cell's rows.
@@ -136,7 +131,7 @@ class CellRun:
         self.budget = spec.experiment.budget_for(spec.algorithm)
         model = unit.model
         self.fields = {**cell_fields(spec), "model": model.name,
-                       "model_params": _json(model.params.model_dump())}
+                       "model_params": json_text(model.params.model_dump())}
         self.rows: list[dict[str, Any]] = []
         self.status: str | None = None
         self.message: str | None = None

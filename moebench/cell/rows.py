@@ -2,7 +2,7 @@
 
 A cell's rows are one ``iteration`` row per reported iteration and one ``final`` row with its
 status (:mod:`moebench.cell.compute` builds them with :func:`iteration_row` and
-:func:`final_row`). The executors write the final rows of cells that never reported themselves:
+:func:`result_row`). The executors write the final rows of cells that never reported themselves:
 :func:`killed_rows` (the hard wall-clock limit), :func:`crashed_rows` (the worker died) and
 the out-of-memory message. A plugin can report anything through its callback; one bad value
 must never cost a run its table: :func:`clean_rows` coerces each value to a type the results

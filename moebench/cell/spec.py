@@ -121,7 +121,8 @@ def expand_cells(
                     yield CellSpec(suite_name, suite_seed, exp, ds, alg, rep, device, dtype, key)
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """``value`` as sorted-key JSON text, as a row's parameter columns hold it."""
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -133,13 +134,13 @@ def cell_fields(spec: CellSpec) -> dict[str, Any]:
         "experiment": exp.name,
         "dataset": ds.id,
         "dataset_name": ds.name,
-        "dataset_params": _json(ds.params),
+        "dataset_params": json_text(ds.params),
         "repetition": rep,
         "data_seed": derive_seed(spec.suite_seed, exp.name, ds.id, rep, "data"),
         "init_seed": derive_seed(spec.suite_seed, exp.name, ds.id, rep, "init"),
         "algorithm": alg.id,
         "algorithm_name": alg.name,
-        "algorithm_params": _json(alg.params),
+        "algorithm_params": json_text(alg.params),
         "seed": derive_seed(spec.suite_seed, exp.name, ds.id, alg.id, rep),
         "key": spec.key,
     }

@@ -16,7 +16,7 @@ import torch
 from .. import plugins
 from ..dataset import Data, check_fit_possible
 from ..device import DTYPES, Device
-from ..errors import DataUnavailable, UnsupportedProblem
+from ..errors import DataUnavailable, UnsupportedProblem, describe_error
 from ..metric import Metric
 from ..model import Model, ParamDict
 from ..seeding import torch_generator
@@ -24,11 +24,6 @@ from .rows import is_out_of_memory
 from .spec import CellSpec, cell_fields
 
 _WARM: set[str] = set()  # devices warmed up in this process
-
-
-def describe_error(exc: BaseException) -> str:
-    """``'ValueError: message'``: an exception as a cell's message shows it."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def build_model(data: Data, choice: Any, device: Device, dtype: torch.dtype) -> Model:

@@ -1,4 +1,4 @@
-"""Execution: where and how cells run, and where their results go.
+"""Execution: in which processes (or cluster) cells are executed, and where their results go.
 
 :mod:`moebench.cell` knows what a cell *computes*; this package knows how cells are *executed*
 so that a long suite survives faults:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..cell.rows import crashed_rows
 from ..cell.spec import CellSpec
-from ..errors import MoebenchError
+from ..errors import MoebenchError, describe_error
 from .interrupts import StopRequest
 from .limits import Limits
 from .local import POLL, Report, resolve_future, worker_pool
@@ -133,8 +133,8 @@ class DaskExecutor:
                     if stop.requested:
                         continue
                     exc = future.exception()
-                    report(crashed_rows(spec, None, f"the Dask worker running it was lost: "
-                                                    f"{type(exc).__name__}: {exc}"))
+                    report(crashed_rows(spec, None, "the Dask worker running it was lost: "
+                                                    + describe_error(exc)))
                     continue
                 report(resolve_future(spec, limits, future))
 

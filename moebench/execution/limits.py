@@ -2,8 +2,9 @@
 
 Two budgets stop a cell:
 
-- the suite's ``budget.timeout`` is the *algorithm clock*, checked by the runner whenever the
-  algorithm reports an iteration (a polite stop: the cell ends ``timeout`` with its results);
+- the suite's ``budget.timeout`` is the *algorithm clock*, checked by the cell's run
+  (:mod:`moebench.cell.compute`) whenever the algorithm reports an iteration (a polite stop:
+  the cell ends ``timeout`` with its results);
 - the *hard wall-clock limit* kills the worker process running a cell that never calls back (a
   plugin stuck in a loop or a sleep). By default it is :data:`WALL_FACTOR` times the algorithm
   timeout plus :data:`WALL_GRACE` seconds (data loading and metric evaluation are not on the
@@ -74,8 +75,9 @@ def memory_limit(size: int | None) -> Iterator[None]:
     """Cap the address space this process may grow by ``size`` bytes inside the block.
 
     Allocations beyond it fail (``MemoryError`` in Python, an allocation error in torch), so the
-    runner can record the cell as ``crashed`` and the worker survives for the next cell. The
-    previous limit is restored afterwards. A no-op where ``RLIMIT_AS`` is not available.
+    cell is recorded ``crashed`` (:mod:`moebench.cell.rows`) and the worker survives for the
+    next cell. The previous limit is restored afterwards. A no-op where ``RLIMIT_AS`` is not
+    available.
     """
     if size is None or not memory_limit_supported():
         yield

@@ -29,6 +29,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from ..cell.rows import crashed_rows, killed_rows
 from ..cell.spec import CellSpec
+from ..errors import describe_error
 from .interrupts import StopRequest
 from .limits import Limits, worker_init
 from .worker import execute_cell
@@ -138,7 +139,7 @@ def resolve_future(spec: CellSpec, limits: Limits, future: Future) -> list[dict[
     except ProcessExpired as exc:
         return crashed_rows(spec, exc.exitcode)
     except BaseException as exc:  # the pool could not run or return it (e.g. unpicklable)
-        return crashed_rows(spec, None, f"{type(exc).__name__}: {exc}")
+        return crashed_rows(spec, None, describe_error(exc))
 
 
 class LocalExecutor:

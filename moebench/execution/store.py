@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..cell.rows import ID_COLUMNS, clean_rows, rows_to_frame  # noqa: F401 (re-exported)
+from ..cell.rows import clean_rows, rows_to_frame
 from ..errors import MoebenchError
 
 if TYPE_CHECKING:

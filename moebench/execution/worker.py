@@ -19,6 +19,7 @@ from ..cell.compute import run_cell
 from ..cell.rows import final_row, is_out_of_memory, out_of_memory_message, with_accounting
 from ..cell.spec import CellSpec
 from ..cell.unit import PreparedUnit, UnitFailure, prepare_unit
+from ..errors import describe_error
 from .limits import Limits, cell_threads, memory_limit, take_worker_start
 
 _cached: tuple[tuple[Any, ...], PreparedUnit | UnitFailure] | None = None
@@ -84,4 +85,4 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
         _cached = None
         if is_out_of_memory(exc):
             return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
-        return [final_row(spec, "error", f"{type(exc).__name__}: {exc}")]
+        return [final_row(spec, "error", describe_error(exc))]

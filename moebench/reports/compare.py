@@ -77,10 +77,6 @@ def _wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
             return 1.0
 
 
-def _key(row: Any) -> tuple:
-    return tuple(str(getattr(row, c, "")) for c in CONFIG)
-
-
 def _config_groups(results: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     finals = results[results["record"] == "final"].copy()
     for c in CONFIG:

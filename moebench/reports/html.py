@@ -327,12 +327,12 @@ def _manifest_items(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if manifest.get("quick"):
         items.append(("mode", "quick (fewer seeds, smaller problems)"))
-    plugins = manifest.get("plugins") or {}
-    if plugins:
+    recorded_plugins = manifest.get("plugins") or {}  # as the run recorded them
+    if recorded_plugins:
         items.append(("plugins", ", ".join(
             f"{name} {info.get('version') or '?'}" + ("" if info.get("status") == "loaded"
                                                       else f" ({info.get('status')})")
-            for name, info in sorted(plugins.items()))))
+            for name, info in sorted(recorded_plugins.items()))))
     return items
 
 

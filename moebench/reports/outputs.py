@@ -11,16 +11,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import describe_error
 from ..execution.store import RESULTS_FILE, ResultStore
 from .html import HTML_FILE, write_html
 from .leaderboard import write_leaderboards
 from .markdown import REPORT_FILE, write_reproduction
 from .results import RunResults
 from .summary import FAILURES_FILE, write_failures
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def write_run_outputs(store: ResultStore, manifest: dict[str, Any], reproduction: bool = True,
@@ -48,11 +45,11 @@ def write_run_outputs(store: ResultStore, manifest: dict[str, Any], reproduction
     try:
         frame = store.frame()
     except Exception as exc:
-        return [f"{RESULTS_FILE}: {_describe(exc)}"]
+        return [f"{RESULTS_FILE}: {describe_error(exc)}"]
     try:
         store.write_table(frame)
     except Exception as exc:
-        problems.append(f"{RESULTS_FILE}: {_describe(exc)}")
+        problems.append(f"{RESULTS_FILE}: {describe_error(exc)}")
     # the manifest as the reports would read it back from manifest.json
     run = RunResults(store.directory, frame, json.loads(json.dumps(manifest, default=str)))
     steps: list[tuple[str, Callable[[RunResults], Any]]] = [("leaderboards", write_leaderboards)]
@@ -65,5 +62,5 @@ def write_run_outputs(store: ResultStore, manifest: dict[str, Any], reproduction
         try:
             step(run)
         except Exception as exc:
-            problems.append(f"{name}: {_describe(exc)}")
+            problems.append(f"{name}: {describe_error(exc)}")
     return problems

@@ -25,20 +25,19 @@ from typing import Any
 
 import pandas as pd
 
+from ..cell.rows import rows_to_frame
 from ..errors import MoebenchError
 from ..execution.store import (
-    ID_COLUMNS,
     MANIFEST_FILE,
     PARTIAL_FILE,
     RESULTS_FILE,
     latest_cells,
     read_cell_lines,
-    rows_to_frame,
 )
 
-__all__ = ["ID_COLUMNS", "MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS",
-           "RunResults", "UnrecordedDirection", "describe_commit", "metric_direction",
-           "read_manifest", "read_results", "rows_to_frame", "unsuccessful_cells"]
+__all__ = ["MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS", "RunResults",
+           "UnrecordedDirection", "describe_commit", "metric_direction", "read_manifest",
+           "read_results", "unsuccessful_cells"]
 
 #: Statuses of a cell; the first three count as a success on leaderboards.
 STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "crashed", "skipped")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from moebench import plugins
+from moebench.cell.rows import rows_to_frame
 from moebench.reports import (
     RunResults,
     UnrecordedDirection,
@@ -20,7 +21,6 @@ from moebench.reports import (
     write_leaderboards,
     write_reproduction,
 )
-from moebench.reports.results import rows_to_frame
 
 REPORTS = Path(__file__).resolve().parents[2] / "moebench" / "reports"
 #: A metric no plugin registers, better when higher.

@@ -38,8 +38,7 @@ class _Strict(BaseModel):
 
 
 class Budget(_Strict):
-    """Per-cell budget: the cell's run (:mod:`moebench.cell.compute`) stops an algorithm when
-    either is reached."""
+    """Per-cell budget: a cell stops its algorithm when either is reached."""
 
     max_iter: int = Field(100, ge=0, description="iterations after the initial point")
     timeout: float | None = Field(

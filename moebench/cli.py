@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -23,6 +23,9 @@ from rich.table import Table
 from . import __version__, plugins
 from .errors import MoebenchError, SuiteError
 from .params import describe_params
+
+if TYPE_CHECKING:
+    from .suite import ResolvedExperiment, Suite
 
 console = Console()
 err_console = Console(stderr=True)
@@ -184,7 +187,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
 def _selected_suite(suite_file: Path, device: str | None, experiments: tuple[str, ...],
                     algorithms: tuple[str, ...], datasets: tuple[str, ...],
                     budget_timeout: float | None, *, quick: bool, seeds: int | None,
-                    yes: bool) -> tuple[Any, list[Any]]:
+                    yes: bool) -> tuple[Suite, list[ResolvedExperiment]]:
     """The suite file parsed, with the command line's device and selection applied, and
     resolved once (the runner is handed the resolved experiments)."""
     from .suite import MAX_CELLS_WITHOUT_CONFIRMATION, load_suite, resolve, select
@@ -200,8 +203,8 @@ def _selected_suite(suite_file: Path, device: str | None, experiments: tuple[str
     return suite, resolved
 
 
-def _run_with_progress(suite: Any, resolved: list[Any], out: Path, suite_file: Path,
-                       progress_mode: str, **options: Any) -> Path:
+def _run_with_progress(suite: Suite, resolved: list[ResolvedExperiment], out: Path,
+                       suite_file: Path, progress_mode: str, **options: Any) -> Path:
     """:func:`moebench.runner.run_suite` under the progress display."""
     from .progress import RunProgress
     from .runner import run_suite

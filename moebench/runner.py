@@ -129,8 +129,7 @@ def run_suite(
         experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
                               max_cells=max_cells)
     run = SuiteRun(suite, experiments, Path(out), jobs=jobs, mode=mode, suite_path=suite_path,
-                   on_cell=on_cell, progress=progress)
-    run.manifest.update(quick=quick, executor=executor)
+                   quick=quick, executor=executor, on_cell=on_cell, progress=progress)
     run.store.write_manifest(run.manifest)
     todo = run.cells_to_run(wall_timeout)
     stop = StopRequest()
@@ -158,7 +157,7 @@ class SuiteRun:
     cells counted so far. Built by :func:`run_suite`."""
 
     def __init__(self, suite: Suite, experiments: list[ResolvedExperiment], out: Path, *,
-                 jobs: int, mode: Mode, suite_path: str | None,
+                 jobs: int, mode: Mode, suite_path: str | None, quick: bool, executor: Executor,
                  on_cell: Callable[[dict[str, Any]], Any] | None,
                  progress: Callable[[int, int], Any] | None) -> None:
         device = plugins.get("devices", suite.device)()
@@ -175,9 +174,10 @@ class SuiteRun:
             if mode == "resume" else None
         self.manifest = manifest_base(suite, suite_path, device)
         self.manifest.update(
-            started=datetime.now(UTC).isoformat(), state="running", jobs=jobs,
-            cells=self.total, resumed=mode == "resume", worker_threads=self.threads,
-            memory_limit=self.memory, rank_by={e.name: e.rank_by for e in experiments},
+            started=datetime.now(UTC).isoformat(), state="running", jobs=jobs, quick=quick,
+            executor=executor, cells=self.total, resumed=mode == "resume",
+            worker_threads=self.threads, memory_limit=self.memory,
+            rank_by={e.name: e.rank_by for e in experiments},
             metrics={e.name: e.metrics for e in experiments},
             metric_directions=metric_directions(
                 experiments, recorded if isinstance(recorded, dict) else None),

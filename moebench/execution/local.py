@@ -185,7 +185,9 @@ class LocalExecutor:
                 if not inflight:
                     break
                 finished, _ = wait(inflight, timeout=POLL, return_when=FIRST_COMPLETED)
-                for future in finished:
+                # in the order they were submitted (``finished`` is a set): cells that end in
+                # the same poll reach cells.jsonl in the suite's order on every run
+                for future in [f for f in inflight if f in finished]:
                     spec, limits = inflight.pop(future)
                     if future.cancelled():
                         continue

@@ -1,0 +1,12 @@
+"""Results kept per commit and machine, and runs of past commits.
+
+- ``database``: the history folder (``.moebench/history/`` by default): one ordinary results
+  folder per (machine, suite, run options, commit), each with an ``entry.json`` saying which
+  commit and machine produced it;
+- ``commits``: ``moebench compare-commits``: a suite run on two revisions, each checked out in a
+  temporary git worktree, kept in the history, then compared.
+"""
+
+from .database import DEFAULT_ROOT, HISTORY_ENV, History, HistoryEntry, machine_name
+
+__all__ = ["DEFAULT_ROOT", "HISTORY_ENV", "History", "HistoryEntry", "machine_name"]

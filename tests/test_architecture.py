@@ -32,7 +32,7 @@ LAZY_IMPORTS_ALLOWED = {
 #: datafiles -> interfaces), as README.md's "Architecture" draws it.
 LAYERS = [
     ("moebench.cli", "moebench.progress"),
-    ("moebench.runner",),
+    ("moebench.runner", "moebench.history"),
     ("moebench.reports", "moebench.execution", "moebench.testing"),
     ("moebench.cell",),
     ("moebench.suite",),

@@ -478,64 +478,162 @@ def data_fetch(name: str, force: bool) -> None:
                   f"{st.verified}")
 
 
+def _compare_options(command):
+    """The options ``compare`` and ``compare-commits`` share."""
+    options = [
+        click.option("--factor", type=click.FloatRange(min=1.0), default=1.1, show_default=True,
+                     help="how much worse a measure must get to count (1.1: 10 %)"),
+        click.option("--time-factor", type=click.FloatRange(min=1.0), default=None,
+                     help="the factor for time (default: --factor); times move with the "
+                          "machine's load, metrics do not"),
+        click.option("--metric", "metrics", multiple=True,
+                     help="compare only this metric (repeatable; 'time' for the algorithm "
+                          "time); default: time and every metric of each experiment"),
+        click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.05, show_default=True,
+                     help="significance level of the paired Wilcoxon signed-rank tests over "
+                          "seeds"),
+        click.option("--clock", type=click.Choice(["cpu", "wall"]), default="cpu",
+                     show_default=True,
+                     help="the clock of times: cpu (time spent computing; waiting for a busy "
+                          "core does not count) or wall"),
+        click.option("--fail-on-regression", is_flag=True,
+                     help="exit 1 when a measure got significantly worse beyond its factor"),
+        click.option("--only-changed/--all", "only_changed", default=None,
+                     help="list only the measures marked +, - or ~ (default in a pipe), or "
+                          "all of them (default on a terminal)"),
+        click.option("--json", "as_json", is_flag=True,
+                     help="print the comparison as JSON on stdout"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _show_comparison(result, only_changed: bool | None, as_json: bool,
+                     fail_on_regression: bool) -> None:
+    """Print a comparison: JSON, fixed-width lines in a pipe, a table on a terminal; exit 1
+    on a regression when asked."""
+    from .reports.compare import change_cells, heading_lines, summary_lines, text_lines
+
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1))
+    elif not console.is_terminal:
+        click.echo("\n".join(text_lines(result, only_changed is not False)))
+    else:
+        shown = [c for c in result.changes if not (only_changed and c.verdict == "unchanged")]
+        table = Table(title=escape("\n".join(heading_lines(result))), title_justify="left",
+                      box=box.SIMPLE)
+        for h in ("", "A", "B", "B / A", "p", "seeds", "measure",
+                  "experiment / dataset / algorithm"):
+            table.add_column(h, justify="right" if h in ("A", "B", "B / A", "p", "seeds")
+                             else "left")
+        styles = {"+": "red", "-": "green", "~": "yellow"}
+        for c in shown:
+            cells = [escape(x) for x in change_cells(c)]
+            table.add_row(*cells, style=styles.get(c.mark))
+        console.print(table)
+        for line in summary_lines(result):
+            console.print(escape(line), highlight=False, soft_wrap=True)
+    if fail_on_regression and result.regressions:
+        sys.exit(1)
+
+
 @main.command("compare")
 @click.argument("run_a", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("run_b", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--factor", type=click.FloatRange(min=1.0), default=1.1, show_default=True,
-              help="how much worse a measure must get to count (1.1: 10 %)")
-@click.option("--metric", "metrics", multiple=True,
-              help="compare only this metric (repeatable; 'time' for the algorithm time); "
-                   "default: time and every metric of each experiment")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.05, show_default=True,
-              help="significance level of the paired Wilcoxon signed-rank tests")
-@click.option("--fail-on-regression", is_flag=True,
-              help="exit 1 when a measure got significantly worse beyond --factor")
-@click.option("--only-changed", is_flag=True, help="do not list unchanged measures")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def compare_cmd(run_a: Path, run_b: Path, factor: float, metrics: tuple[str, ...], alpha: float,
-                fail_on_regression: bool, only_changed: bool, as_json: bool) -> None:
+@_compare_options
+def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float | None,
+                metrics: tuple[str, ...], alpha: float, clock: str, fail_on_regression: bool,
+                only_changed: bool | None, as_json: bool) -> None:
     """Compare two results folders RUN_A (base) and RUN_B (change), cell configuration by cell
-    configuration: time ratio and metric changes with paired tests over the seeds, sorted
-    worse / better / unchanged / only in A / only in B (like asv compare --split)."""
-    from .reports.compare import compare_runs, regressions
+    configuration, one value per seed: time per iteration (CPU clock) and every metric, with
+    paired signed-rank tests over the seeds. Marks as in asv compare: + worse, - better,
+    ~ beyond the factor but not significant. Run the two at the same time (or use
+    compare-commits) where the machine's load changes: load slows CPU time too."""
+    from .reports.compare import compare_runs
 
     try:
-        changes = compare_runs(run_a, run_b, factor=factor, metrics=list(metrics) or None,
-                               alpha=alpha)
+        result = compare_runs(run_a, run_b, factor=factor, metrics=list(metrics) or None,
+                              alpha=alpha, clock=clock, time_factor=time_factor)
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    worse = regressions(changes)
-    if as_json:
-        click.echo(json.dumps([c.as_dict() for c in changes], indent=1))
-    else:
-        shown = [c for c in changes if not (only_changed and c.verdict == "unchanged")]
-        styles = {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}
-        table = Table(title=escape(f"A: {run_a}\nB: {run_b}"), title_justify="left")
-        for h in ("change", "experiment / dataset / algorithm", "measure", "A", "B", "B / A",
-                  "p", "pairs"):
-            table.add_column(h, overflow="fold")
+    _show_comparison(result, only_changed, as_json, fail_on_regression)
 
-        def num(x: float | None, fmt: str = ".4g") -> str:
-            return "-" if x is None or x != x else format(x, fmt)
 
-        for c in shown:
-            table.add_row(styles.get(c.verdict, c.verdict),
-                          escape(f"{c.experiment} / {c.dataset} / {c.algorithm}"),
-                          escape(c.measure + (f" ({c.note})" if c.note else "")),
-                          num(c.a), num(c.b), num(c.ratio, ".3g"), num(c.p_value, ".2g"),
-                          str(c.pairs))
-        if shown:
-            console.print(table)
-        counts = {v: sum(c.verdict == v for c in changes) for v in
-                  ("worse", "better", "unchanged", "only in A", "only in B")}
-        console.print(", ".join(f"{k}: {v}" for k, v in counts.items())
-                      + f" (factor {factor}, alpha {alpha})", highlight=False)
-    if fail_on_regression and worse:
-        err_console.print(f"[red]regression:[/red] {len(worse)} measure(s) got significantly "
-                          f"worse by more than a factor {factor}", highlight=False)
-        sys.exit(1)
+@main.command("compare-commits", context_settings={"ignore_unknown_options": True})
+@click.argument("rev_a")
+@click.argument("rev_b")
+@click.argument("suite_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("run_options", nargs=-1, type=click.UNPROCESSED)
+@click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="the history folder (default: $MOEBENCH_HISTORY, else "
+                                 ".moebench/history)")
+@click.option("--machine", default=None,
+              help="this machine's name in the history (default: $MOEBENCH_MACHINE, else the "
+                   "host name)")
+@click.option("--rerun", is_flag=True, help="run both revisions again even if the history "
+                                            "holds their results")
+@click.option("--sequential", is_flag=True,
+              help="run the revisions one after the other instead of at the same time")
+@_compare_options
+def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: tuple[str, ...],
+                        history_dir: Path | None, machine: str | None, rerun: bool,
+                        sequential: bool, factor: float, time_factor: float | None,
+                        metrics: tuple[str, ...], alpha: float, clock: str,
+                        fail_on_regression: bool, only_changed: bool | None,
+                        as_json: bool) -> None:
+    """Run SUITE_FILE on revisions REV_A (base) and REV_B (change) of this git checkout, each
+    in a temporary worktree with its own moebench and plugins, keep both runs in the history
+    and compare them as `moebench compare` does. Options after `--` go to `moebench run`
+    (e.g. `-- --seeds 6 -e makkuva`). The two runs go at the same time, so that the machine's
+    load slows both alike."""
+    from .history import History
+    from .history.commits import repository_root, resolve_revision, run_revisions
+    from .reports.compare import compare_runs
+
+    def say(text: str) -> None:
+        err_console.print(escape(text), highlight=False, soft_wrap=True)
+
+    try:
+        repo = repository_root(Path.cwd())
+        revisions = [resolve_revision(repo, rev) for rev in (rev_a, rev_b)]
+        entries = run_revisions(revisions, str(suite_file.resolve()), list(run_options),
+                                history=History(history_dir), machine=machine, repo=repo,
+                                rerun=rerun, sequential=sequential, say=say)
+        result = compare_runs(entries[0].directory, entries[1].directory, factor=factor,
+                              metrics=list(metrics) or None, alpha=alpha, clock=clock,
+                              time_factor=time_factor)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    _show_comparison(result, only_changed, as_json, fail_on_regression)
+
+
+@main.command("history")
+@click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="the history folder (default: $MOEBENCH_HISTORY, else "
+                                 ".moebench/history)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("history.html"), show_default=True, help="the page to write")
+@click.option("--machine", default=None, help="only this machine's results")
+@click.option("--suite", default=None, help="only this suite's results")
+@click.option("--clock", type=click.Choice(["cpu", "wall"]), default="cpu", show_default=True,
+              help="the clock of the time plots")
+def history_cmd(history_dir: Path | None, out: Path, machine: str | None, suite: str | None,
+                clock: str) -> None:
+    """Write an offline HTML page with every measure over the commits the history holds
+    (like asv publish): per machine, suite and run options, one plot per measure, the median
+    over seeds and its range per algorithm."""
+    from .history import History, publish
+
+    try:
+        page = publish(History(history_dir), out, machine=machine, suite=suite, clock=clock)
+    except MoebenchError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    console.print(f"wrote {escape(str(page))}", highlight=False)
 
 
 @main.command("init-plugin")

@@ -9,8 +9,15 @@
   over commits (the page itself: :mod:`moebench.reports.timeline`).
 """
 
-from .database import DEFAULT_ROOT, HISTORY_ENV, History, HistoryEntry, machine_name
-from .publish import DamagedEntry, publish
+from .database import (
+    DEFAULT_ROOT,
+    HISTORY_ENV,
+    DamagedEntry,
+    History,
+    HistoryEntry,
+    machine_name,
+)
+from .publish import publish
 
 __all__ = ["DEFAULT_ROOT", "HISTORY_ENV", "DamagedEntry", "History", "HistoryEntry", "machine_name",
            "publish"]

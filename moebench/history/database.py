@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,11 @@ MACHINE_ENV = "MOEBENCH_MACHINE"
 ENTRY_FILE = "entry.json"
 MACHINE_FILE = "machine.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class DamagedEntry(UserWarning):
+    """An entry of the history cannot be read; it is left out (delete its folder, or run its
+    commit again)."""
 
 
 def machine_name(name: str | None = None) -> str:
@@ -140,8 +146,10 @@ class History:
                 data = json.loads(path.read_text())
                 entry = HistoryEntry(path.parent, **data)
             except (OSError, ValueError, TypeError) as exc:
-                raise MoebenchError(f"{path}: not a history entry ({exc}); delete that folder "
-                                    "or run the commit again") from exc
+                warnings.warn(f"{path} is not a readable history entry ({exc}): left out; "
+                              "delete that folder, or run that commit again "
+                              "(moebench compare-commits)", DamagedEntry, stacklevel=2)
+                continue
             if (machine is None or entry.machine == machine) and \
                     (suite is None or entry.suite == suite):
                 found.append(entry)

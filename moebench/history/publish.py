@@ -16,11 +16,7 @@ from ..errors import MoebenchError
 from ..reports.measures import Clock
 from ..reports.results import RunResults
 from ..reports.timeline import TimelineRun, write_timeline
-from .database import HISTORY_ENV, History, HistoryEntry
-
-
-class DamagedEntry(UserWarning):
-    """A results folder of the history could not be read; it is left out of the page."""
+from .database import HISTORY_ENV, DamagedEntry, History, HistoryEntry
 
 
 def _load(entry: HistoryEntry, clock: Clock) -> TimelineRun | None:

@@ -1,120 +1,147 @@
-"""moebench compare: a slowed algorithm is flagged, an unchanged rerun is not."""
+"""moebench compare: seeds are the unit, asv's marks, one line per measure in a pipe.
+
+These tests compare results folders with known per-iteration times, so that every verdict is
+decided by the statistics and not by the machine's load; the planted slowdown run for real, on
+a loaded machine, is tests/history/test_compare_commits.py.
+"""
 
 from __future__ import annotations
 
-import textwrap
+import io
+import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import fake_distribution
+from rich.console import Console
 
-from moebench import plugins
+from moebench import cli
 from moebench.cell.rows import rows_to_frame
 from moebench.cli import main
-from moebench.reports.compare import compare_runs, regressions
-from moebench.runner import run_suite
-from moebench.suite import parse_suite
+from moebench.reports.compare import compare_runs, regressions, seeds_needed, smallest_p
 
-# An algorithm whose speed changes with a file beside it, not with its parameters: the cell
-# configurations (and so the matching across runs) stay the same, as after a code change. (A
-# file, not an environment variable: the worker pool is reused while the environment stays.)
-SLEEPY = '''
-    import time
-    from pathlib import Path
-
-    from moebench import Algorithm, hookimpl
-    from moebench.algorithm import Iterate
+MANIFEST = ('{"git_commit": "%s", "metrics": {"e": ["param_error"]}, '
+            '"metric_directions": {"param_error": "min"}}')
 
 
-    class Sleepy(Algorithm):
-        """Gradient-free steps that shrink the gate; sleeps (delay.txt beside it) s per step."""
-        name = "sleepy"
-        summary = "sleeps between iterations"
-
-        def fit(self, problem, init, callback):
-            delay = float(Path(__file__).with_name("delay.txt").read_text())
-            params = dict(init)
-            t = 0
-            while callback(Iterate(t, params)):
-                time.sleep(delay)
-                params = {k: v * 0.9 if k == "W" else v for k, v in params.items()}
-                t += 1
-            return params
-
-
-    @hookimpl
-    def register_algorithms(register):
-        register(Sleepy)
-'''
-
-SUITE = """
-name: cmp
-seed: 11
-repetitions: 3
-budget: {max_iter: 8}
-metrics: [param_error, train_nll]
-datasets:
-  - name: synthetic-moe
-    params: {n: 300, n_test: 50, d: 3, k: 2, sigma: 0.3}
-algorithms:
-  - name: sleepy
-"""
+def _timed(path, steps, seeds=6, errors=None, commit="a" * 40):
+    """A results folder whose cells take ``steps[alg]`` CPU seconds per iteration (wall:
+    ten times more), with 8 recorded iterations each and a jitter that differs by seed."""
+    rows = []
+    for alg, step in steps.items():
+        for rep in range(seeds):
+            jitter = 1 + 0.02 * ((rep * 7) % 5)
+            cell = {"experiment": "e", "dataset": "d", "algorithm": alg, "repetition": rep,
+                    "dataset_params": "{}", "algorithm_params": "{}", "key": f"{alg}-{rep}"}
+            for it in range(9):
+                rows.append({**cell, "record": "iteration", "iteration": it,
+                             "cpu_time": it * step * jitter, "time": 10 * it * step * jitter})
+            value = (errors or {}).get(alg, 0.1) + 0.001 * rep
+            rows.append({**cell, "record": "final", "iteration": 8, "status": "max_iter",
+                         "cpu_time": 8 * step * jitter, "time": 80 * step * jitter,
+                         "param_error": value})
+    path.mkdir(parents=True)
+    rows_to_frame(rows).to_parquet(path / "results.parquet", index=False)
+    (path / "manifest.json").write_text(MANIFEST % commit)
+    return path
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    site = fake_distribution(tmp_path_factory.mktemp("site"), "mb-test-sleepy",
-                             {"mb_test_sleepy": SLEEPY}, {"sleepy": "mb_test_sleepy"})
-    out = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(site))
-        plugins.reset_plugins()
-        suite = parse_suite(textwrap.dedent(SUITE))
-        with_em = parse_suite(textwrap.dedent(SUITE) + "  - name: joint-em\n")
-        found = {}
-        for name, delay, which in (("base", "0.004", suite), ("same", "0.004", with_em),
-                                   ("slow", "0.03", suite)):
-            (site / "delay.txt").write_text(delay)
-            found[name] = run_suite(which, out / name, html_report=False)
-        plugins.reset_plugins()
-    return found
+@pytest.fixture
+def timed(tmp_path):
+    return {
+        "base": _timed(tmp_path / "base", {"em": 1e-3, "gd": 2e-4}),
+        "same": _timed(tmp_path / "same", {"em": 1e-3, "gd": 2e-4}, commit="b" * 40),
+        "slow": _timed(tmp_path / "slow", {"em": 2e-3, "gd": 2e-4}, commit="c" * 40),
+    }
 
 
-def test_slowed_algorithm_is_flagged(runs):
-    changes = compare_runs(runs["base"], runs["slow"], factor=1.5)
-    worse = regressions(changes)
-    assert [(c.algorithm, c.measure) for c in worse] == [("sleepy", "time per iteration")]
-    (slow,) = worse
-    assert slow.ratio > 3 and slow.p_value < 0.01 and slow.pairs == 24  # 3 seeds x 8 steps
-    # the metrics did not change: same data, same steps
-    assert all(c.verdict == "unchanged" for c in changes if c.measure in ("param_error",
-                                                                         "train_nll"))
+def test_twice_the_time_per_iteration_on_every_seed_is_a_regression(timed):
+    result = compare_runs(timed["base"], timed["slow"])
+    (slow,) = result.regressions
+    assert (slow.algorithm, slow.measure, slow.mark, slow.seeds) == ("em", "time", "+", 6)
+    assert slow.ratio == pytest.approx(2.0) and slow.a == pytest.approx(1.03e-3)
+    assert slow.p_value == pytest.approx(smallest_p(6)) == pytest.approx(1 / 32)
+    assert slow.unit == "s" and result.clock == "cpu" and result.underpowered is None
+    others = [c for c in result.changes if c is not slow]
+    assert others and all(c.verdict == "unchanged" for c in others)
+    assert compare_runs(timed["base"], timed["same"]).regressions == []
 
 
-def test_unchanged_rerun_is_not_flagged(runs):
-    changes = compare_runs(runs["base"], runs["same"], factor=1.5)
-    assert regressions(changes) == []
-    verdicts = {(c.algorithm, c.measure): c.verdict for c in changes}
-    assert verdicts[("sleepy", "param_error")] == "unchanged"
-    assert verdicts[("joint-em", "cells")] == "only in B"
-    order = [c.verdict for c in changes]
-    assert order == sorted(order, key=["worse", "better", "unchanged", "only in A",
-                                       "only in B"].index)
+def test_the_clock_decides_which_times_are_compared(timed, tmp_path):
+    assert compare_runs(timed["base"], timed["slow"], clock="wall").regressions[0].a == \
+        pytest.approx(10.3e-3)
+    # a run without CPU times is compared on the wall clock, and the result says so
+    frame = __import__("pandas").read_parquet(timed["slow"] / "results.parquet")
+    (tmp_path / "old").mkdir()
+    frame.drop(columns="cpu_time").to_parquet(tmp_path / "old" / "results.parquet")
+    (tmp_path / "old" / "manifest.json").write_text(MANIFEST % ("d" * 40))
+    result = compare_runs(timed["base"], tmp_path / "old")
+    assert result.clock == "wall" and "wall clock" in result.notes[0]
 
 
-def test_compare_command_exit_codes(runs):
+def test_beyond_the_factor_but_not_significant_is_marked_tilde(tmp_path):
+    base = _timed(tmp_path / "a", {"em": 1e-3}, seeds=3)
+    slow = _timed(tmp_path / "b", {"em": 2e-3}, seeds=3)
+    result = compare_runs(base, slow)
+    (em,) = [c for c in result.changes if c.measure == "time"]
+    assert (em.verdict, em.mark, em.seeds) == ("unsure", "~", 3) and em.ratio == 2.0
+    assert em.p_value == pytest.approx(smallest_p(3)) == 0.25
+    assert result.regressions == []
+    assert "with 3 paired seed(s) the exact test cannot reach p < 0.05" in result.underpowered
+    assert "moebench run --seeds 6" in result.underpowered
+    assert [seeds_needed(a) for a in (0.05, 0.01, 0.5)] == [6, 8, 3]
+    # within the factor: unchanged, whatever the p-value
+    near = _timed(tmp_path / "c", {"em": 1.05e-3})
+    assert compare_runs(_timed(tmp_path / "d", {"em": 1e-3}), near).changes[0].verdict == \
+        "unchanged"
+
+
+def test_time_factor_applies_to_times_only(timed, tmp_path):
+    worse = _timed(tmp_path / "w", {"em": 2e-3, "gd": 2e-4}, errors={"gd": 0.2})
+    result = compare_runs(timed["base"], worse, time_factor=2.5)
+    marks = {(c.algorithm, c.measure): c.mark for c in result.changes}
+    assert marks[("em", "time")] == " " and marks[("gd", "param_error")] == "+"
+
+
+def test_in_a_pipe_one_line_per_changed_measure_and_the_summary_on_stdout(timed):
     runner = CliRunner()
-    slow = runner.invoke(main, ["compare", str(runs["base"]), str(runs["slow"]), "--factor",
-                                "1.5", "--fail-on-regression"])
-    assert slow.exit_code == 1, slow.output
-    assert "worse" in slow.output and "sleepy" in slow.output and "regression" in slow.output
-    same = runner.invoke(main, ["compare", str(runs["base"]), str(runs["same"]), "--factor",
-                                "1.5", "--fail-on-regression", "--metric", "time"])
-    assert same.exit_code == 0, same.output
-    assert "worse: 0" in same.output and "only in B: 1" in same.output
-    data = runner.invoke(main, ["compare", str(runs["base"]), str(runs["slow"]), "--json",
-                                "--metric", "param_error"])
-    assert data.exit_code == 0 and '"verdict": "unchanged"' in data.output
+    done = runner.invoke(main, ["compare", str(timed["base"]), str(timed["slow"]),
+                                "--fail-on-regression"])
+    assert done.exit_code == 1
+    lines = done.stdout.splitlines()
+    (plus,) = [x for x in lines if x.startswith("+")]
+    assert plus.split()[1:6] == ["1.03ms", "2.06ms", "2", "0.031", "6"]
+    assert plus.split()[6:] == ["time", "e", "/", "d", "/", "em"]
+    assert "A: " in lines[0] and "(git aaaaaaaa)" in lines[0]
+    assert "worse: 1, better: 0, ~: 0, unchanged: 3, only in A: 0, only in B: 0" in lines
+    assert any(x.startswith("regression: e / d / em: time 1.03ms -> 2.06ms 2x") for x in lines)
+    assert "(3 unchanged measure(s) not shown; --all lists them)" in lines
+    assert not any(c in done.stdout for c in "│┃━")
+    same = runner.invoke(main, ["compare", str(timed["base"]), str(timed["same"]),
+                                "--fail-on-regression"])
+    assert same.exit_code == 0 and "worse: 0, better: 0" in same.stdout
+    everything = runner.invoke(main, ["compare", str(timed["base"]), str(timed["same"]),
+                                      "--all", "--metric", "param_error"])
+    assert len([x for x in everything.stdout.splitlines() if "param_error" in x]) == 2
+
+
+def test_json_goes_to_stdout_with_the_summary(timed):
+    done = CliRunner().invoke(main, ["compare", str(timed["base"]), str(timed["slow"]),
+                                     "--json", "--fail-on-regression"])
+    assert done.exit_code == 1
+    data = json.loads(done.stdout)
+    assert data["counts"]["worse"] == 1 and data["regressions"] == 1
+    assert data["clock"] == "cpu" and data["alpha"] == 0.05
+    (em,) = [c for c in data["changes"] if c["mark"] == "+"]
+    assert em["unit"] == "s" and em["seeds"] == 6 and em["measure"] == "time"
+
+
+def test_on_a_terminal_a_table_of_every_measure(timed, monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=160))
+    done = CliRunner().invoke(main, ["compare", str(timed["base"]), str(timed["slow"])])
+    assert done.exit_code == 0, done.output
+    text = screen.getvalue()
+    assert "B / A" in text and "2.06ms" in text and "gd" in text  # unchanged rows too
 
 
 def _folder(path, rows):
@@ -140,7 +167,7 @@ def test_metric_regressions_need_the_factor_and_significance(tmp_path):
     b = _folder(tmp_path / "b", [_final("x", r, 0.2 + 0.01 * r, 0.9 - 0.001 * (r % 2))
                                  for r in seeds]
                 + [_final("new", r, 0.1, 0.9) for r in seeds])
-    changes = {(c.algorithm, c.measure): c for c in compare_runs(a, b, factor=1.1)}
+    changes = {(c.algorithm, c.measure): c for c in compare_runs(a, b, factor=1.1).changes}
     worse = changes[("x", "param_error")]
     assert worse.verdict == "worse" and worse.p_value < 0.01 and worse.ratio > 1.5
     # accuracy moved by < 0.1 %: within the factor, not a change
@@ -150,5 +177,6 @@ def test_metric_regressions_need_the_factor_and_significance(tmp_path):
     # a cell that now errors is a regression too
     c = _folder(tmp_path / "c", [_final("x", r, 0.1 + 0.01 * r, 0.9, "error" if r == 0 else
                                         "max_iter") for r in seeds])
-    failed = [ch for ch in regressions(compare_runs(a, c)) if ch.measure == "successful cells"]
+    failed = [ch for ch in regressions(compare_runs(a, c).changes)
+              if ch.measure == "successful cells"]
     assert failed and failed[0].a == 8 and failed[0].b == 7

@@ -90,9 +90,9 @@ def test_a_recorded_max_metric_ranks_higher_first_without_its_plugin(tmp_path, n
 def test_compare_reads_the_recorded_direction(tmp_path, no_registry):
     base = _folder(tmp_path / "a", {"x": 0.9})
     lower = _folder(tmp_path / "b", {"x": 0.5})
-    (change,) = [c for c in compare_runs(base, lower) if c.measure == METRIC]
+    (change,) = [c for c in compare_runs(base, lower).changes if c.measure == METRIC]
     assert change.verdict == "worse"  # lower is worse for a metric better when higher
-    (change,) = [c for c in compare_runs(lower, base) if c.measure == METRIC]
+    (change,) = [c for c in compare_runs(lower, base).changes if c.measure == METRIC]
     assert change.verdict == "better"
 
 

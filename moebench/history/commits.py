@@ -1,0 +1,212 @@
+"""``moebench compare-commits REV_A REV_B SUITE``: one suite run on two revisions, kept.
+
+Each revision is checked out into a temporary ``git worktree`` and its suite runs there with
+*that* checkout's ``moebench`` and first-party plugins: ``PYTHONPATH`` puts the worktree first,
+a link makes its ``plugins/`` folder importable as ``moebench_plugins``, and a small
+``.dist-info`` written from the worktree's ``pyproject.toml`` makes its own plugin entry points
+the ones ``importlib.metadata`` finds (ahead of the installed copy's). Third-party packages
+(torch, numpy, ...) come from the environment that runs the command: a commit that needs other
+versions of them needs its own environment (asv builds one per commit for the kernel
+benchmarks, ``docs/kernel-benchmarks.md``).
+
+The two runs go **at the same time** by default, one worker each: whatever else loads the
+machine then slows both alike, where two runs one after the other can meet different loads
+(measured on a shared 2-core machine: the same code 1.2-1.4x slower in CPU time per
+iteration in the second of two runs, none when they ran together). ``sequential=True`` runs
+them one after the other (one core, a GPU).
+
+Runs land in the history (:mod:`moebench.history.database`); a revision whose run with the same
+options is already there, complete, on this machine is not run again unless ``rerun``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MoebenchError
+from ..suite.loader import load_suite
+from .database import History, HistoryEntry, machine_name
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A resolved commit."""
+
+    rev: str
+    sha: str
+    time: int
+    subject: str
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=60)
+    except FileNotFoundError as exc:
+        raise MoebenchError("git is not installed: compare-commits checks out revisions "
+                            "with git worktrees") from exc
+    if done.returncode != 0:
+        raise MoebenchError(f"git {' '.join(args)}: {done.stderr.strip() or done.stdout}")
+    return done.stdout
+
+
+def resolve_revision(repo: Path, rev: str) -> Revision:
+    """``rev`` (a branch, tag, ``HEAD~2``, a hash) as a commit of the repository at ``repo``."""
+    try:
+        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except MoebenchError as exc:
+        raise MoebenchError(f"{rev!r} is not a commit of the repository at {repo}: give a "
+                            "branch, tag or commit hash (git log --oneline lists them)") from exc
+    when, _, subject = _git(repo, "show", "-s", "--format=%ct%x00%s", sha).strip().partition(
+        "\0")
+    return Revision(rev, sha, int(when), subject)
+
+
+def repository_root(start: Path) -> Path:
+    """The top folder of the git checkout holding ``start``."""
+    try:
+        return Path(_git(start, "rev-parse", "--show-toplevel").strip())
+    except MoebenchError as exc:
+        raise MoebenchError(f"{start} is not inside a git checkout of moebench: run "
+                            "compare-commits from one (or give --repo)") from exc
+
+
+def _dist_info(tree: Path, into: Path) -> None:
+    """A ``.dist-info`` declaring the worktree's own entry points (from its pyproject)."""
+    project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+    info = into / f"{project['name']}-{project.get('version', '0')}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
+                                   f"Version: {project.get('version', '0')}\n")
+    groups = project.get("entry-points", {})
+    text = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()) + "\n"
+                   for group, points in groups.items())
+    (info / "entry_points.txt").write_text(text)
+
+
+@contextmanager
+def checked_out(repo: Path, revision: Revision, scratch: Path) -> Iterator[tuple[Path, str]]:
+    """Check ``revision`` out into a temporary worktree; yields the tree and the
+    ``PYTHONPATH`` that imports its moebench and plugins first. Removed on exit."""
+    tree = scratch / f"tree-{revision.sha[:12]}"
+    shim = scratch / f"path-{revision.sha[:12]}"
+    _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), revision.sha)
+    try:
+        shim.mkdir()
+        if (tree / "plugins").is_dir():
+            (shim / "moebench_plugins").symlink_to(tree / "plugins", target_is_directory=True)
+        _dist_info(tree, shim)
+        path = os.pathsep.join([str(tree), str(shim), *filter(None, [
+            os.environ.get("PYTHONPATH")])])
+        yield tree, path
+    finally:
+        _git(repo, "worktree", "remove", "--force", str(tree))
+
+
+def _suite_in(tree: Path, repo: Path, suite: str) -> Path:
+    path = Path(suite)
+    if path.is_absolute() and not path.is_relative_to(repo):
+        return path
+    inside = tree / (path.relative_to(repo) if path.is_absolute() else path)
+    if not inside.is_file():
+        raise MoebenchError(f"{suite} does not exist in the revision checked out at {tree}: "
+                            "give a suite file that both revisions have (or an absolute path "
+                            "outside the repository, used for both)")
+    return inside
+
+
+def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
+           log: Path) -> subprocess.Popen:
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": path}
+    command = [sys.executable, "-m", "moebench.cli", "run", str(suite), "--out", str(out),
+               "--no-report", "--progress", "lines", *options]
+    handle = log.open("w")
+    try:
+        return subprocess.Popen(command, cwd=tree, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+    finally:
+        handle.close()
+
+
+def _finish(process: subprocess.Popen, revision: Revision, log: Path) -> None:
+    code = process.wait()
+    if code not in (0, 3):
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise MoebenchError(f"the suite run of {revision.rev} ({revision.sha[:8]}) exited "
+                            f"with {code}; its log is {log}:\n{tail}")
+
+
+def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
+                  history: History, machine: str | None = None, repo: Path,
+                  rerun: bool = False, sequential: bool = False,
+                  say: Callable[[str], object] = print) -> list[HistoryEntry]:
+    """Run ``suite`` with ``options`` on each revision (together unless ``sequential``) into
+    the history, reusing complete runs unless ``rerun``; returns their entries in order."""
+    machine = machine_name(machine)
+    suite_name = _suite_name(repo, suite)
+    entries: dict[str, HistoryEntry] = {}
+    todo = []
+    for revision in dict.fromkeys(revisions):
+        found = None if rerun else history.find(machine, revision.sha, suite_name, options)
+        if found is not None:
+            say(f"{revision.rev} ({revision.sha[:8]}): kept from the history, {found.directory}")
+            entries[revision.sha] = found
+        else:
+            todo.append(revision)
+    if todo:
+        entries.update(_run_all(todo, suite, options, history, machine, repo, sequential, say))
+    return [entries[r.sha] for r in revisions]
+
+
+def _suite_name(repo: Path, suite: str) -> str:
+    path = Path(suite) if Path(suite).is_absolute() else repo / suite
+    return load_suite(path).name
+
+
+def _run_all(todo: list[Revision], suite: str, options: list[str], history: History,
+             machine: str, repo: Path, sequential: bool,
+             say: Callable[[str], object]) -> dict[str, HistoryEntry]:
+    runs: list[tuple[Revision, subprocess.Popen, Path, Path]] = []
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moebench-")))
+        try:
+            for revision in todo:
+                tree, path = stack.enter_context(checked_out(repo, revision, scratch))
+                out = history.parent_for(machine, revision.sha, options)
+                if out.exists():
+                    shutil.rmtree(out)  # an incomplete or unwanted earlier run of this commit
+                log = out / "run.log"
+                suite_file = _suite_in(tree, repo, suite)
+                say(f"{revision.rev} ({revision.sha[:8]} {revision.subject[:60]}): running "
+                    f"{suite} {' '.join(options)}; log {log}")
+                runs.append((revision, _start(tree, path, suite_file, out, options, log), out,
+                             log))
+                if sequential:
+                    _finish(runs[-1][1], revision, log)
+            for revision, process, _, log in runs:
+                _finish(process, revision, log)
+        except BaseException:
+            for _, process, _, _ in runs:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
+            raise
+    entries = {}
+    for revision, _, out, _ in runs:
+        folders = [p for p in out.iterdir() if (p / "manifest.json").is_file()]
+        if len(folders) != 1:
+            raise MoebenchError(f"the run of {revision.rev} wrote no results folder in {out}")
+        entries[revision.sha] = history.record(
+            folders[0], machine=machine, commit=revision.sha, commit_time=revision.time,
+            subject=revision.subject, options=options)
+    return entries

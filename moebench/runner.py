@@ -4,7 +4,9 @@
 holds, hands the others to an executor (:mod:`moebench.execution`: killable local workers or
 Dask), writes every finished cell to the result store as it is reported, and at the end writes
 the table, the leaderboards and the reports (:mod:`moebench.reports`) from one loaded copy of
-the results. What one cell computes is :mod:`moebench.cell`'s business.
+the results: those of the whole folder, earlier runs' cells that this run did not select
+included (see :meth:`moebench.execution.store.ResultStore.folder_cells`). What one cell computes
+is :mod:`moebench.cell`'s business.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from .execution.manifest import (
     describe_experiment,
     finish_manifest,
     manifest_base,
+    merge_recorded,
     metric_directions,
+    run_entry,
 )
 from .execution.store import Mode, ResultStore
 from .reports import write_run_outputs
@@ -93,7 +97,10 @@ def run_suite(
     mode
         ``"new"`` refuses a folder that holds results; ``"resume"`` keeps its finished cells
         (``done``/``max_iter``/``timeout``/``skipped`` with the same key) and runs the rest;
-        ``"overwrite"`` discards them.
+        ``"overwrite"`` discards them. The outputs of a resumed folder describe every
+        finished cell it holds, also those of earlier runs outside this run's selection
+        (``experiments``, ``seeds``, or a suite changed since); a cell this run computes
+        replaces an earlier one at the same experiment, dataset, algorithm and repetition.
     executor, scheduler
         ``"local"`` (a pool of worker processes) or ``"dask"`` (``distributed``; a
         ``LocalCluster`` unless ``scheduler`` gives an address).
@@ -170,8 +177,10 @@ class SuiteRun:
         self.store = ResultStore(out / suite.name, mode)
         self.memory = suite.memory_limit_bytes()
         self.threads = worker_threads(jobs)
-        recorded = self.store.recorded_manifest().get("metric_directions") \
-            if mode == "resume" else None
+        # a resumed folder's outputs describe its earlier cells too: what the earlier manifest
+        # recorded about them is carried over (before this run's manifest replaces it)
+        recorded = self.store.recorded_manifest() if mode == "resume" else {}
+        directions = recorded.get("metric_directions")
         self.manifest = manifest_base(suite, suite_path, device)
         self.manifest.update(
             started=datetime.now(UTC).isoformat(), state="running", jobs=jobs, quick=quick,
@@ -180,8 +189,10 @@ class SuiteRun:
             rank_by={e.name: e.rank_by for e in experiments},
             metrics={e.name: e.metrics for e in experiments},
             metric_directions=metric_directions(
-                experiments, recorded if isinstance(recorded, dict) else None),
+                experiments, directions if isinstance(directions, dict) else None),
             experiments=[describe_experiment(e) for e in experiments])
+        self.manifest["runs"] = [run_entry(self.manifest)]
+        merge_recorded(self.manifest, recorded)
         self.done = 0
 
     def cells_to_run(self, wall_timeout: float | None) -> list[tuple[CellSpec, Limits]]:
@@ -218,10 +229,11 @@ class SuiteRun:
         others (their errors are listed in the manifest's ``output_errors``)."""
         finish_manifest(self.manifest, self.store, state)
         self.store.write_manifest(self.manifest)
-        if not self.store.cells:
+        if not self.manifest.get("cells_in_folder"):
             return
-        with_reproduction = slow_reports and any(e.reference or e.figures
-                                                 for e in self.experiments)
+        # the folder's experiments, earlier runs' included
+        with_reproduction = slow_reports and any(e.get("reference") or e.get("figures")
+                                                 for e in self.manifest["experiments"])
         problems = write_run_outputs(self.store, self.manifest, reproduction=with_reproduction,
                                      html=html_report)
         if problems:

@@ -4,15 +4,25 @@ The manifest holds the versions, the machine, the git commit and command line, t
 experiments (what the reports need to know about them), the direction of every metric (so that
 reading results never asks the installed plugins which way a metric points), the run's state
 and where its time went.
+
+A folder's outputs describe every cell it holds (:meth:`.store.ResultStore.folder_cells`), also
+those of earlier runs that a resumed run did not select; so a resumed run's manifest carries
+over what the earlier manifest recorded about experiments, datasets, algorithms, metrics and
+references that this run's selection leaves out (:func:`merge_recorded`; this run's entries
+win), and lists every run that wrote into the folder (``runs``). Counts: ``cells`` and
+``status_counts`` are this run's selection; ``cells_in_folder``, ``earlier_cells`` and
+``folder_status_counts`` what the folder's outputs describe.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -97,6 +107,105 @@ def describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:
     }
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _union(first: Any, second: Any, key: Callable[[dict[str, Any]], Any]) -> list[Any]:
+    """The dicts of ``first``, then those of ``second`` whose ``key`` none of them has."""
+    out = [x for x in first or [] if isinstance(x, dict)]
+    seen = {key(x) for x in out}
+    return out + [x for x in second or [] if isinstance(x, dict) and key(x) not in seen]
+
+
+def _merge_description(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """One experiment's description: this run's (``new``), with the datasets, algorithms,
+    reference values, claims and figures that only an earlier run's (``old``) names."""
+    merged = dict(new)
+    for part in ("datasets", "algorithms"):
+        merged[part] = {**_mapping(old.get(part)), **_mapping(new.get(part))}
+    ref_old, ref_new = old.get("reference"), new.get("reference")
+    if isinstance(ref_old, dict):
+        merged["reference"] = ref_old if not isinstance(ref_new, dict) else {
+            **ref_new,
+            "values": _union(ref_new.get("values"), ref_old.get("values"), lambda v: (
+                v.get("dataset"), v.get("algorithm"), v.get("metric"), v.get("iteration"))),
+            "claims": _union(ref_new.get("claims"), ref_old.get("claims"),
+                             lambda c: json.dumps(c, sort_keys=True, default=str))}
+    merged["figures"] = _union(new.get("figures"), old.get("figures"),
+                               lambda f: f.get("metric"))
+    return merged
+
+
+def _earlier_run(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The ``runs`` entry of a manifest written before manifests listed their runs."""
+    return {"started": recorded.get("started"), "finished": recorded.get("finished"),
+            "state": recorded.get("state"), "command": recorded.get("command"),
+            "experiments": [e.get("name") for e in recorded.get("experiments") or []
+                            if isinstance(e, dict)],
+            "cells": recorded.get("cells"), "computed": None,
+            "reused": recorded.get("reused_cells")}
+
+
+def run_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    """This run's entry in the manifest's ``runs``: its start, command line, selected
+    experiments and number of cells (``finished``, ``state``, ``computed`` and ``reused`` are
+    filled in by :func:`finish_manifest`).
+
+    Parameters
+    ----------
+    manifest
+        The manifest of the run, with ``started``, ``command``, ``cells`` and this run's own
+        ``experiments`` (before :func:`merge_recorded`).
+
+    Returns
+    -------
+    dict
+        The entry.
+    """
+    return {"started": manifest.get("started"), "finished": None, "state": "running",
+            "command": manifest.get("command"),
+            "experiments": [e["name"] for e in manifest.get("experiments") or []],
+            "cells": manifest.get("cells"), "computed": None, "reused": None}
+
+
+def merge_recorded(manifest: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """Carry over into a resumed run's ``manifest`` what the folder's earlier manifest
+    (``recorded``) says about what this run does not select, for the reports of the folder.
+
+    ``rank_by`` and ``metrics``: the earlier entries of experiments this run does not select;
+    ``experiments``: the earlier descriptions, in their order, each experiment this run selects
+    replaced by this run's description merged with the earlier one (datasets, algorithms,
+    reference values, claims and figures only the earlier one names are added), then this run's
+    other experiments; ``runs``: the earlier runs before this run's. This run's entries win
+    everywhere. ``metric_directions`` are merged by :func:`metric_directions`.
+
+    Parameters
+    ----------
+    manifest
+        This run's manifest (changed in place), with its one ``runs`` entry.
+    recorded
+        The manifest the folder held when the run started (``{}``: none).
+    """
+    for part in ("rank_by", "metrics"):
+        manifest[part] = {**_mapping(recorded.get(part)), **_mapping(manifest.get(part))}
+    now = {e["name"]: e for e in manifest.get("experiments") or []}
+    merged: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for old in recorded.get("experiments") or []:
+        if not isinstance(old, dict) or old.get("name") in seen or "name" not in old:
+            continue
+        seen.add(old["name"])
+        merged.append(_merge_description(old, now.pop(old["name"])) if old["name"] in now
+                      else old)
+    manifest["experiments"] = merged + list(now.values())
+    earlier = recorded.get("runs")
+    if not isinstance(earlier, list):
+        earlier = [_earlier_run(recorded)] if recorded.get("started") else []
+    manifest["runs"] = [r for r in earlier if isinstance(r, dict)] + list(manifest.get("runs")
+                                                                         or [])
+
+
 #: Columns of a cell's final row summed by :func:`time_accounting`, and their names there.
 ACCOUNTED = {"time": "algorithm_wall", "cpu_time": "algorithm_cpu", "time_metrics": "metrics",
              "time_data": "data", "time_compile": "compilation",
@@ -125,13 +234,36 @@ def time_accounting(store: ResultStore, manifest: dict[str, Any]) -> dict[str, f
     return {k: round(v, 4) for k, v in totals.items()}
 
 
+def _status_counts(finals: list[dict[str, Any]]) -> dict[str, int]:
+    return {s: sum(r["status"] == s for r in finals) for s in sorted({r["status"] for r in finals})}
+
+
 def finish_manifest(manifest: dict[str, Any], store: ResultStore, state: str) -> None:
-    """The end of a run in its manifest: time, state, time accounting, counts by status."""
+    """The end of a run in its manifest: time, state, time accounting, counts by status.
+
+    ``status_counts``: over this run's cells (the selection's cells it computed or kept);
+    ``cells_in_folder``, ``earlier_cells`` (those of earlier runs outside this run) and
+    ``folder_status_counts``: over every cell the folder's outputs describe
+    (:meth:`.store.ResultStore.folder_cells`); ``time_accounting``: the cells this run computed.
+    The last ``runs`` entry gets the end, state and counts of this run; descriptions of
+    earlier experiments that the folder holds no cell of are dropped.
+    """
     manifest["finished"] = datetime.now(UTC).isoformat()
     manifest["time_accounting"] = time_accounting(store, manifest)
     manifest["state"] = state
     manifest["interrupted"] = state != "complete"
-    finals = store.finals()
-    manifest["status_counts"] = {
-        s: sum(r["status"] == s for r in finals) for s in sorted({r["status"] for r in finals})
-    }
+    finals, folder = store.finals(), store.finals(folder=True)
+    manifest["status_counts"] = _status_counts(finals)
+    manifest["cells_in_folder"] = len(folder)
+    manifest["earlier_cells"] = len(folder) - len(finals)
+    manifest["folder_status_counts"] = _status_counts(folder)
+    runs = manifest.get("runs")
+    if not runs:
+        return
+    runs[-1].update(finished=manifest["finished"], state=state, computed=len(store.added),
+                    reused=manifest.get("reused_cells"))
+    held = {r.get("experiment") for r in folder} | set(runs[-1].get("experiments") or [])
+    manifest["experiments"] = [e for e in manifest.get("experiments") or []
+                               if e.get("name") in held]
+    for part in ("rank_by", "metrics"):
+        manifest[part] = {k: v for k, v in _mapping(manifest.get(part)).items() if k in held}

@@ -13,6 +13,12 @@ Layout of ``<out>/<suite>/``:
   from the cells at the end of a run. They are removed when a run starts in the folder, so a
   folder never mixes a new run's cells with an old run's tables.
 
+The derived outputs describe the whole folder, not only the last run's selection: a run that
+resumes into a folder (``--resume``, perhaps with ``-e/-a/-d`` or ``--seeds`` selecting part of
+the suite, or after the suite changed) writes them from :meth:`ResultStore.folder_cells`: its
+own cells, plus every finished cell of the earlier runs that it did not select (see
+:meth:`ResultStore.earlier_cells`).
+
 A folder that already holds results is never replaced silently: :class:`ResultStore` raises
 :class:`ResultsExist` unless the caller resumes or overwrites.
 """
@@ -85,6 +91,13 @@ def read_cell_lines(path: Path) -> tuple[list[list[dict[str, Any]]], int]:
         if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
             cells.append(rows)
     return cells, good
+
+
+def cell_coordinates(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """``(experiment, dataset, algorithm, repetition)`` of a finished cell: where it sits in
+    the tables, whatever the configuration that computed it."""
+    last = rows[-1]
+    return tuple(last.get(c) for c in ("experiment", "dataset", "algorithm", "repetition"))
 
 
 def latest_cells(cells: Iterable[list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -208,20 +221,52 @@ class ResultStore:
         self.added.add(identity)
         return rows
 
+    def earlier_cells(self) -> dict[str, list[dict[str, Any]]]:
+        """The cells of earlier runs in the folder that this run did not report, which the
+        folder's outputs still describe.
+
+        Of the earlier lines of ``cells.jsonl`` (the last line of each key), those whose status
+        ``--resume`` keeps (:data:`REUSABLE`: finished results; failed attempts are left to the
+        next run that selects them); of several with the same coordinates (experiment,
+        dataset, algorithm, repetition: the same cell computed under another configuration),
+        the later one (by its key's first line); none at the coordinates of a cell of
+        this run, which replaces it. Empty unless the store resumes a folder.
+
+        Returns
+        -------
+        dict
+            Cell key -> rows, in the order of ``cells.jsonl``.
+        """
+        taken = {cell_coordinates(rows) for rows in self.cells.values()}
+        latest: dict[tuple[Any, ...], str] = {}
+        for identity, rows in self.previous.items():
+            if identity not in self.cells and rows[-1].get("status") in REUSABLE:
+                latest[cell_coordinates(rows)] = identity
+        keep = {identity for at, identity in latest.items() if at not in taken}
+        return {k: rows for k, rows in self.previous.items() if k in keep}
+
+    def folder_cells(self) -> dict[str, list[dict[str, Any]]]:
+        """Every cell the folder's outputs describe: :meth:`earlier_cells`, then this run's
+        cells (kept or computed), by key."""
+        return {**self.earlier_cells(), **self.cells}
+
     @property
     def rows(self) -> list[dict[str, Any]]:
         """Every row of this run's cells, cell by cell."""
         return [r for rows in self.cells.values() for r in rows]
 
-    def finals(self) -> list[dict[str, Any]]:
-        return [rows[-1] for rows in self.cells.values()]
+    def finals(self, folder: bool = False) -> list[dict[str, Any]]:
+        """The final row of each of this run's cells (``folder``: of :meth:`folder_cells`)."""
+        cells = self.folder_cells() if folder else self.cells
+        return [rows[-1] for rows in cells.values()]
 
     def frame(self) -> pd.DataFrame:
-        return rows_to_frame(self.rows)
+        """The tidy table of the folder: every row of :meth:`folder_cells`, cell by cell."""
+        return rows_to_frame([r for rows in self.folder_cells().values() for r in rows])
 
     def write_table(self, frame: pd.DataFrame | None = None) -> Path:
-        """Write ``results.parquet`` from this run's cells (atomically); ``frame``: the table
-        of :meth:`frame` when the caller has it already."""
+        """Write ``results.parquet`` from the folder's cells (:meth:`frame`, atomically);
+        ``frame``: that table when the caller has it already."""
         path = self.directory / RESULTS_FILE
         frame = self.frame() if frame is None else frame
         try:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .analysis import VERDICT_RULE, Curve, claim_rows, curve_stats, reference_rows, use_log, y_range
 from .leaderboard import experiment_board, format_rows
-from .results import SUCCESS, RunResults, describe_commit
+from .results import SUCCESS, RunResults, describe_commit, describe_runs
 
 HTML_FILE = "report.html"
 
@@ -322,9 +322,13 @@ def _manifest_items(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("versions", f"Python {manifest.get('python', '?')}, numpy {manifest.get('numpy', '?')}"
                      f", torch {manifest.get('torch', '?')}, pandas "
                      f"{manifest.get('pandas', '?')}"),
-        ("cells", ", ".join(f"{k}: {v}" for k, v in (manifest.get("status_counts") or {})
+        ("cells", ", ".join(f"{k}: {v}" for k, v in (manifest.get("folder_status_counts")
+                                                      or manifest.get("status_counts") or {})
                             .items()) or "?"),
     ]
+    runs = describe_runs(manifest)  # a folder several runs wrote into (subset runs)
+    if runs:
+        items.append(("runs", " ".join([runs[0], "; ".join(runs[1:]).replace("`", "")])))
     if manifest.get("quick"):
         items.append(("mode", "quick (fewer seeds, smaller problems)"))
     recorded_plugins = manifest.get("plugins") or {}  # as the run recorded them

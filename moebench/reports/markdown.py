@@ -16,7 +16,7 @@ from typing import Any
 
 from .analysis import VERDICT_RULE, Curve, claim_rows, curve_stats, reference_rows, use_log, y_range
 from .leaderboard import HEADERS, experiment_board, format_rows
-from .results import RunResults, describe_commit, unsuccessful_cells
+from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
 REPORT_FILE = "REPRODUCTION.md"
 FIGURE_DIR = "figures"
@@ -77,6 +77,8 @@ def _header(manifest: dict[str, Any]) -> list[str]:
     if argv:
         argv[0] = Path(argv[0]).name  # "moebench", not the installer's path
     command = " ".join(argv) or "?"
+    runs = describe_runs(manifest)  # a folder several runs wrote into (subset runs)
+    held = [runs[0], "", *(f"- {line}" for line in runs[1:]), ""] if runs else []
     return [
         f"# Reproduction report: `{manifest.get('suite', '?')}`",
         "",
@@ -92,6 +94,7 @@ def _header(manifest: dict[str, Any]) -> list[str]:
         f"{manifest.get('dtype', '?')}; Python {manifest.get('python', '?')}, numpy "
         f"{manifest.get('numpy', '?')}, torch {manifest.get('torch', '?')}.",
         "",
+        *held,
         VERDICT_RULE,
         "",
     ]

@@ -36,8 +36,8 @@ from ..execution.store import (
 )
 
 __all__ = ["MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS", "RunResults",
-           "UnrecordedDirection", "describe_commit", "metric_direction", "read_manifest",
-           "read_results", "unsuccessful_cells"]
+           "UnrecordedDirection", "describe_commit", "describe_runs", "metric_direction",
+           "read_manifest", "read_results", "unsuccessful_cells"]
 
 #: Statuses of a cell; the first three count as a success on leaderboards.
 STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "crashed", "skipped")
@@ -117,6 +117,42 @@ def describe_commit(manifest: Mapping[str, Any]) -> str:
     if commit.endswith("-dirty"):
         return f"git `{commit.removesuffix('-dirty')}` with uncommitted changes"
     return f"git `{commit}`, clean tree"
+
+
+def describe_runs(manifest: Mapping[str, Any]) -> list[str]:
+    """What a folder written by several runs holds (a subset run resumed into a folder keeps
+    the earlier runs' cells in its tables): one line on the cells, then one per run, oldest
+    first (start, state, experiments selected, cells, command line).
+
+    Parameters
+    ----------
+    manifest
+        The folder's ``manifest.json``.
+
+    Returns
+    -------
+    list[str]
+        The lines (markdown code spans for the command lines); empty for a folder one run
+        wrote.
+    """
+    runs = [r for r in manifest.get("runs") or [] if isinstance(r, Mapping)]
+    earlier = manifest.get("earlier_cells") or 0
+    if len(runs) < 2 and not earlier:
+        return []
+    lines = [f"The tables cover {manifest.get('cells_in_folder', '?')} cells: those of the "
+             f"last run's selection and {earlier} kept from earlier runs outside it; "
+             f"{len(runs)} runs wrote into this folder:"]
+    for r in runs:
+        argv = list(r.get("command") or [])
+        if argv:
+            argv[0] = Path(argv[0]).name
+        computed = r.get("computed")
+        lines.append(f"{r.get('started') or '?'} ({r.get('state') or '?'}): "
+                     f"{', '.join(r.get('experiments') or []) or '?'}; "
+                     f"{r.get('cells', '?')} cells"
+                     + (f" ({computed} computed)" if computed is not None else "")
+                     + f"; `{' '.join(argv) or '?'}`")
+    return lines
 
 
 @dataclass

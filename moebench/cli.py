@@ -62,6 +62,25 @@ class JobsType(click.ParamType):
         return jobs
 
 
+class RoundType(click.ParamType):
+    """``--round J/K``: ``0 <= J < K``."""
+
+    name = "J/K"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        j, _, k = str(value).partition("/")
+        try:
+            round_ = (int(j), int(k))
+        except ValueError:
+            round_ = (-1, 0)
+        if not 0 <= round_[0] < round_[1]:
+            self.fail(f"{value!r} is not J/K with 0 <= J < K (e.g. 0/3: the seeds 0, 3, 6, "
+                      "...)", param, ctx)
+        return round_
+
+
 def print_leaderboard(board) -> None:
     from .reports.leaderboard import HEADERS, format_rows
 
@@ -147,6 +166,10 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
 @click.option("--no-report", is_flag=True, help="do not write report.html")
 @click.option("--tables", is_flag=True,
               help="also print every leaderboard (they are in leaderboard.md either way)")
+@click.option("--round", "repetition_round", type=RoundType(), default=None,
+              help="run only the seeds r with r % K == J (J/K, e.g. 0/3): lets two runs "
+                   "alternate round by round, as moebench compare-commits does; combine with "
+                   "--resume to add the other rounds")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "lines", "none"]),
               default="auto", show_default=True,
               help="a bar on a terminal, plain periodic lines otherwise (auto)")
@@ -157,7 +180,8 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         experiments: tuple[str, ...] = (), algorithms: tuple[str, ...] = (),
         datasets: tuple[str, ...] = (), budget_timeout: float | None = None,
         dry_run: bool = False, no_report: bool = False, tables: bool = False,
-        progress_mode: str = "auto", verbose: bool = False) -> None:
+        repetition_round: tuple[int, int] | None = None, progress_mode: str = "auto",
+        verbose: bool = False) -> None:
     """Run SUITE_FILE and write results, leaderboards, report.html and a manifest to
     OUT/<suite>/.
 
@@ -180,7 +204,8 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         directory = _run_with_progress(
             suite, resolved, out, suite_file, progress_mode, jobs=jobs, quick=quick,
             seeds=seeds, mode=mode, executor=executor, scheduler=scheduler,
-            wall_timeout=wall_timeout, html_report=not no_report)
+            wall_timeout=wall_timeout, html_report=not no_report,
+            repetition_round=repetition_round)
     print_outcome(directory, tables=tables, strict=strict)
 
 
@@ -209,8 +234,9 @@ def _run_with_progress(suite: Suite, resolved: list[ResolvedExperiment], out: Pa
     from .progress import RunProgress
     from .runner import run_suite
 
+    j, k = options.get("repetition_round") or (0, 1)
     plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
-            for _ in range(e.repetitions) for a in e.algorithms]
+            for _ in range(j, e.repetitions, k) for a in e.algorithms]
     with RunProgress(plan, err_console, jobs=options["jobs"], mode=progress_mode,
                      title=suite.name) as shown:
         return run_suite(suite, out, suite_path=str(suite_file), progress=shown.progress,
@@ -573,22 +599,25 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float | No
 @click.option("--machine", default=None,
               help="this machine's name in the history (default: $MOEBENCH_MACHINE, else the "
                    "host name)")
-@click.option("--rerun", is_flag=True, help="run both revisions again even if the history "
-                                            "holds their results")
-@click.option("--sequential", is_flag=True,
-              help="run the revisions one after the other instead of at the same time")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="alternating rounds: round j of K runs the seeds r with r %% K == j, of one "
+                   "revision then the other, so that both meet the same machine load; 1: one "
+                   "whole run each (for revisions older than `moebench run --round`)")
+@click.option("--reuse", is_flag=True,
+              help="take a revision's results from the history when it holds a complete run "
+                   "with the same options, instead of running it again")
 @_compare_options
 def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: tuple[str, ...],
-                        history_dir: Path | None, machine: str | None, rerun: bool,
-                        sequential: bool, factor: float, time_factor: float | None,
+                        history_dir: Path | None, machine: str | None, rounds: int,
+                        reuse: bool, factor: float, time_factor: float | None,
                         metrics: tuple[str, ...], alpha: float, clock: str,
                         fail_on_regression: bool, only_changed: bool | None,
                         as_json: bool) -> None:
     """Run SUITE_FILE on revisions REV_A (base) and REV_B (change) of this git checkout, each
     in a temporary worktree with its own moebench and plugins, keep both runs in the history
     and compare them as `moebench compare` does. Options after `--` go to `moebench run`
-    (e.g. `-- --seeds 6 -e makkuva`). The two runs go at the same time, so that the machine's
-    load slows both alike."""
+    (e.g. `-- --seeds 6 -e makkuva`). The revisions run in alternating rounds of seeds, so that
+    both meet the same machine load."""
     from .history import History
     from .history.commits import repository_root, resolve_revision, run_revisions
     from .reports.compare import compare_runs
@@ -601,7 +630,7 @@ def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: t
         revisions = [resolve_revision(repo, rev) for rev in (rev_a, rev_b)]
         entries = run_revisions(revisions, str(suite_file.resolve()), list(run_options),
                                 history=History(history_dir), machine=machine, repo=repo,
-                                rerun=rerun, sequential=sequential, say=say)
+                                reuse=reuse, rounds=rounds, say=say)
         result = compare_runs(entries[0].directory, entries[1].directory, factor=factor,
                               metrics=list(metrics) or None, alpha=alpha, clock=clock,
                               time_factor=time_factor)

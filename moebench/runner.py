@@ -74,6 +74,7 @@ def run_suite(
     html_report: bool = True,
     on_cell: Callable[[dict[str, Any]], Any] | None = None,
     experiments: list[ResolvedExperiment] | None = None,
+    repetition_round: tuple[int, int] | None = None,
 ) -> Path:
     """Run a parsed suite and write results into ``<out>/<suite name>/``.
 
@@ -116,6 +117,10 @@ def run_suite(
     experiments
         The suite already resolved (:func:`moebench.suite.resolve` with the same ``quick``,
         ``seeds`` and ``max_cells``), so that a caller that resolved it does not do it twice.
+    repetition_round
+        ``(j, K)``: run only the repetitions ``r`` with ``r % K == j`` (``moebench run --round
+        j/K``), so that two revisions' runs can alternate round by round
+        (``moebench compare-commits``).
 
     Returns
     -------
@@ -136,7 +141,8 @@ def run_suite(
         experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
                               max_cells=max_cells)
     run = SuiteRun(suite, experiments, Path(out), jobs=jobs, mode=mode, suite_path=suite_path,
-                   quick=quick, executor=executor, on_cell=on_cell, progress=progress)
+                   quick=quick, executor=executor, on_cell=on_cell, progress=progress,
+                   repetition_round=repetition_round)
     run.store.write_manifest(run.manifest)
     todo = run.cells_to_run(wall_timeout)
     stop = StopRequest()
@@ -166,13 +172,15 @@ class SuiteRun:
     def __init__(self, suite: Suite, experiments: list[ResolvedExperiment], out: Path, *,
                  jobs: int, mode: Mode, suite_path: str | None, quick: bool, executor: Executor,
                  on_cell: Callable[[dict[str, Any]], Any] | None,
-                 progress: Callable[[int, int], Any] | None) -> None:
+                 progress: Callable[[int, int], Any] | None,
+                 repetition_round: tuple[int, int] | None = None) -> None:
         device = plugins.get("devices", suite.device)()
         if not device.is_available():
             raise MoebenchError(device.unavailable_reason())
         self.suite, self.experiments, self.mode = suite, experiments, mode
         self.on_cell, self.progress = on_cell, progress
-        self.total = sum(len(e.datasets) * len(e.algorithms) * e.repetitions
+        self.round = repetition_round
+        self.total = sum(len(e.datasets) * len(e.algorithms) * len(self._repetitions(e))
                          for e in experiments)
         self.store = ResultStore(out / suite.name, mode)
         self.memory = suite.memory_limit_bytes()
@@ -191,9 +199,18 @@ class SuiteRun:
             metric_directions=metric_directions(
                 experiments, directions if isinstance(directions, dict) else None),
             experiments=[describe_experiment(e) for e in experiments])
+        if repetition_round is not None:
+            self.manifest["round"] = "{}/{}".format(*repetition_round)
         self.manifest["runs"] = [run_entry(self.manifest)]
         merge_recorded(self.manifest, recorded)
         self.done = 0
+
+    def _repetitions(self, experiment: ResolvedExperiment) -> range:
+        """The repetitions of ``experiment`` this run computes (all, or this round's)."""
+        if self.round is None:
+            return range(experiment.repetitions)
+        j, k = self.round
+        return range(j, experiment.repetitions, k)
 
     def cells_to_run(self, wall_timeout: float | None) -> list[tuple[CellSpec, Limits]]:
         """Every cell of the suite that must run, with its limits; the cells a resumed folder
@@ -203,6 +220,8 @@ class SuiteRun:
         suite = self.suite
         for spec in expand_cells(suite.name, suite.seed, self.experiments, suite.device,
                                  suite.dtype):
+            if self.round is not None and spec.repetition % self.round[1] != self.round[0]:
+                continue
             kept = self.store.reusable(spec.key) if self.mode == "resume" else None
             if kept is not None:
                 self.report(kept, new=False)

@@ -9,14 +9,19 @@ the ones ``importlib.metadata`` finds (ahead of the installed copy's). Third-par
 versions of them needs its own environment (asv builds one per commit for the kernel
 benchmarks, ``docs/kernel-benchmarks.md``).
 
-The two runs go **at the same time** by default, one worker each: whatever else loads the
-machine then slows both alike, where two runs one after the other can meet different loads
-(measured on a shared 2-core machine: the same code 1.2-1.4x slower in CPU time per
-iteration in the second of two runs, none when they ran together). ``sequential=True`` runs
-them one after the other (one core, a GPU).
+The revisions run **in alternating rounds**, as ``asv run --interleave-rounds`` does: round
+``j`` of ``K`` runs the repetitions ``r`` with ``r % K == j`` (``moebench run --round j/K``),
+first of one revision and then of the other, swapping the order every round. A seed's two cells
+then run seconds apart, so a change in the machine's load between them is rare, where two
+whole runs one after the other can meet different loads: CPU time is not immune to load (a
+neighbour that fills the caches slows the CPU work itself; measured on this project's shared
+2-core machine: the same code 1.2-1.4x slower per iteration in CPU time in the second of two
+runs, up to 1.9x next to two busy processes). ``rounds=1`` runs each revision once, whole
+(revisions that predate ``--round`` need it).
 
-Runs land in the history (:mod:`moebench.history.database`); a revision whose run with the same
-options is already there, complete, on this machine is not run again unless ``rerun``.
+Runs land in the history (:mod:`moebench.history.database`), replacing an earlier run of the
+same commit with the same options on this machine; with ``reuse`` such a run is taken instead
+of running the revision again (it was not run alongside the other revision: load may differ).
 """
 
 from __future__ import annotations
@@ -124,47 +129,50 @@ def _suite_in(tree: Path, repo: Path, suite: str) -> Path:
     return inside
 
 
-def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
-           log: Path) -> subprocess.Popen:
+def _run_once(tree: Path, path: str, suite: Path, out: Path, options: list[str], log: Path,
+              revision: Revision) -> None:
+    """One ``moebench run`` of ``revision`` in its worktree, appending to ``log``."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": path}
     command = [sys.executable, "-m", "moebench.cli", "run", str(suite), "--out", str(out),
                "--no-report", "--progress", "lines", *options]
-    handle = log.open("w")
-    try:
-        return subprocess.Popen(command, cwd=tree, env=env, stdout=handle,
-                                stderr=subprocess.STDOUT)
-    finally:
-        handle.close()
-
-
-def _finish(process: subprocess.Popen, revision: Revision, log: Path) -> None:
-    code = process.wait()
-    if code not in (0, 3):
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise MoebenchError(f"the suite run of {revision.rev} ({revision.sha[:8]}) exited "
-                            f"with {code}; its log is {log}:\n{tail}")
+    with log.open("a") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(command, cwd=tree, env=env, stdout=handle,
+                              stderr=subprocess.STDOUT).returncode
+    if code in (0, 3):
+        return
+    text = log.read_text(errors="replace")
+    if "No such option: --round" in text:
+        raise MoebenchError(f"{revision.rev} ({revision.sha[:8]}) predates `moebench run "
+                            "--round`: compare it with --rounds 1 (one whole run per revision, "
+                            "one after the other)")
+    tail = "\n".join(text.splitlines()[-15:])
+    raise MoebenchError(f"the suite run of {revision.rev} ({revision.sha[:8]}) exited with "
+                        f"{code}; its log is {log}:\n{tail}")
 
 
 def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
                   history: History, machine: str | None = None, repo: Path,
-                  rerun: bool = False, sequential: bool = False,
+                  reuse: bool = False, rounds: int = 3,
                   say: Callable[[str], object] = print) -> list[HistoryEntry]:
-    """Run ``suite`` with ``options`` on each revision (together unless ``sequential``) into
-    the history, reusing complete runs unless ``rerun``; returns their entries in order."""
+    """Run ``suite`` with ``options`` on each revision into the history, in ``rounds``
+    alternating rounds (see the module docstring); with ``reuse``, a revision whose complete
+    run is already in the history is not run again. Returns the entries in order."""
     machine = machine_name(machine)
     suite_name = _suite_name(repo, suite)
     entries: dict[str, HistoryEntry] = {}
     todo = []
     for revision in dict.fromkeys(revisions):
-        found = None if rerun else history.find(machine, revision.sha, suite_name, options)
+        found = None if not reuse else history.find(machine, revision.sha, suite_name, options)
         if found is not None:
             say(f"{revision.rev} ({revision.sha[:8]}): kept from the history, {found.directory}")
             entries[revision.sha] = found
         else:
             todo.append(revision)
     if todo:
-        entries.update(_run_all(todo, suite, options, history, machine, repo, sequential, say))
+        entries.update(_run_all(todo, suite, options, history, machine, repo, rounds, say))
     return [entries[r.sha] for r in revisions]
 
 
@@ -174,35 +182,35 @@ def _suite_name(repo: Path, suite: str) -> str:
 
 
 def _run_all(todo: list[Revision], suite: str, options: list[str], history: History,
-             machine: str, repo: Path, sequential: bool,
+             machine: str, repo: Path, rounds: int,
              say: Callable[[str], object]) -> dict[str, HistoryEntry]:
-    runs: list[tuple[Revision, subprocess.Popen, Path, Path]] = []
+    outs = {}
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moebench-")))
-        try:
-            for revision in todo:
-                tree, path = stack.enter_context(checked_out(repo, revision, scratch))
-                out = history.parent_for(machine, revision.sha, options)
-                if out.exists():
-                    shutil.rmtree(out)  # an incomplete or unwanted earlier run of this commit
-                log = out / "run.log"
-                suite_file = _suite_in(tree, repo, suite)
-                say(f"{revision.rev} ({revision.sha[:8]} {revision.subject[:60]}): running "
-                    f"{suite} {' '.join(options)}; log {log}")
-                runs.append((revision, _start(tree, path, suite_file, out, options, log), out,
-                             log))
-                if sequential:
-                    _finish(runs[-1][1], revision, log)
-            for revision, process, _, log in runs:
-                _finish(process, revision, log)
-        except BaseException:
-            for _, process, _, _ in runs:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait()
-            raise
+        places = {}
+        for revision in todo:
+            tree, path = stack.enter_context(checked_out(repo, revision, scratch))
+            out = history.parent_for(machine, revision.sha, options)
+            if out.exists():
+                shutil.rmtree(out)  # an earlier run of this commit: replaced
+            out.mkdir(parents=True)
+            places[revision.sha] = (tree, path, _suite_in(tree, repo, suite), out)
+            outs[revision.sha] = out
+            say(f"{revision.rev}: {revision.sha[:8]} {revision.subject[:60]} (log: "
+                f"{out / 'run.log'})")
+        for j in range(rounds):
+            order = todo if j % 2 == 0 else todo[::-1]
+            extra = [] if rounds == 1 else ["--round", f"{j}/{rounds}"] + (
+                ["--resume"] if j else [])
+            for revision in order:
+                tree, path, suite_file, out = places[revision.sha]
+                if rounds > 1:
+                    say(f"round {j + 1}/{rounds}: {revision.rev}")
+                _run_once(tree, path, suite_file, out, [*options, *extra], out / "run.log",
+                          revision)
     entries = {}
-    for revision, _, out, _ in runs:
+    for revision in todo:
+        out = outs[revision.sha]
         folders = [p for p in out.iterdir() if (p / "manifest.json").is_file()]
         if len(folders) != 1:
             raise MoebenchError(f"the run of {revision.rev} wrote no results folder in {out}")

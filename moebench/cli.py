@@ -600,24 +600,27 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float | No
               help="this machine's name in the history (default: $MOEBENCH_MACHINE, else the "
                    "host name)")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="alternating rounds: round j of K runs the seeds r with r %% K == j, of one "
-                   "revision then the other, so that both meet the same machine load; 1: one "
-                   "whole run each (for revisions older than `moebench run --round`)")
+              help="round j of K runs the seeds r with r %% K == j of both revisions side by "
+                   "side, so that a seed's two cells meet the same machine state; 1: one whole "
+                   "run each (for revisions older than `moebench run --round`)")
+@click.option("--sequential", is_flag=True,
+              help="within a round, run the revisions one after the other (alternating which "
+                   "goes first) instead of side by side: for one core or one GPU")
 @click.option("--reuse", is_flag=True,
               help="take a revision's results from the history when it holds a complete run "
                    "with the same options, instead of running it again")
 @_compare_options
 def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: tuple[str, ...],
                         history_dir: Path | None, machine: str | None, rounds: int,
-                        reuse: bool, factor: float, time_factor: float | None,
+                        sequential: bool, reuse: bool, factor: float, time_factor: float | None,
                         metrics: tuple[str, ...], alpha: float, clock: str,
                         fail_on_regression: bool, only_changed: bool | None,
                         as_json: bool) -> None:
     """Run SUITE_FILE on revisions REV_A (base) and REV_B (change) of this git checkout, each
     in a temporary worktree with its own moebench and plugins, keep both runs in the history
     and compare them as `moebench compare` does. Options after `--` go to `moebench run`
-    (e.g. `-- --seeds 6 -e makkuva`). The revisions run in alternating rounds of seeds, so that
-    both meet the same machine load."""
+    (e.g. `-- --seeds 6 -e makkuva`). The revisions run side by side, in rounds of seeds, so that
+    a seed's two cells meet the same machine state."""
     from .history import History
     from .history.commits import repository_root, resolve_revision, run_revisions
     from .reports.compare import compare_runs
@@ -630,7 +633,8 @@ def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: t
         revisions = [resolve_revision(repo, rev) for rev in (rev_a, rev_b)]
         entries = run_revisions(revisions, str(suite_file.resolve()), list(run_options),
                                 history=History(history_dir), machine=machine, repo=repo,
-                                reuse=reuse, rounds=rounds, say=say)
+                                reuse=reuse, rounds=rounds, sequential=sequential,
+                                say=say)
         result = compare_runs(entries[0].directory, entries[1].directory, factor=factor,
                               metrics=list(metrics) or None, alpha=alpha, clock=clock,
                               time_factor=time_factor)

@@ -9,15 +9,17 @@ the ones ``importlib.metadata`` finds (ahead of the installed copy's). Third-par
 versions of them needs its own environment (asv builds one per commit for the kernel
 benchmarks, ``docs/kernel-benchmarks.md``).
 
-The revisions run **in alternating rounds**, as ``asv run --interleave-rounds`` does: round
-``j`` of ``K`` runs the repetitions ``r`` with ``r % K == j`` (``moebench run --round j/K``),
-first of one revision and then of the other, swapping the order every round. A seed's two cells
-then run seconds apart, so a change in the machine's load between them is rare, where two
-whole runs one after the other can meet different loads: CPU time is not immune to load (a
-neighbour that fills the caches slows the CPU work itself; measured on this project's shared
-2-core machine: the same code 1.2-1.4x slower per iteration in CPU time in the second of two
-runs, up to 1.9x next to two busy processes). ``rounds=1`` runs each revision once, whole
-(revisions that predate ``--round`` need it).
+The two revisions run **at the same time, in rounds**: round ``j`` of ``K`` runs the
+repetitions ``r`` with ``r % K == j`` (``moebench run --round j/K``) of both revisions at once,
+each in its own process, and the next round starts when both are done. A seed's two cells then
+run side by side, under the same machine state. CPU time is not immune to that state: the
+host's clock frequency, its other tenants and a neighbour that fills the caches slow the CPU
+work itself (measured on this project's 2-core VM: the same pure-Python loop 2.7 ms or 4.1 ms
+of CPU time depending on whether the core had just idled; two whole runs one after the other
+differed by 1.2-1.4x, runs side by side by less than the noise). Rounds put both runs back in
+step after process start-up. ``sequential=True`` runs them one after the other within each
+round, alternating which goes first (one core, one GPU); ``rounds=1`` runs each revision whole
+(revisions older than ``--round`` need it).
 
 Runs land in the history (:mod:`moebench.history.database`), replacing an earlier run of the
 same commit with the same options on this machine; with ``reuse`` such a run is taken instead
@@ -129,25 +131,28 @@ def _suite_in(tree: Path, repo: Path, suite: str) -> Path:
     return inside
 
 
-def _run_once(tree: Path, path: str, suite: Path, out: Path, options: list[str], log: Path,
-              revision: Revision) -> None:
-    """One ``moebench run`` of ``revision`` in its worktree, appending to ``log``."""
-    out.mkdir(parents=True, exist_ok=True)
+def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
+           log: Path) -> subprocess.Popen:
+    """Start one ``moebench run`` of a revision in its worktree, appending to ``log``."""
     env = {**os.environ, "PYTHONPATH": path}
     command = [sys.executable, "-m", "moebench.cli", "run", str(suite), "--out", str(out),
                "--no-report", "--progress", "lines", *options]
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
-        code = subprocess.run(command, cwd=tree, env=env, stdout=handle,
-                              stderr=subprocess.STDOUT).returncode
+        return subprocess.Popen(command, cwd=tree, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def _wait(process: subprocess.Popen, revision: Revision, log: Path) -> None:
+    """Wait for a run; a failed one raises with the end of its log."""
+    code = process.wait()
     if code in (0, 3):
         return
     text = log.read_text(errors="replace")
     if "No such option: --round" in text:
         raise MoebenchError(f"{revision.rev} ({revision.sha[:8]}) predates `moebench run "
-                            "--round`: compare it with --rounds 1 (one whole run per revision, "
-                            "one after the other)")
+                            "--round`: compare it with --rounds 1 (one whole run per revision)")
     tail = "\n".join(text.splitlines()[-15:])
     raise MoebenchError(f"the suite run of {revision.rev} ({revision.sha[:8]}) exited with "
                         f"{code}; its log is {log}:\n{tail}")
@@ -155,7 +160,7 @@ def _run_once(tree: Path, path: str, suite: Path, out: Path, options: list[str],
 
 def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
                   history: History, machine: str | None = None, repo: Path,
-                  reuse: bool = False, rounds: int = 3,
+                  reuse: bool = False, rounds: int = 3, sequential: bool = False,
                   say: Callable[[str], object] = print) -> list[HistoryEntry]:
     """Run ``suite`` with ``options`` on each revision into the history, in ``rounds``
     alternating rounds (see the module docstring); with ``reuse``, a revision whose complete
@@ -172,7 +177,8 @@ def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
         else:
             todo.append(revision)
     if todo:
-        entries.update(_run_all(todo, suite, options, history, machine, repo, rounds, say))
+        entries.update(_run_all(todo, suite, options, history, machine, repo, rounds,
+                                sequential, say))
     return [entries[r.sha] for r in revisions]
 
 
@@ -181,8 +187,29 @@ def _suite_name(repo: Path, suite: str) -> str:
     return load_suite(path).name
 
 
+def _run_round(order: list[Revision], places: dict[str, tuple[Path, str, Path, Path]],
+               options: list[str], sequential: bool) -> None:
+    """One round: every revision's run, at the same time unless ``sequential``."""
+    started: list[tuple[Revision, subprocess.Popen, Path]] = []
+    try:
+        for revision in order:
+            tree, path, suite_file, out = places[revision.sha]
+            log = out / "run.log"
+            started.append((revision, _start(tree, path, suite_file, out, options, log), log))
+            if sequential:
+                _wait(started[-1][1], revision, log)
+        for revision, process, log in started:
+            _wait(process, revision, log)
+    except BaseException:
+        for _, process, _ in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+        raise
+
+
 def _run_all(todo: list[Revision], suite: str, options: list[str], history: History,
-             machine: str, repo: Path, rounds: int,
+             machine: str, repo: Path, rounds: int, sequential: bool,
              say: Callable[[str], object]) -> dict[str, HistoryEntry]:
     outs = {}
     with ExitStack() as stack:
@@ -199,15 +226,12 @@ def _run_all(todo: list[Revision], suite: str, options: list[str], history: Hist
             say(f"{revision.rev}: {revision.sha[:8]} {revision.subject[:60]} (log: "
                 f"{out / 'run.log'})")
         for j in range(rounds):
-            order = todo if j % 2 == 0 else todo[::-1]
             extra = [] if rounds == 1 else ["--round", f"{j}/{rounds}"] + (
                 ["--resume"] if j else [])
-            for revision in order:
-                tree, path, suite_file, out = places[revision.sha]
-                if rounds > 1:
-                    say(f"round {j + 1}/{rounds}: {revision.rev}")
-                _run_once(tree, path, suite_file, out, [*options, *extra], out / "run.log",
-                          revision)
+            order = todo if j % 2 == 0 else todo[::-1]
+            say(f"round {j + 1}/{rounds}: " + (" then " if sequential else " and ").join(
+                r.rev for r in order))
+            _run_round(order, places, [*options, *extra], sequential)
     entries = {}
     for revision in todo:
         out = outs[revision.sha]

@@ -295,6 +295,11 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"results in {escape(str(directory))}  "
                   f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False)
+    earlier = loaded.manifest.get("earlier_cells") or 0
+    if earlier:
+        console.print(f"the tables and reports cover all {len(finals)} cells of the folder: "
+                      f"{earlier} from earlier runs, {len(finals) - earlier} from this one",
+                      highlight=False)
     for line in where_lines(directory):
         console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     problems = failure_kinds(results)

@@ -225,9 +225,9 @@ class ResultStore:
         """The cells of earlier runs in the folder that this run did not report, which the
         folder's outputs still describe.
 
-        Of the earlier lines of ``cells.jsonl`` (the last line of each key), those whose status
-        ``--resume`` keeps (:data:`REUSABLE`: finished results; failed attempts are left to the
-        next run that selects them); of several with the same coordinates (experiment,
+        Of the earlier lines of ``cells.jsonl`` (the last line of each key), whatever their
+        status (an earlier error or crash stays in ``failures.md`` until a run that selects
+        the cell computes it again); of several with the same coordinates (experiment,
         dataset, algorithm, repetition: the same cell computed under another configuration),
         the later one (by its key's first line); none at the coordinates of a cell of
         this run, which replaces it. Empty unless the store resumes a folder.
@@ -240,7 +240,7 @@ class ResultStore:
         taken = {cell_coordinates(rows) for rows in self.cells.values()}
         latest: dict[tuple[Any, ...], str] = {}
         for identity, rows in self.previous.items():
-            if identity not in self.cells and rows[-1].get("status") in REUSABLE:
+            if identity not in self.cells:
                 latest[cell_coordinates(rows)] = identity
         keep = {identity for at, identity in latest.items() if at not in taken}
         return {k: rows for k, rows in self.previous.items() if k in keep}

@@ -127,7 +127,7 @@ def test_a_changed_configuration_replaces_the_earlier_cell(fresh_plugins, tmp_pa
 
 
 def test_the_store_describes_the_folder(tmp_path):
-    """folder_cells: earlier finished cells, not failed ones, none superseded by this run."""
+    """folder_cells: every earlier cell, failed ones too, none superseded by this run."""
     def cell(key, alg, status, rep=0):
         return [{"key": key, "experiment": "e", "dataset": "d", "algorithm": alg,
                  "repetition": rep, "record": "final", "status": status}]
@@ -137,13 +137,13 @@ def test_the_store_describes_the_folder(tmp_path):
                  cell("d", "w", "max_iter"), cell("d2", "w", "done")):
         store.append(rows)
     resumed = ResultStore(tmp_path / "s", "resume")
-    assert list(resumed.folder_cells()) == ["a", "c", "d2"]
+    assert list(resumed.folder_cells()) == ["a", "b", "c", "d2"]
     resumed.keep(resumed.reusable("a"))
     resumed.append(cell("c2", "z", "error"))  # this run's cell at c's coordinates
-    assert list(resumed.earlier_cells()) == ["d2"]
-    assert list(resumed.folder_cells()) == ["d2", "a", "c2"]
+    assert list(resumed.earlier_cells()) == ["b", "d2"]
+    assert list(resumed.folder_cells()) == ["b", "d2", "a", "c2"]
     assert [r["status"] for r in resumed.finals()] == ["done", "error"]
-    assert len(resumed.frame()) == 3
+    assert len(resumed.frame()) == 4
 
 
 def test_a_subset_through_the_command_line(fresh_plugins, tmp_path):
@@ -156,6 +156,8 @@ def test_a_subset_through_the_command_line(fresh_plugins, tmp_path):
     subset = cli.invoke(main, ["run", str(suite_file), "--out", str(out), "-e", "second",
                                "-a", "gd", "--resume"])
     assert subset.exit_code == 0, subset.output
+    assert "cover all 8 cells of the folder: 6 from earlier runs, 2 from this one" in \
+        " ".join(subset.output.split())
     directory = out / "subset-test"
     assert len(finals(directory)) == 8
     board = pd.read_csv(directory / "leaderboard.csv")

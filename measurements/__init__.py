@@ -11,9 +11,6 @@ scan this folder.
 - ``compare_devices``: equality of two runs of one suite on different devices.
 - ``compare_peers``: joint EM next to flexmix (R) and cgmm on the same data and start.
 - ``stream_em``: EM on a memory-mapped NPZ file larger than memory.
-- ``compare_commits.sh``: one suite run on two commits, then ``moebench compare``.
-- ``asv_compare_commits.sh``: the asv benchmarks of two commits, then ``asv compare``.
 - ``gpu_check.sh``: kernels and the smoke suite on CUDA against the CPU.
-- ``worktrees.sh``: temporary git worktrees, sourced by the two ``compare`` scripts.
 - ``RESULTS.md``: what these scripts measured, and where.
 """

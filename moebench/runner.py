@@ -98,29 +98,25 @@ def run_suite(
     mode
         ``"new"`` refuses a folder that holds results; ``"resume"`` keeps its finished cells
         (``done``/``max_iter``/``timeout``/``skipped`` with the same key) and runs the rest;
-        ``"overwrite"`` discards them. The outputs of a resumed folder describe every
-        finished cell it holds, also those of earlier runs outside this run's selection
-        (``experiments``, ``seeds``, or a suite changed since); a cell this run computes
-        replaces an earlier one at the same experiment, dataset, algorithm and repetition.
+        ``"overwrite"`` discards them. A resumed folder's outputs describe every cell it
+        holds, earlier runs' cells outside this selection too (a cell this run computes
+        replaces one at the same experiment, dataset, algorithm and repetition).
     executor, scheduler
-        ``"local"`` (a pool of worker processes) or ``"dask"`` (``distributed``; a
-        ``LocalCluster`` unless ``scheduler`` gives an address).
+        ``"local"`` (worker processes) or ``"dask"`` (a ``LocalCluster`` or ``scheduler``).
     wall_timeout
         Hard wall-clock limit per cell in seconds, overriding the suite's.
     max_cells
         Refuse grids with more cells than this (``None``: no limit).
     html_report
-        Write the interactive ``report.html`` at the end (``moebench run --no-report``: no).
+        Write ``report.html`` at the end (``moebench run --no-report``: no).
     on_cell
-        Called with the final row of each cell as it is reported (finished or kept by
-        ``--resume``), before ``progress``: the command line's progress display uses it.
+        Called with the final row of each cell as it is reported (finished or kept), before
+        ``progress``.
     experiments
         The suite already resolved (:func:`moebench.suite.resolve` with the same ``quick``,
         ``seeds`` and ``max_cells``), so that a caller that resolved it does not do it twice.
     repetition_round
-        ``(j, K)``: run only the repetitions ``r`` with ``r % K == j`` (``moebench run --round
-        j/K``), so that two revisions' runs can alternate round by round
-        (``moebench compare-commits``).
+        ``(j, K)``: only the repetitions ``r`` with ``r % K == j`` (``--round j/K``).
 
     Returns
     -------
@@ -134,8 +130,7 @@ def run_suite(
     ResultsExist
         ``mode="new"`` and the folder holds results.
     Interrupted
-        Ctrl-C or SIGTERM: the finished cells, the table, the leaderboards and a manifest
-        marked ``interrupted`` are written first.
+        Ctrl-C or SIGTERM, after the finished cells, tables and manifest are written.
     """
     if experiments is None:
         experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,

@@ -110,8 +110,7 @@ def run_suite(
     html_report
         Write ``report.html`` at the end (``moebench run --no-report``: no).
     on_cell
-        Called with the final row of each cell as it is reported (finished or kept), before
-        ``progress``.
+        Called with the final row of each cell reported (finished or kept), before progress.
     experiments
         The suite already resolved (:func:`moebench.suite.resolve` with the same ``quick``,
         ``seeds`` and ``max_cells``), so that a caller that resolved it does not do it twice.

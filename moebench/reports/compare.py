@@ -39,7 +39,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .measures import CONFIG, TIME, Clock, clock_available, format_seconds, seed_measures
+from .measures import (
+    CONFIG,
+    TIME,
+    Clock,
+    clock_available,
+    format_seconds,
+    seed_measures,
+    with_config,
+)
 from .results import SUCCESS, RunResults, metric_direction
 
 #: The default factor of times (see the module docstring for the measurements behind it).
@@ -214,11 +222,7 @@ def compare_runs(run_a: RunResults | str | Path, run_b: RunResults | str | Path,
 
 
 def _by_config(run: RunResults) -> dict[tuple, pd.DataFrame]:
-    finals = run.frame[run.frame["record"] == "final"].copy()
-    for c in CONFIG:
-        if c not in finals:
-            finals[c] = ""
-    finals[CONFIG] = finals[CONFIG].astype(str)
+    finals = with_config(run.frame[run.frame["record"] == "final"])
     return {tuple(k): g for k, g in finals.groupby(CONFIG, sort=False)}
 
 

@@ -5,10 +5,11 @@ parameters, :data:`CONFIG`); its cells differ only by ``repetition``. The statis
 the seed: every successful cell gives **one** value per measure,
 
 - ``time``: the median algorithm time per iteration of that cell, on the CPU clock
-  (``cpu_time``, the default: time the process spent computing, which waiting for a busy core
-  does not stretch) or the wall clock (``time``). Iteration rows hold cumulative times, so a
-  step is the difference of two recorded rows divided by the iterations between them; a cell
-  that recorded fewer than two iterations gives its total time over its iterations;
+  (``cpu_time``, the default: time the algorithm's thread spent computing, which waiting for a
+  busy core does not stretch, though a slower core does) or the wall clock (``time``).
+  Iteration rows hold cumulative times, so a step is the difference of two recorded rows
+  divided by the iterations between them; a cell that recorded fewer than two iterations
+  gives its total time over its iterations;
 - each metric: its value in the cell's ``final`` row.
 
 Iterations of one cell are not independent samples (they share the data, the initial point and
@@ -40,7 +41,8 @@ def clock_available(run: RunResults, clock: Clock) -> bool:
     return column in run.frame and bool(run.frame[column].notna().any())
 
 
-def _with_config(rows: pd.DataFrame) -> pd.DataFrame:
+def with_config(rows: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``rows`` with every :data:`CONFIG` column, as text (``""`` where missing)."""
     rows = rows.copy()
     for c in CONFIG:
         if c not in rows:
@@ -52,7 +54,7 @@ def _with_config(rows: pd.DataFrame) -> pd.DataFrame:
 def successful_finals(run: RunResults) -> pd.DataFrame:
     """The ``final`` rows of ``run``'s successful cells, configuration columns as text."""
     finals = run.frame[run.frame["record"] == "final"]
-    return _with_config(finals[finals["status"].isin(SUCCESS)])
+    return with_config(finals[finals["status"].isin(SUCCESS)])
 
 
 def seed_times(run: RunResults, clock: Clock = "cpu") -> pd.DataFrame:
@@ -63,7 +65,7 @@ def seed_times(run: RunResults, clock: Clock = "cpu") -> pd.DataFrame:
     run
         A loaded results folder.
     clock
-        ``"cpu"`` (process CPU time) or ``"wall"``.
+        ``"cpu"`` (CPU time of the thread running the algorithm) or ``"wall"``.
 
     Returns
     -------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -566,7 +567,11 @@ def _show_comparison(result, only_changed: bool | None, as_json: bool,
         for c in shown:
             cells = [escape(x) for x in change_cells(c)]
             table.add_row(*cells, style=styles.get(c.mark))
+        table.columns[-1].overflow = "fold"  # k=2 and k=3 must not both become "synthetic-…"
         console.print(table)
+        if len(shown) < len(result.changes):
+            console.print(f"({len(result.changes) - len(shown)} unchanged measure(s) not shown; "
+                          "--all lists them)", highlight=False)
         for line in summary_lines(result):
             console.print(escape(line), highlight=False, soft_wrap=True)
     if fail_on_regression and result.regressions:
@@ -591,7 +596,8 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float,
         result = compare_runs(run_a, run_b, factor=factor, metrics=list(metrics) or None,
                               alpha=alpha, clock=clock, time_factor=time_factor)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     _show_comparison(result, only_changed, as_json, fail_on_regression)
 
@@ -608,7 +614,7 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float,
               help="this machine's name in the history (default: $MOEBENCH_MACHINE, else the "
                    "host name)")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="round j of K runs the seeds r with r %% K == j of both revisions side by "
+              help="round j of K runs the seeds r with r % K == j of both revisions side by "
                    "side, so that a seed's two cells meet the same machine state; 1: one whole "
                    "run each (for revisions older than `moebench run --round`)")
 @click.option("--sequential", is_flag=True,
@@ -636,6 +642,10 @@ def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: t
     def say(text: str) -> None:
         err_console.print(escape(text), highlight=False, soft_wrap=True)
 
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds: runs stopped, worktrees removed
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         repo = repository_root(Path.cwd())
         revisions = [resolve_revision(repo, rev) for rev in (rev_a, rev_b)]
@@ -647,8 +657,14 @@ def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: t
                               metrics=list(metrics) or None, alpha=alpha, clock=clock,
                               time_factor=time_factor)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted: the runs were stopped and their worktrees "
+                          "removed; the history keeps its earlier runs[/yellow]",
+                          highlight=False, soft_wrap=True)
+        sys.exit(130)
     _show_comparison(result, only_changed, as_json, fail_on_regression)
 
 
@@ -670,10 +686,18 @@ def history_cmd(history_dir: Path | None, out: Path, machine: str | None, suite:
     from .history import History, publish
 
     try:
-        page = publish(History(history_dir), out, machine=machine, suite=suite, clock=clock)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            page = publish(History(history_dir), out, machine=machine, suite=suite,
+                           clock=clock)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
+    finally:
+        for warning in caught:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}",
+                              highlight=False, soft_wrap=True)
     console.print(f"wrote {escape(str(page))}", highlight=False)
 
 

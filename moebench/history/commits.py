@@ -84,7 +84,7 @@ def repository_root(start: Path) -> Path:
         return Path(_git(start, "rev-parse", "--show-toplevel").strip())
     except MoebenchError as exc:
         raise MoebenchError(f"{start} is not inside a git checkout of moebench: run "
-                            "compare-commits from one (or give --repo)") from exc
+                            "compare-commits from one") from exc
 
 
 def _dist_info(tree: Path, into: Path) -> None:
@@ -131,9 +131,22 @@ def _suite_in(tree: Path, repo: Path, suite: str) -> Path:
     return inside
 
 
+def core_sets(ways: int) -> list[set[int] | None]:
+    """The usable cores split into ``ways`` disjoint sets (``None``: no pinning, where there
+    are fewer cores than ways or no affinity on this system)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return [None] * ways
+    if len(cores) < ways:
+        return [None] * ways
+    return [set(cores[i::ways]) for i in range(ways)]
+
+
 def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
-           log: Path) -> subprocess.Popen:
-    """Start one ``moebench run`` of a revision in its worktree, appending to ``log``."""
+           log: Path, cores: set[int] | None = None) -> subprocess.Popen:
+    """Start one ``moebench run`` of a revision in its worktree, appending to ``log``; with
+    ``cores``, pinned to them (its workers then use as many torch threads as it has cores)."""
     env = {**os.environ, "PYTHONPATH": path}
     command = [sys.executable, "-m", "moebench.cli", "run", str(suite), "--out", str(out),
                "--no-report", "--progress", "lines", *options]
@@ -141,7 +154,8 @@ def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
         return subprocess.Popen(command, cwd=tree, env=env, stdout=handle,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=None if cores is None
+                                else (lambda: os.sched_setaffinity(0, cores)))
 
 
 def _wait(process: subprocess.Popen, revision: Revision, log: Path) -> None:
@@ -150,12 +164,16 @@ def _wait(process: subprocess.Popen, revision: Revision, log: Path) -> None:
     if code in (0, 3):
         return
     text = log.read_text(errors="replace")
-    if "No such option: --round" in text:
+    if "No such option" in text and "--round" in text:
         raise MoebenchError(f"{revision.rev} ({revision.sha[:8]}) predates `moebench run "
                             "--round`: compare it with --rounds 1 (one whole run per revision)")
     tail = "\n".join(text.splitlines()[-15:])
     raise MoebenchError(f"the suite run of {revision.rev} ({revision.sha[:8]}) exited with "
                         f"{code}; its log is {log}:\n{tail}")
+
+
+#: The suffix of the folder a revision's run goes to until it has succeeded.
+PARTIAL_SUFFIX = ".partial"
 
 
 def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
@@ -166,10 +184,15 @@ def run_revisions(revisions: list[Revision], suite: str, options: list[str], *,
     alternating rounds (see the module docstring); with ``reuse``, a revision whose complete
     run is already in the history is not run again. Returns the entries in order."""
     machine = machine_name(machine)
+    if len({r.sha for r in revisions}) < len(revisions):
+        raise MoebenchError(
+            f"{' and '.join(r.rev for r in revisions)} are the same commit "
+            f"({revisions[0].sha[:8]}): nothing to compare; to see the noise of identical "
+            "code, compare two commits that differ only in a comment")
     suite_name = _suite_name(repo, suite)
     entries: dict[str, HistoryEntry] = {}
     todo = []
-    for revision in dict.fromkeys(revisions):
+    for revision in revisions:
         found = None if not reuse else history.find(machine, revision.sha, suite_name, options)
         if found is not None:
             say(f"{revision.rev} ({revision.sha[:8]}): kept from the history, {found.directory}")
@@ -189,13 +212,16 @@ def _suite_name(repo: Path, suite: str) -> str:
 
 def _run_round(order: list[Revision], places: dict[str, tuple[Path, str, Path, Path]],
                options: list[str], sequential: bool) -> None:
-    """One round: every revision's run, at the same time unless ``sequential``."""
+    """One round: every revision's run, at the same time unless ``sequential`` (then each on
+    its own share of the cores, so that neither run's threads outnumber its cores)."""
     started: list[tuple[Revision, subprocess.Popen, Path]] = []
+    pins = [None] * len(order) if sequential else core_sets(len(order))
     try:
-        for revision in order:
+        for revision, cores in zip(order, pins, strict=True):
             tree, path, suite_file, out = places[revision.sha]
             log = out / "run.log"
-            started.append((revision, _start(tree, path, suite_file, out, options, log), log))
+            started.append((revision, _start(tree, path, suite_file, out, options, log, cores),
+                            log))
             if sequential:
                 _wait(started[-1][1], revision, log)
         for revision, process, log in started:
@@ -217,13 +243,15 @@ def _run_all(todo: list[Revision], suite: str, options: list[str], history: Hist
         places = {}
         for revision in todo:
             tree, path = stack.enter_context(checked_out(repo, revision, scratch))
-            out = history.parent_for(machine, revision.sha, options)
+            final = history.parent_for(machine, revision.sha, options)
+            # runs go to a side folder and replace an earlier run only once they succeeded
+            out = final.with_name(final.name + PARTIAL_SUFFIX)
             if out.exists():
-                shutil.rmtree(out)  # an earlier run of this commit: replaced
+                shutil.rmtree(out)  # a run that failed or was interrupted before
             out.mkdir(parents=True)
             places[revision.sha] = (tree, path, _suite_in(tree, repo, suite), out)
-            outs[revision.sha] = out
-            say(f"{revision.rev}: {revision.sha[:8]} {revision.subject[:60]} (log: "
+            outs[revision.sha] = (out, final)
+            say(f"{revision.rev}: {revision.sha[:8]} {revision.subject} (log: "
                 f"{out / 'run.log'})")
         for j in range(rounds):
             extra = [] if rounds == 1 else ["--round", f"{j}/{rounds}"] + (
@@ -234,11 +262,14 @@ def _run_all(todo: list[Revision], suite: str, options: list[str], history: Hist
             _run_round(order, places, [*options, *extra], sequential)
     entries = {}
     for revision in todo:
-        out = outs[revision.sha]
+        out, final = outs[revision.sha]
         folders = [p for p in out.iterdir() if (p / "manifest.json").is_file()]
         if len(folders) != 1:
             raise MoebenchError(f"the run of {revision.rev} wrote no results folder in {out}")
+        if final.exists():
+            shutil.rmtree(final)  # an earlier run of this commit with these options: replaced
+        out.rename(final)
         entries[revision.sha] = history.record(
-            folders[0], machine=machine, commit=revision.sha, commit_time=revision.time,
-            subject=revision.subject, options=options)
+            final / folders[0].name, machine=machine, commit=revision.sha,
+            commit_time=revision.time, subject=revision.subject, options=options)
     return entries

@@ -25,7 +25,7 @@ import os
 import platform
 import re
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,26 @@ def machine_name(name: str | None = None) -> str:
     return safe
 
 
+def _option_groups(options: list[str]) -> list[tuple[str, ...]]:
+    """``["-e", "x", "--seeds", "6", "--quick"]`` -> ``[("-e", "x"), ("--seeds", "6"),
+    ("--quick",)]``: each option with the value that follows it."""
+    groups: list[list[str]] = []
+    for token in options:
+        if token.startswith("-") or not groups or len(groups[-1]) > 1:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return [tuple(g) for g in groups]
+
+
 def variant_of(options: list[str]) -> str:
-    """The series name of a set of ``moebench run`` options (``default`` for none)."""
+    """The series name of a set of ``moebench run`` options (``default`` for none); the order
+    of the options does not matter (``-e x --seeds 6`` is ``--seeds 6 -e x``)."""
     if not options:
         return "default"
-    return "opts-" + hashlib.sha1("\0".join(options).encode()).hexdigest()[:10]
+    canonical = sorted(_option_groups(options))
+    text = "\0".join("\1".join(g) for g in canonical)
+    return "opts-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def history_root(root: str | Path | None = None) -> Path:
@@ -130,24 +145,28 @@ class History:
                              int(commit_time), subject, variant_of(options), list(options),
                              datetime.now(UTC).isoformat(timespec="seconds"))
         (directory / ENTRY_FILE).write_text(json.dumps(entry.as_dict(), indent=1) + "\n")
-        facts = self.root / entry.machine / MACHINE_FILE
-        if not facts.exists():
-            keys = ("platform", "cpu_count", "python", "torch", "numpy", "device_description")
-            facts.write_text(json.dumps({k: manifest.get(k) for k in keys}, indent=1) + "\n")
+        # the machine's facts as of its latest recorded run (torch may have been upgraded)
+        keys = ("platform", "cpu_count", "python", "torch", "numpy", "device_description")
+        (self.root / entry.machine / MACHINE_FILE).write_text(
+            json.dumps({k: manifest.get(k) for k in keys}, indent=1) + "\n")
         return entry
 
     def entries(self, machine: str | None = None, suite: str | None = None) -> list[HistoryEntry]:
         """Every recorded entry, oldest commit first (optionally of one machine or suite)."""
-        found = []
+        found: list[HistoryEntry] = []
         if not self.root.is_dir():
             return found
+        machine = None if machine is None else machine_name(machine)
         for path in self.root.glob(f"*/*/*/*/{ENTRY_FILE}"):
             try:
                 data = json.loads(path.read_text())
                 entry = HistoryEntry(path.parent, **data)
+                entry = replace(entry, commit_time=int(entry.commit_time))
+                if not (path.parent / "manifest.json").is_file():
+                    raise ValueError("its manifest.json is missing")
             except (OSError, ValueError, TypeError) as exc:
-                warnings.warn(f"{path} is not a readable history entry ({exc}): left out; "
-                              "delete that folder, or run that commit again "
+                warnings.warn(f"{path.parent} is not a readable history entry ({exc}): left "
+                              "out; delete that folder, or run that commit again "
                               "(moebench compare-commits)", DamagedEntry, stacklevel=2)
                 continue
             if (machine is None or entry.machine == machine) and \
@@ -159,10 +178,13 @@ class History:
              options: list[str]) -> HistoryEntry | None:
         """The entry of ``commit`` with these options on this machine, if it is complete."""
         variant = variant_of(options)
-        for entry in self.entries(machine_name(machine), suite):
+        for entry in self.entries(machine, suite):
             if entry.commit == commit and entry.variant == variant:
-                manifest = json.loads((entry.directory / "manifest.json").read_text())
-                if manifest.get("state") == "complete":
+                try:
+                    manifest = json.loads((entry.directory / "manifest.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(manifest, dict) and manifest.get("state") == "complete":
                     return entry
         return None
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import MoebenchError
 from .measures import (
     CONFIG,
     TIME,
@@ -120,18 +121,19 @@ class Comparison:
 
     @property
     def underpowered(self) -> str | None:
-        """A sentence when some configuration has too few paired seeds to ever reach
-        ``alpha`` (and how many would), else ``None``."""
-        counts = sorted({c.seeds for c in self.changes
-                         if c.verdict not in ("only in A", "only in B") and 0 < c.seeds
-                         and smallest_p(c.seeds) >= self.alpha})
-        if not counts:
+        """A sentence when some measure has too few paired values to ever reach ``alpha``
+        (and how many would), else ``None``."""
+        tested = [c for c in self.changes if c.p_value is not None and 0 < c.seeds
+                  and smallest_p(c.seeds) >= self.alpha]
+        if not tested:
             return None
+        counts = sorted({c.seeds for c in tested})
         need = seeds_needed(self.alpha)
         have = ", ".join(map(str, counts))
-        return (f"with {have} paired seed(s) the exact test cannot reach p < {self.alpha:g} "
-                f"(smallest p: {smallest_p(counts[-1]):.3g}), so nothing is marked + or -: "
-                f"run both with at least {need} seeds (moebench run --seeds {need})")
+        return (f"{len(tested)} measure(s) have only {have} seed(s) with a value in both runs: "
+                f"the exact test cannot reach p < {self.alpha:g} (smallest p: "
+                f"{smallest_p(counts[-1]):.3g}), so they can be ~ but never + or -; "
+                f"{need} seeds with values in both runs can (--seeds {need})")
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_a": self.run_a, "run_b": self.run_b, "commit_a": self.commit_a,
@@ -200,6 +202,7 @@ def compare_runs(run_a: RunResults | str | Path, run_b: RunResults | str | Path,
         within a group, by how far the measure moved.
     """
     run_a, run_b = RunResults.of(run_a), RunResults.of(run_b)
+    _check_measures(metrics, run_a, run_b)
     result = Comparison(str(run_a.directory), str(run_b.directory),
                         run_a.manifest.get("git_commit"), run_b.manifest.get("git_commit"),
                         clock, factor, time_factor, alpha)
@@ -221,19 +224,34 @@ def compare_runs(run_a: RunResults | str | Path, run_b: RunResults | str | Path,
     return result
 
 
+def _check_measures(metrics: list[str] | None, run_a: RunResults, run_b: RunResults) -> None:
+    """Every measure asked for exists in one of the runs (a typo must not compare nothing)."""
+    known = {TIME}
+    for run in (run_a, run_b):
+        for names in (run.manifest.get("metrics") or {}).values():
+            known.update(n for n in names if n in run.frame)
+    unknown = [m for m in metrics or [] if m not in known]
+    if unknown:
+        raise MoebenchError(f"no measure {', '.join(map(repr, unknown))} in these runs: "
+                            f"choose from {', '.join(sorted(known))}")
+
+
 def _by_config(run: RunResults) -> dict[tuple, pd.DataFrame]:
     finals = with_config(run.frame[run.frame["record"] == "final"])
     return {tuple(k): g for k, g in finals.groupby(CONFIG, sort=False)}
 
 
 def _cells_change(key: tuple, a: pd.DataFrame, b: pd.DataFrame) -> Change | None:
+    """Fewer (more) successful cells in B among the repetitions both runs hold."""
+    both = set(a["repetition"]) & set(b["repetition"])
+    a, b = a[a["repetition"].isin(both)], b[b["repetition"].isin(both)]
     ok_a = int(a["status"].isin(SUCCESS).sum())
     ok_b = int(b["status"].isin(SUCCESS).sum())
     if ok_a == ok_b:
         return None
     statuses = ", ".join(f"{s}: {n}" for s, n in b["status"].value_counts().items())
     return Change("worse" if ok_b < ok_a else "better", *key[:3], "successful cells",
-                  float(ok_a), float(ok_b), seeds=len(b), note=f"B: {statuses}")
+                  float(ok_a), float(ok_b), seeds=len(both), note=f"B: {statuses}")
 
 
 def _measure_changes(run_a: RunResults, run_b: RunResults, keys: set[tuple],
@@ -248,18 +266,42 @@ def _measure_changes(run_a: RunResults, run_b: RunResults, keys: set[tuple],
         if tuple(key) not in keys:
             continue
         x, y = rows["value_a"].to_numpy(float), rows["value_b"].to_numpy(float)
+        lost = _lost_values(key, measure, x, y)
+        if lost is not None:
+            changes.append(lost)
+            continue
         keep = np.isfinite(x) & np.isfinite(y)
         if measure == TIME:
             keep &= (x > 0) & (y > 0)
         x, y = x[keep], y[keep]
         if not len(x):
-            changes.append(Change("unchanged", *key[:3], measure, note="no paired values"))
+            changes.append(Change("unchanged", *key[:3], measure, note="no values in A or B"))
         elif measure == TIME:
             changes.append(_time_change(key, x, y, result))
         else:
             direction = metric_direction(directions, measure)
             changes.append(_metric_change(key, measure, x, y, result, direction))
     return changes
+
+
+def _lost_values(key: list, measure: str, x: np.ndarray, y: np.ndarray) -> Change | None:
+    """A measure finite in A but not in B for some seed is worse (B lost it: NaN, inf), and
+    better the other way round; ``None`` when the seeds agree on which values exist."""
+    lost = int((np.isfinite(x) & ~np.isfinite(y)).sum())
+    gained = int((~np.isfinite(x) & np.isfinite(y)).sum())
+    if not lost and not gained:
+        return None
+    a = float(np.nanmedian(x)) if np.isfinite(x).any() else None
+    b = float(np.nanmedian(y)) if np.isfinite(y).any() else None
+    if lost:
+        return Change("worse", *key[:3], measure, a, b, seeds=len(x), unit=_unit(measure),
+                      note=f"no finite value in B for {lost} seed(s) that had one in A")
+    return Change("better", *key[:3], measure, a, b, seeds=len(x), unit=_unit(measure),
+                  note=f"a finite value in B for {gained} seed(s) that had none in A")
+
+
+def _unit(measure: str) -> str:
+    return "s" if measure == TIME else ""
 
 
 def _decide(worse_by: float, better_by: float, p: float, alpha: float) -> str:
@@ -343,9 +385,10 @@ def summary_lines(result: Comparison) -> list[str]:
     if result.underpowered:
         lines.append(f"note: {result.underpowered}")
     for c in result.regressions:
-        moved = f"{c.ratio:.3g}x" if c.ratio is not None and math.isfinite(c.ratio) else ""
+        moved = f" {c.ratio:.3g}x" if c.ratio is not None and math.isfinite(c.ratio) else ""
+        why = f"p {c.p_value:.2g}, {c.seeds} seeds" if c.p_value is not None else c.note
         lines.append(f"regression: {c.name}: {c.measure} {_value(c, c.a)} -> "
-                     f"{_value(c, c.b)} {moved} (p {c.p_value:.2g}, {c.seeds} seeds)")
+                     f"{_value(c, c.b)}{moved} ({why})")
     return lines
 
 

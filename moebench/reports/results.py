@@ -61,8 +61,12 @@ def read_results(directory: str | Path) -> pd.DataFrame:
     cells, _ = read_cell_lines(directory / PARTIAL_FILE)
     if cells:
         return rows_to_frame([r for rows in latest_cells(cells).values() for r in rows])
+    inside = sorted(p.parent.name for p in directory.glob(f"*/{MANIFEST_FILE}")) \
+        if directory.is_dir() else []
+    hint = f"; did you mean {directory / inside[0]}?" if inside else ""
     raise MoebenchError(
         f"no results in {directory}: expected {RESULTS_FILE} (written by `moebench run`)"
+        f"{hint}"
     )
 
 

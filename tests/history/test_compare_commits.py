@@ -180,3 +180,28 @@ def test_history_over_three_commits_renders_in_chromium(compared, tmp_path):
     result = check_report(page)
     assert result.problems == [], result.problems
     assert result.plots == 3 and result.empty_plots == []  # time, param_error, train_nll
+
+
+def test_a_failed_run_keeps_the_earlier_runs_of_the_history(compared, repo):
+    history, shas, _, _ = compared
+    repo, _ = repo
+    before = {e.commit: e.directory for e in History(history).entries()}
+    done = subprocess.run(
+        [sys.executable, "-m", "moebench.cli", "compare-commits", shas[0], shas[2],
+         "suites/planted.yaml", "--history", str(history), "--machine", "ci-box", "--",
+         "--seeds", "0"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "exited with 2" in done.stderr and "run.log" in done.stderr
+    after = {e.commit: e.directory for e in History(history).entries()}
+    assert after == before and all((d / "results.parquet").is_file() for d in after.values())
+    assert _git(repo, "worktree", "list").count("\n") == 0  # only the main checkout
+
+
+def test_the_same_commit_twice_is_refused(repo, tmp_path):
+    repo, shas = repo
+    done = subprocess.run(
+        [sys.executable, "-m", "moebench.cli", "compare-commits", "HEAD", shas[2],
+         "suites/planted.yaml", "--history", str(tmp_path)], cwd=repo, capture_output=True,
+        text=True, timeout=120)
+    assert done.returncode == 2
+    assert "are the same commit" in done.stderr and "differ only in a comment" in done.stderr

@@ -156,3 +156,32 @@ def test_an_empty_history_says_how_to_fill_it(tmp_path, history):
         publish(History(tmp_path / "none"), tmp_path / "page.html")
     with pytest.raises(MoebenchError, match=r"of suite 'other'.*leave out --machine/--suite"):
         publish(history, tmp_path / "page.html", suite="other")
+
+
+def test_the_history_folder_survives_damaged_entries(tmp_path):
+    from moebench.history.database import DamagedEntry, variant_of
+
+    root = History(tmp_path / "h")
+    assert variant_of(["-e", "x", "--seeds", "6"]) == variant_of(["--seeds", "6", "-e", "x"])
+    assert variant_of([]) == "default" != variant_of(["--seeds", "6"])
+    good = root.parent_for("box one", "a" * 40, []) / "s"
+    good.mkdir(parents=True)
+    (good / "manifest.json").write_text('{"suite": "s", "state": "complete"}')
+    root.record(good, machine="box one", commit="a" * 40, commit_time=5, subject="x",
+                options=[])
+    no_manifest = root.parent_for("box one", "b" * 40, []) / "s"
+    no_manifest.mkdir(parents=True)
+    (no_manifest / "entry.json").write_text(
+        (good / "entry.json").read_text().replace("a" * 40, "b" * 40))
+    null_time = root.parent_for("box one", "c" * 40, []) / "s"
+    null_time.mkdir(parents=True)
+    (null_time / "manifest.json").write_text("{}")
+    (null_time / "entry.json").write_text(
+        (good / "entry.json").read_text().replace('"commit_time": 5', '"commit_time": null'))
+    with pytest.warns(DamagedEntry) as caught:
+        entries = root.entries(machine="box one")  # the name as given, not as stored
+    assert [e.commit for e in entries] == ["a" * 40]
+    assert any("manifest.json is missing" in str(w.message) for w in caught)
+    with pytest.warns(DamagedEntry):
+        assert root.find("box one", "b" * 40, "s", []) is None
+        assert root.find("box one", "a" * 40, "s", []).directory == good

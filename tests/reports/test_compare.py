@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -70,7 +72,7 @@ def test_the_clock_decides_which_times_are_compared(timed, tmp_path):
     assert compare_runs(timed["base"], timed["slow"], clock="wall").regressions[0].a == \
         pytest.approx(10.3e-3)
     # a run without CPU times is compared on the wall clock, and the result says so
-    frame = __import__("pandas").read_parquet(timed["slow"] / "results.parquet")
+    frame = pd.read_parquet(timed["slow"] / "results.parquet")
     (tmp_path / "old").mkdir()
     frame.drop(columns="cpu_time").to_parquet(tmp_path / "old" / "results.parquet")
     (tmp_path / "old" / "manifest.json").write_text(MANIFEST % ("d" * 40))
@@ -86,8 +88,10 @@ def test_beyond_the_factor_but_not_significant_is_marked_tilde(tmp_path):
     assert (em.verdict, em.mark, em.seeds) == ("unsure", "~", 3) and em.ratio == 2.0
     assert em.p_value == pytest.approx(smallest_p(3)) == 0.25
     assert result.regressions == []
-    assert "with 3 paired seed(s) the exact test cannot reach p < 0.05" in result.underpowered
-    assert "moebench run --seeds 6" in result.underpowered
+    assert result.underpowered.startswith(
+        "2 measure(s) have only 3 seed(s) with a value in both runs: the exact test cannot "
+        "reach p < 0.05 (smallest p: 0.25), so they can be ~ but never + or -")
+    assert result.underpowered.endswith("(--seeds 6)")
     assert [seeds_needed(a) for a in (0.05, 0.01, 0.5)] == [6, 8, 3]
     # within the factor: unchanged, whatever the p-value
     near = _timed(tmp_path / "c", {"em": 1.05e-3})
@@ -180,3 +184,46 @@ def test_metric_regressions_need_the_factor_and_significance(tmp_path):
     failed = [ch for ch in regressions(compare_runs(a, c).changes)
               if ch.measure == "successful cells"]
     assert failed and failed[0].a == 8 and failed[0].b == 7
+
+
+def test_fewer_seeds_in_one_run_are_not_failed_cells(timed, tmp_path):
+    three = _timed(tmp_path / "three", {"em": 1e-3, "gd": 2e-4}, seeds=3)
+    result = compare_runs(timed["base"], three)
+    assert [c for c in result.changes if c.measure == "successful cells"] == []
+    assert result.regressions == [] and {c.seeds for c in result.changes} == {3}
+
+
+def test_a_cell_that_fails_is_a_regression_with_its_statuses(timed, tmp_path):
+    frame = pd.read_parquet(timed["same"] / "results.parquet")
+    frame.loc[(frame["record"] == "final") & (frame["key"] == "gd-2"), "status"] = "error"
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    frame.to_parquet(folder / "results.parquet")
+    (folder / "manifest.json").write_text(MANIFEST % ("e" * 40))
+    done = CliRunner().invoke(main, ["compare", str(timed["base"]), str(folder),
+                                     "--fail-on-regression"])
+    assert done.exit_code == 1, done.output
+    assert "regression: e / d / gd: successful cells 6 -> 5 (B: max_iter: 5, error: 1)" in \
+        done.stdout
+
+
+def test_a_metric_that_became_nan_is_worse(timed, tmp_path):
+    frame = pd.read_parquet(timed["same"] / "results.parquet")
+    frame.loc[(frame["record"] == "final") & (frame["algorithm"] == "em") &
+              (frame["repetition"] < 2), "param_error"] = np.nan
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    frame.to_parquet(folder / "results.parquet")
+    (folder / "manifest.json").write_text(MANIFEST % ("f" * 40))
+    (nan,) = compare_runs(timed["base"], folder).regressions
+    assert (nan.algorithm, nan.measure, nan.mark) == ("em", "param_error", "+")
+    assert "no finite value in B for 2 seed(s)" in nan.note
+    assert compare_runs(folder, timed["base"]).changes[0].verdict == "better"
+
+
+def test_an_unknown_measure_is_an_error_not_an_empty_comparison(timed):
+    done = CliRunner().invoke(main, ["compare", str(timed["base"]), str(timed["same"]),
+                                     "--metric", "param_eror", "--fail-on-regression"])
+    assert done.exit_code == 2
+    assert "no measure 'param_eror' in these runs: choose from param_error, time" in \
+        " ".join(done.output.split())

@@ -519,7 +519,7 @@ def _compare_options(command):
                      show_default=True,
                      help="how much slower the time per iteration must get to count; times "
                           "move with the machine's state (identical code side by side on a "
-                          "shared 2-core VM: up to 1.36x), metrics do not; 1.1 on a quiet "
+                          "shared 2-core VM: 0.64-1.36x), metrics do not; 1.1 on a quiet "
                           "dedicated machine"),
         click.option("--metric", "metrics", multiple=True,
                      help="compare only this metric (repeatable; 'time' for the algorithm "

@@ -19,13 +19,14 @@ significant, blank unchanged. A time moves beyond ``time_factor`` (default
 :data:`TIME_FACTOR`, 1.5) when the ratio is above it or below its inverse; a metric moves
 beyond ``factor`` (default 1.1) when it changes by more than ``factor - 1`` times its magnitude
 in A. Metrics are reproducible bit for bit, times are not: identical code run side by side on
-a shared 2-core VM (``moebench compare-commits``, the smoke suite, 6 seeds, five tries) moved
-by 0.65-1.36x per configuration, and 1 in 5 tries had a significant move beyond 1.1, none
-beyond 1.5, while twice the CPU work per iteration measured 1.6-2x. On a quiet dedicated
-machine, ``time_factor=1.1`` catches smaller slowdowns. With ``n`` paired seeds (differences of zero
-left out) the exact test's smallest p-value is ``2 ** (1 - n)``: 3 seeds can never reach
-p < 0.05, 6 can; :attr:`Comparison.underpowered` says so. Which way a metric is better comes
-from the directions recorded with the runs (A's, else B's), never from the installed plugins.
+a shared 2-core VM (``moebench compare-commits``, the smoke suite, 6 seeds, ten tries) moved
+by 0.64-1.36x per configuration, and half the tries had a significant move beyond 1.1, none
+a ``+`` beyond 1.5, while twice the CPU work per iteration measured 1.6-2x
+(docs/regression-tracking.md). On a quiet dedicated machine, ``time_factor=1.1`` catches
+smaller slowdowns. With ``n`` paired seeds (differences of zero left out) the exact test's
+smallest p-value is ``2 ** (1 - n)``: 3 seeds can never reach p < 0.05, 6 can;
+:attr:`Comparison.underpowered` says so. Which way a metric is better comes from the
+directions recorded with the runs (A's, else B's), never from the installed plugins.
 """
 
 from __future__ import annotations

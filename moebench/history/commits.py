@@ -251,8 +251,8 @@ def _run_all(todo: list[Revision], suite: str, options: list[str], history: Hist
             out.mkdir(parents=True)
             places[revision.sha] = (tree, path, _suite_in(tree, repo, suite), out)
             outs[revision.sha] = (out, final)
-            say(f"{revision.rev}: {revision.sha[:8]} {revision.subject} (log: "
-                f"{out / 'run.log'})")
+            say(f"{revision.rev}: {revision.sha[:8]} {revision.subject} (log while it runs: "
+                f"{out / 'run.log'}, then in {final})")
         for j in range(rounds):
             extra = [] if rounds == 1 else ["--round", f"{j}/{rounds}"] + (
                 ["--resume"] if j else [])

@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shots = [tuple(s.split("=", 1)) if "=" in s else (s, None) for s in args.shot] or None
     result = check_report(args.html, args.screenshots, shots)
-    print(f"{result.plots} plots rendered; sorting {'works' if result.sorted_ok else 'FAILED'}")
+    sorting = {True: "works", False: "FAILED", None: "not checked (no sortable table)"}
+    print(f"{result.plots} plots rendered; sorting {sorting[result.sorted_ok]}")
     for path in result.screenshots:
         print(f"screenshot {path}")
     for problem in result.problems:

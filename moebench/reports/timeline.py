@@ -16,6 +16,7 @@ page is rendered from ``templates/timeline.html.j2``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -230,13 +231,29 @@ def measure_figure(lines: list[_Line], runs: list[TimelineRun], measure: str, cl
     shorts = [r.short for r in runs]
     layout["xaxis"].update({"type": "category", "categoryorder": "array",
                             "categoryarray": shorts, "tickangle": -40 if len(runs) > 6 else 0})
-    if is_time:  # 2.5ms, not 0.0025
-        layout["yaxis"].update({"tickformat": ".3~s", "ticksuffix": "s"})
     layout["margin"]["t"] = 60
     layout["legend"]["y"] = -0.25
     layout["height"] = 460
     data = [t for line in lines for t in _line_traces(line, runs, styles, fmt)]
+    if is_time:  # "2ms", "500μs": every label with its unit (plotly's minor log ticks drop it)
+        layout["yaxis"].update(_seconds_ticks(data))
     return {"data": data, "layout": layout}
+
+
+def _seconds_ticks(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """Explicit ticks at 1, 2 and 5 times powers of ten over the values drawn (more within a
+    span of two decades), labelled with their unit."""
+    values = [v for trace in data for v in trace.get("y") or []
+              if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    if not values:
+        return {}
+    lo, hi = min(values), max(values)
+    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1,
+                                          math.ceil(math.log10(hi)) + 1)
+             for m in ((1, 2, 5) if hi / lo > 100 else (1, 1.5, 2, 3, 5, 7))]
+    shown = [t for t in ticks if lo / 2.5 <= t <= hi * 2.5]
+    return {"tickmode": "array", "tickvals": shown,
+            "ticktext": [format_seconds(t) for t in shown]}
 
 
 def _series_section(runs: list[TimelineRun], clock: Clock, styles: Styles,

@@ -96,6 +96,9 @@ def test_the_page_draws_every_measure_over_the_three_commits(page):
     time_fig = figures[0]
     assert time_fig["layout"]["yaxis"]["type"] == "log"
     assert time_fig["layout"]["yaxis"]["title"]["text"] == "seconds per iteration (cpu clock)"
+    # every tick carries its unit (plotly's own minor log ticks read "8m", "700µ")
+    ticks = time_fig["layout"]["yaxis"]["ticktext"]
+    assert len(ticks) >= 2 and all(re.fullmatch(r"[\d.]+(s|ms|μs|ns)", t) for t in ticks), ticks
     assert time_fig["layout"]["xaxis"]["categoryarray"] == [c[0][:8] for c in COMMITS]
     assert "lower is better" in figures[1]["layout"]["title"]["text"]
     medians = _medians(time_fig)

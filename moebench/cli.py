@@ -100,16 +100,21 @@ def print_leaderboard(board) -> None:
         console.print(table)
 
 
-def print_grid(experiments: list) -> None:
-    """``--dry-run``: the expanded grid, per experiment, and the number of cells."""
+def print_grid(experiments: list, repetition_round: tuple[int, int] | None = None) -> None:
+    """``--dry-run``: the expanded grid, per experiment, and the number of cells (of the
+    seeds of ``repetition_round`` only, when given)."""
     from .suite import grid_summary
 
+    j, k = repetition_round or (0, 1)
     total = 0
     for g in grid_summary(experiments):
-        total += g["cells"]
+        seeds = len(range(j, g["repetitions"], k))
+        cells = len(g["datasets"]) * len(g["algorithms"]) * seeds
+        total += cells
+        which = f" (round {j}/{k} of {g['repetitions']})" if repetition_round else ""
         console.print(f"[bold]{escape(g['experiment'])}[/bold]: {len(g['datasets'])} dataset "
                       f"variant(s) x {len(g['algorithms'])} algorithm variant(s) x "
-                      f"{g['repetitions']} seed(s) = {g['cells']} cells", highlight=False)
+                      f"{seeds} seed(s){which} = {cells} cells", highlight=False)
         console.print(f"  datasets: {escape(', '.join(g['datasets']))}", highlight=False,
                       soft_wrap=True)
         console.print(f"  algorithms: {escape(', '.join(g['algorithms']))}", highlight=False,
@@ -200,7 +205,7 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         suite, resolved = _selected_suite(suite_file, device, experiments, algorithms, datasets,
                                           budget_timeout, quick=quick, seeds=seeds, yes=yes)
         if dry_run:
-            print_grid(resolved)
+            print_grid(resolved, repetition_round)
             return
         directory = _run_with_progress(
             suite, resolved, out, suite_file, progress_mode, jobs=jobs, quick=quick,

@@ -168,3 +168,28 @@ def test_a_subset_through_the_command_line(fresh_plugins, tmp_path):
     assert [r["experiments"] for r in manifest["runs"]] == [["first", "second"], ["second"]]
     html = (directory / "report.html").read_text()
     assert "2 runs wrote into this folder" in html
+
+
+def test_rounds_split_the_seeds_and_resume_joins_them(fresh_plugins, tmp_path):
+    """``--round J/K`` runs the seeds r with r % K == J; the rounds together are the suite."""
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE))
+    out = tmp_path / "out"
+    cli = CliRunner()
+    dry = cli.invoke(main, ["run", str(suite_file), "--out", str(out), "--seeds", "3",
+                            "--round", "1/2", "--dry-run"])
+    assert "1 seed(s) (round 1/2 of 3) = 2 cells" in " ".join(dry.output.split())
+    first = cli.invoke(main, ["run", str(suite_file), "--out", str(out), "--seeds", "3",
+                              "--round", "0/2", "-e", "first"])
+    assert first.exit_code == 0, first.output
+    directory = out / "subset-test"
+    assert sorted(finals(directory)["repetition"].unique()) == [0, 2]
+    second = cli.invoke(main, ["run", str(suite_file), "--out", str(out), "--seeds", "3",
+                               "--round", "1/2", "-e", "first", "--resume"])
+    assert second.exit_code == 0, second.output
+    fin = finals(directory)
+    assert sorted(fin["repetition"]) == [0, 0, 1, 1, 2, 2]  # two algorithms x three seeds
+    assert read_manifest(directory)["round"] == "1/2"
+    for bad in ("2/2", "1", "a/b", "-1/3"):
+        refused = cli.invoke(main, ["run", str(suite_file), "--round", bad])
+        assert refused.exit_code == 2 and "is not J/K with 0 <= J < K" in refused.output

@@ -34,7 +34,7 @@ err_console = Console(stderr=True)
 KIND_CHOICES = ["algorithms", "datasets", "devices", "metrics", "models"]
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="moebench")
 def main() -> None:
     """Benchmark algorithms that learn Mixture-of-Experts models."""
@@ -346,6 +346,13 @@ def plugins_cmd(as_json: bool) -> None:
     infos = plugins.plugin_infos()
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in infos], indent=2))
+        return
+    if not console.is_terminal:  # a pipe: one tab-separated line per plugin, for grep and cut
+        for p in infos:
+            what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
+            status = "loaded" if p.status == "loaded" else f"failed: {p.error or ''}"
+            click.echo("\t".join([p.name, p.distribution or "-", p.version or "-",
+                                  " ".join(status.split()), what]))
         return
     table = Table(title="moebench plugins")
     for h in ("plugin", "distribution", "version", "status", "registers"):

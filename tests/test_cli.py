@@ -27,9 +27,19 @@ def test_plugins_json_lists_first_party_with_versions(fresh_plugins):
     assert found["joint-em"]["registered"] == {"algorithms": ["joint-em"]}
 
 
-def test_plugins_table(fresh_plugins):
-    result = invoke("plugins")
-    assert result.exit_code == 0 and "joint-em" in result.output and "loaded" in result.output
+def test_plugins_in_a_pipe_is_one_greppable_line_per_plugin(fresh_plugins):
+    result = invoke("plugins")  # CliRunner's output is not a terminal, as `| grep` is not
+    assert result.exit_code == 0
+    (line,) = [x for x in result.output.splitlines() if x.startswith("moe-models\t")]
+    assert line.split("\t")[1:] == ["moebench", line.split("\t")[2], "loaded",
+                                     "models: regression-moe"]
+    assert all(len(x.split("\t")) == 5 for x in result.output.splitlines())
+
+
+def test_dash_h_is_help_everywhere():
+    for args in (["-h"], ["run", "-h"], ["compare-commits", "-h"]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and result.output.startswith("Usage: "), args
 
 
 def test_list_shows_parameters_and_defaults(fresh_plugins):

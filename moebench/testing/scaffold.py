@@ -2,7 +2,7 @@
 
 The package has a ``pyproject.toml`` registering the plugin under the ``moebench`` entry-point
 group, one module with a working component (an EM algorithm, a seeded dataset or a metric), a
-README and ``tests/test_conformance.py`` running :mod:`moebench.testing`. Install it with
+README and ``tests/test_<module>_conformance.py`` running :mod:`moebench.testing`. Install it with
 ``pip install -e ./moebench-NAME`` and it shows up in ``moebench plugins``.
 """
 
@@ -93,7 +93,9 @@ def init_plugin(name: str, kind: Kind = "algorithm", directory: Path | str = "."
         "pyproject.toml": PYPROJECT.substitute(values),
         "README.md": README.substitute(values),
         f"{module}/__init__.py": SOURCES[kind].substitute(values),
-        "tests/test_conformance.py": TESTS[kind].substitute(values),
+        # named after the module: pytest over several plugin packages must not meet two
+        # test modules of the same name
+        f"tests/test_{module}_conformance.py": TESTS[kind].substitute(values),
     }
     for rel, text in files.items():
         path = root / rel

@@ -25,6 +25,7 @@ from .algorithms import (
     CONVERGENCE_TOL,
     MAX_CONVERGENCE_ITER,
     MAX_MODEL_CALLS_AFTER_STOP,
+    ConvergenceCheckSkipped,
     algorithm_checks,
     check_algorithm,
     check_callback_stop_midway,
@@ -47,6 +48,7 @@ from .metrics import check_metric
 from .scaffold import init_plugin
 
 __all__ = [
+    "ConvergenceCheckSkipped",
     "CHECKS",
     "CONVERGENCE_TOL",
     "DEFAULT_DATASET",

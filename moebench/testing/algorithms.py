@@ -32,6 +32,7 @@ The algorithm checks (the contract is numbered in :mod:`moebench.algorithm`):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,6 +233,11 @@ CHECKS: list[Callable[[Fixture], None]] = [
 ]
 
 
+class ConvergenceCheckSkipped(UserWarning):
+    """The conformance kit could not check that an algorithm stops on its own convergence
+    (no ``tol`` parameter, no ``converge_params``)."""
+
+
 def _converging_params(
     algorithm_cls: type[Algorithm], converge_params: dict[str, Any] | None
 ) -> dict[str, Any] | None:
@@ -259,6 +265,12 @@ def algorithm_checks(
     data = dataset_cls(dataset_cls.Params.model_validate(dataset[1])).load(0)
     converging = _converging_params(algorithm_cls, converge_params)
     label = getattr(algorithm_cls, "name", algorithm_cls.__name__)
+    if converging is None:
+        warnings.warn(
+            f"{label}: check_returns_on_own_convergence is not run: the algorithm has no `tol` "
+            "parameter and no converge_params were given; pass converge_params={...} (the "
+            "parameters under which fit returns by itself) to check that it stops on its own",
+            ConvergenceCheckSkipped, stacklevel=2)
     for device in available_devices():
         fx = Fixture(algorithm_cls, dict(params or {}), data, device)
         reason = fx.algorithm().unsupported_reason(fx.model)
@@ -291,7 +303,8 @@ def check_algorithm(
     converge_params
         Parameters under which the algorithm must return by itself (its convergence criterion
         switched on). Default: ``{"tol": 1e-3}`` when the algorithm has a ``tol`` parameter;
-        otherwise the convergence check is not run.
+        otherwise the convergence check is not run, and a :class:`ConvergenceCheckSkipped`
+        warning says so.
 
     Returns
     -------

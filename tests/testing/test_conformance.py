@@ -54,6 +54,7 @@ def test_every_algorithm_is_checked_on_the_families_it_fits():
 # ------------------------------------------------------------------ broken algorithms
 
 import math  # noqa: E402
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -62,7 +63,12 @@ from pydantic import Field  # noqa: E402
 import moebench  # noqa: E402
 from moebench import Algorithm, Iterate  # noqa: E402
 from moebench.api import GateOptions  # noqa: E402
-from moebench.testing import check_algorithm, check_dataset, dataset_checks  # noqa: E402
+from moebench.testing import (  # noqa: E402
+    ConvergenceCheckSkipped,
+    check_algorithm,
+    check_dataset,
+    dataset_checks,
+)
 
 
 class GoodEM(Algorithm):
@@ -356,3 +362,23 @@ def test_a_metric_reading_the_test_split_unannounced_fails():
     with pytest.raises(AssertionError, match=r"holdout_error: check_metric_without_test_split: "
                        r"without a test split the metric is nan: .* set uses_test = True"):
         check_metric(ReadsTestUnannounced)
+
+
+class NoTol(GoodEM):
+    """Stops after a fixed number of steps: no ``tol`` for the kit to switch on."""
+
+    class Params(moebench.Params):
+        steps: int = Field(3, ge=1, description="EM steps")
+
+    def converged(self, old, new):
+        return False
+
+
+def test_the_kit_says_when_it_cannot_check_convergence():
+    with pytest.warns(ConvergenceCheckSkipped, match="no `tol` parameter and no converge_par"):
+        names = [name for name, _ in algorithm_checks(NoTol)]
+    assert not any(n.startswith("check_returns_on_own_convergence") for n in names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceCheckSkipped)
+        names = [name for name, _ in algorithm_checks(GoodEM)]
+    assert any(n.startswith("check_returns_on_own_convergence") for n in names)

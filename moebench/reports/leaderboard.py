@@ -155,16 +155,23 @@ def to_markdown(board: pd.DataFrame, directions: Mapping[str, str] | None = None
         parts.append("|" + "---|" * len(HEADERS))
         for row in format_rows(group):
             parts.append("| " + " | ".join(row) + " |")
-        if "cut_short" in group and group["cut_short"].fillna(0).astype(int).any():
-            parts.append(f"\n{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
-                         "`timeout`): their final values come from fewer iterations than the "
-                         "budget's `max_iter`.")
-        if "phase_skipped" in group and group["phase_skipped"].fillna(0).astype(int).any():
-            parts.append(f"\n{PHASE_MARK} in some seeds a phase of the algorithm did not run "
-                         "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "
-                         "cells' messages).")
+        parts += [f"\n{line}" for line in mark_legend(group)]
         parts.append("")
     return "\n".join(parts)
+
+
+def mark_legend(group: pd.DataFrame) -> list[str]:
+    """What the marks in a leaderboard's scores mean, for the marks it uses."""
+    lines = []
+    if "cut_short" in group and group["cut_short"].fillna(0).astype(int).any():
+        lines.append(f"{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
+                     "`timeout`): their final values come from fewer iterations than the "
+                     "budget's `max_iter`.")
+    if "phase_skipped" in group and group["phase_skipped"].fillna(0).astype(int).any():
+        lines.append(f"{PHASE_MARK} in some seeds a phase of the algorithm did not run "
+                     "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "
+                     "cells' messages).")
+    return lines
 
 
 def _ranking_key(rank_by: Mapping[str, str] | str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import VERDICT_RULE, Curve, claim_rows, curve_stats, reference_rows, use_log, y_range
-from .leaderboard import HEADERS, experiment_board, format_rows
+from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
 REPORT_FILE = "REPRODUCTION.md"
@@ -157,6 +157,7 @@ def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path) -> list
         lines += [f"**Leaderboard {dataset}** (ranked by `{exp['rank_by']}`)", "",
                   "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
         lines += ["| " + " | ".join(row) + " |" for row in format_rows(group)]
+        lines += [x for line in mark_legend(group) for x in ("", line)]
         lines.append("")
     return lines
 

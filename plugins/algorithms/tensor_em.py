@@ -137,8 +137,10 @@ class TensorEM(Algorithm):
         expert_ld = model.expert_log_densities(params, problem.X, problem.y)
         joint_lp = model.gate_log_probs(params, problem.X) + expert_ld
         nll = _nll(joint_lp)
-        if not callback(Iterate(0, params, objective=nll, extras={"joint": 0.0,
-                                                                   "gate_iters": 0.0})):
+        # "joint" (whether the joint-EM phase runs) exists only with refine: without it there
+        # is no such phase, and a 0 would read as a phase that did not run
+        first = {"joint": 0.0, "gate_iters": 0.0} if self.params.refine else {"gate_iters": 0.0}
+        if not callback(Iterate(0, params, objective=nll, extras=first)):
             if self.params.refine:
                 self.note("refine: joint EM did not run (stopped at the tensor estimate)")
             return params
@@ -227,7 +229,8 @@ class TensorEM(Algorithm):
                 joint_lp = model.gate_log_probs(params, X) + expert_ld
                 new_nll = _nll(joint_lp)
                 gate_iters += 1
-            extras = {**extras, "joint": float(joint), "gate_iters": float(gate_iters)}
+            extras = {**extras, "gate_iters": float(gate_iters),
+                      **({"joint": float(joint)} if p.refine else {})}
             if not callback(Iterate(t, params, objective=new_nll, extras=extras)):
                 return stopped()
             if not math.isfinite(new_nll):

@@ -110,3 +110,44 @@ def test_figure_axes_clip_a_blow_up_and_use_quantiles():
     assert bad.off_scale and not good.off_scale
     assert y_range([curve("em", [2.0, 1.0, 0.5, 0.4, 0.4])], False, "min") is None
     assert not use_log([curve("nll", [-1.0, -2.0, -3.0, -3.0, -3.0])], True)  # values <= 0
+
+
+PHASES = """
+name: phase-test
+seed: 3
+repetitions: 2
+budget: {max_iter: 4}
+experiments:
+  - name: tensor
+    metrics: [param_error]
+    leaderboard: {rank_by: param_error}
+    reference:
+      source: A paper
+      values:
+        - {dataset: synthetic-moe, algorithm: tensor-em, metric: param_error, mean: 0.1}
+    datasets:
+      - name: synthetic-moe
+        params: {n: 300, n_test: 60, d: 3, k: 2, sigma: 0.3}
+    algorithms:
+      - name: tensor-em
+      - name: tensor-em
+        label: refine-never
+        params: {refine: true, tol: 0, gate_max_iter: null}
+"""
+
+
+def test_only_a_phase_that_exists_and_did_not_run_is_marked(fresh_plugins, tmp_path):
+    """Plain tensor-em has no joint-EM phase: no ‡; refine that never reached it: ‡, and
+    REPRODUCTION.md says what ‡ means."""
+    from moebench.reports.results import read_results
+
+    directory = run_suite(parse_suite(textwrap.dedent(PHASES)), tmp_path, html_report=False)
+    finals = read_results(directory).query("record == 'final'").set_index("algorithm")
+    assert finals.loc["tensor-em", "extra.joint"].isna().all()
+    assert (finals.loc["refine-never", "extra.joint"] == 0).all()
+    for name in ("REPRODUCTION.md", "leaderboard.md"):
+        text = (directory / name).read_text()
+        rows = {line.split("|")[2].strip(): line for line in text.splitlines()
+                if line.startswith("| ") and ("tensor-em" in line or "refine-never" in line)}
+        assert "‡" in rows["refine-never"] and "‡" not in rows["tensor-em"], name
+        assert "‡ in some seeds a phase of the algorithm did not run" in text, name

@@ -178,3 +178,15 @@ def test_failure_kinds_group_messages_that_differ_in_numbers():
     assert kinds[0] == ("diverged", "objective blew up: 1.0e+07 at iteration 20, from 2.1 "
                         "(and similar)", 5)
     assert kinds[1] == ("skipped", "cifar10: files not found", 1)
+
+
+def test_a_parameter_fixed_on_the_command_line_shows_in_the_label(fresh_plugins):
+    out = " ".join(run(SMOKE, "--dry-run", "-e", "makkuva", "-a", "gd[lr=0.1]",
+                       "-a", "mirror-em[eta=0.5]", "-a", "mirror-em[eta=1.0]").output.split())
+    # gd's lr and mirror-em's eta changed: the labels say so; eta=0.5 is the suite's own value
+    assert "algorithms: gd[lr=0.1], mirror-em, mirror-em[eta=1.0]" in out
+    suite = load_suite(PAPER)
+    (exp,) = resolve(select(suite, ["fruytier-synthetic"], ["em[eta=0.5]"], ["symmoline"],
+                            source=PAPER), PAPER, quick=True)
+    assert [a.id for a in exp.algorithms] == ["em[eta=0.5]"]  # not "em": it is not EM
+    assert exp.reference is None or not exp.reference.claims  # claims about "em" dropped

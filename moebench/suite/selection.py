@@ -116,19 +116,31 @@ def parse_selector(text: str) -> Selector:
 
 
 def _override(entry: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
+    """The entry with the selector's values: one value fixes a parameter (and, where it
+    changes the entry's own value, names it in the label: ``gd[lr=0.1]``, not ``gd``), several
+    sweep it."""
     entry = {**entry, "params": dict(entry.get("params") or {}),
              "grid": dict(entry.get("grid") or {})}
+    fixed: dict[str, Any] = {}
     for key, vals in values.items():
         swept = key in entry["grid"]
-        entry["params"].pop(key, None)
+        before = entry["params"].pop(key, _UNSET)
         entry["grid"].pop(key, None)
         if len(vals) == 1 and not swept:
             entry["params"][key] = vals[0]
+            if before is _UNSET or before != vals[0]:
+                fixed[key] = vals[0]
         else:  # a swept parameter stays in the grid: its variant ids keep their [key=value]
             entry["grid"][key] = vals
     if not entry["grid"]:
         entry.pop("grid")
+    if fixed:
+        base = Component.model_construct(name=entry["name"], label=entry.get("label"))
+        entry["label"] = variant_id(base, fixed)
     return entry
+
+
+_UNSET = object()
 
 
 def _select_entries(entries: list[dict[str, Any]], selectors: list[Selector], kind: str

@@ -143,6 +143,27 @@ def _override(entry: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, 
 _UNSET = object()
 
 
+def _check_parameter_names(sel: Selector, kind: str, exps: list[dict[str, Any]],
+                           key: str) -> None:
+    """A parameter the selector names that the plugin lacks: one line that blames the option
+    (not the suite file), with a "did you mean"."""
+    if not sel.values:
+        return
+    found = plugins.components(kind)
+    names = {entry["name"] for e in exps for entry in e[key]
+             if sel.name in (entry.get("label"), entry["name"])} or {sel.name}
+    flag = "-a" if kind == "algorithms" else "-d"
+    for name in sorted(names):
+        cls = found.get(name)
+        fields = list(getattr(getattr(cls, "Params", None), "model_fields", {}) or {})
+        for param in sel.values:
+            if cls is not None and param not in fields:
+                raise SelectionError(
+                    f"{flag} {sel.text or sel.name!r}: {kind[:-1]} {name!r} has no parameter "
+                    f"{param!r}{did_you_mean(param, fields)} (its parameters: "
+                    f"{', '.join(fields) or 'none'})")
+
+
 def _select_entries(entries: list[dict[str, Any]], selectors: list[Selector], kind: str
                     ) -> list[dict[str, Any]]:
     out = []
@@ -247,6 +268,7 @@ def select(suite: Suite, experiments: list[str] | tuple[str, ...] = (),
                 raise SelectionError(
                     f"no {kind[:-1]} {sel.name!r} in the selected experiments of {source} and "
                     f"no such plugin{hint} ({kind} here: {', '.join(sorted(present))})")
+            _check_parameter_names(sel, kind, exps, key)
         if selectors:
             for e in exps:
                 e[key] = _select_entries(e[key], selectors, kind)

@@ -287,6 +287,7 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
     """After a run: the summary per experiment, where the outputs are, the kinds of failure,
     the time accounting; with ``strict``, exit 3 when a cell errored, crashed or missed its
     data."""
+    from .reports.analysis import run_headline
     from .reports.leaderboard import leaderboard_of
     from .reports.results import RunResults
     from .reports.summary import failure_kinds, summary_lines, where_lines
@@ -297,6 +298,10 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
         print_leaderboard(leaderboard_of(loaded))
     finals = results[results["record"] == "final"]
     counts = finals["status"].value_counts().to_dict()
+    headline = run_headline(loaded)
+    if headline:  # first: the line a researcher runs the paper suite for
+        console.print(f"[bold]reproduction:[/bold] {escape(headline)}", highlight=False,
+                      soft_wrap=True)
     for line in summary_lines(loaded):
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"results in {escape(str(directory))}  "

@@ -304,3 +304,60 @@ def y_range(curves: list[Curve], log: bool, direction: str) -> tuple[float, floa
     for c in curves:
         c.off_scale = bool(np.nanmin(c.q25) < floor)
     return floor, hi
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def reproduction_headline(experiments: list[dict[str, Any]], results: pd.DataFrame,
+                          directions: Mapping[str, str]) -> str | None:
+    """The one line a researcher wants first: how many of the papers' values and claims the
+    run reproduced.
+
+    Parameters
+    ----------
+    experiments
+        The experiments as the manifest records them (with their ``reference``).
+    results
+        The run's table.
+    directions
+        Which way each metric is better, as recorded with the results.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"13 of 14 paper values consistent, 1 above (better); 39 of 54 claims hold,
+        7 ties, 8 do not"``; ``None`` when no experiment has a reference.
+    """
+    values: dict[str, int] = {}
+    claims: dict[str, int] = {}
+    for exp in experiments:
+        if not exp.get("reference"):
+            continue
+        for row in reference_rows(exp, results, directions):
+            key = row["verdict"] or "not measured"
+            values[key] = values.get(key, 0) + 1
+        for row in claim_rows(exp, results, directions):
+            claims[row["verdict"]] = claims.get(row["verdict"], 0) + 1
+    parts = []
+    if values:
+        total = sum(values.values())
+        others = [f"{n} {v}" for v, n in sorted(values.items(), key=lambda kv: -kv[1])
+                  if v != "consistent"]
+        parts.append(", ".join([f"{values.get('consistent', 0)} of {total} paper values "
+                                "consistent", *others]))
+    if claims:
+        words = {"tie": lambda n: _plural(n, "tie"),
+                 "does not hold": lambda n: f"{n} {'does' if n == 1 else 'do'} not",
+                 "not run": lambda n: f"{n} not run"}
+        others = [words[v](claims[v]) for v in words if claims.get(v)]
+        parts.append(", ".join([f"{claims.get('holds', 0)} of {sum(claims.values())} claims "
+                                "hold", *others]))
+    return "; ".join(parts) or None
+
+
+def run_headline(run: Any) -> str | None:
+    """:func:`reproduction_headline` of a loaded results folder (a ``RunResults``)."""
+    return reproduction_headline(run.manifest.get("experiments") or [], run.frame,
+                                 run.directions)

@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import VERDICT_RULE, Curve, claim_rows, curve_stats, reference_rows, use_log, y_range
+from .analysis import (
+    VERDICT_RULE,
+    Curve,
+    claim_rows,
+    curve_stats,
+    reference_rows,
+    run_headline,
+    use_log,
+    y_range,
+)
 from .leaderboard import experiment_board, format_rows
 from .results import SUCCESS, RunResults, describe_commit, describe_runs
 
@@ -458,6 +467,7 @@ def build_context(run: RunResults | str | Path) -> dict[str, Any]:
                 if s is not None]
     return {
         "title": f"moebench report: {run.suite}",
+        "headline": run_headline(run),
         "manifest": _manifest_items(manifest),
         "sections": sections,
         "figures": figures.all,

@@ -14,7 +14,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .analysis import VERDICT_RULE, Curve, claim_rows, curve_stats, reference_rows, use_log, y_range
+from .analysis import (
+    VERDICT_RULE,
+    Curve,
+    claim_rows,
+    curve_stats,
+    reference_rows,
+    run_headline,
+    use_log,
+    y_range,
+)
 from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
@@ -120,6 +129,9 @@ def write_reproduction(run: RunResults | str | Path, out: str | Path | None = No
     out = Path(out) if out is not None else run.directory
     (out / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
     lines = _header(run.manifest)
+    headline = run_headline(run)
+    if headline:  # the line a researcher wants first, right under the title
+        lines[1:1] = ["", f"**Reproduction: {headline}.**"]
     for exp in run.manifest.get("experiments", []):
         lines += _experiment_section(exp, run, out)
     path = out / REPORT_FILE

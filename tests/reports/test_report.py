@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -151,3 +152,28 @@ def test_only_a_phase_that_exists_and_did_not_run_is_marked(fresh_plugins, tmp_p
                 if line.startswith("| ") and ("tensor-em" in line or "refine-never" in line)}
         assert "‡" in rows["refine-never"] and "‡" not in rows["tensor-em"], name
         assert "‡ in some seeds a phase of the algorithm did not run" in text, name
+
+
+def test_the_reproduction_headline_leads_all_three_outputs(fresh_plugins, tmp_path):
+    from click.testing import CliRunner
+
+    from moebench.cli import main
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    done = CliRunner().invoke(main, ["run", str(suite), "--out", str(tmp_path / "out"),
+                                     "--progress", "none"])
+    assert done.exit_code == 0, done.output
+    # two paper values, two claims (EM beats GD holds; GD beats EM at iteration 2 does not)
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("reproduction: ")
+    expected = first.removeprefix("reproduction: ")
+    assert re.fullmatch(r"\d of 2 paper values consistent(, 1 (above|below) \((better|worse)\))*"
+                        r"; 1 of 2 claims hold, 1 does not", expected), expected
+    assert "1 above (better)" in expected  # EM recovers the regressors far better than 0.5
+    directory = tmp_path / "out" / "report-test"
+    md = (directory / "REPRODUCTION.md").read_text().splitlines()
+    assert md[0].startswith("# Reproduction report") and md[2] == f"**Reproduction: {expected}.**"
+    html = (directory / "report.html").read_text()
+    top = html[html.index("<header>"):html.index("</header>")]
+    assert f'<p class="headline">Reproduction: {expected}.</p>' in top

@@ -286,10 +286,12 @@ def box_figure(results: pd.DataFrame, experiment: str, dataset: str, metric: str
 
 def _leaderboard_rows(board: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
-    scores = [row[2] for row in format_rows(board)]  # mean ± std with the leaderboards' marks
-    for r, score in zip(board.itertuples(index=False), scores, strict=True):
+    formatted = format_rows(board)  # rank and mean ± std as the leaderboards print them
+    for r, row in zip(board.itertuples(index=False), formatted, strict=True):
+        score = row[2]
         rows.append({
-            "dataset": r.dataset, "rank": int(r.rank), "algorithm": r.algorithm,
+            "dataset": r.dataset, "rank": None if math.isnan(r.rank) else int(r.rank),
+            "rank_text": row[0], "algorithm": r.algorithm,
             "mean": _num(r.mean), "std": _num(r.std), "median": _num(getattr(r, "median",
                                                                               math.nan)),
             "score": score,

@@ -103,7 +103,10 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
         block.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not
                                   math.isnan(r["mean"]) else 0.0, r["algorithm"]))
         for i, r in enumerate(block, start=1):
-            r["rank"] = i
+            # no finite value, no rank (all skipped, diverged or failed); equal means share one
+            tied = i > 1 and r["mean"] == block[i - 2]["mean"]
+            r["rank"] = math.nan if math.isnan(r["mean"]) else block[i - 2]["rank"] if tied \
+                else i
         rows += block
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -114,18 +117,42 @@ def _fmt(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def mean_digits(means: pd.Series, start: int = 4, most: int = 12) -> int:
+    """Significant digits that print different means differently (4 unless two of them
+    would read the same)."""
+    distinct = sorted({float(m) for m in means if not math.isnan(m)})
+    digits = start
+    while digits < most and len({_fmt(m, digits) for m in distinct}) < len(distinct):
+        digits += 1
+    return digits
+
+
+def rank_text(rank: float, ranks: pd.Series) -> str:
+    """``"2"``, ``"2="`` when another algorithm shares it (an exact tie), ``"-"`` unranked."""
+    if rank is None or math.isnan(rank):
+        return "-"
+    return f"{int(rank)}{'=' if int((ranks == rank).sum()) > 1 else ''}"
+
+
 def format_rows(board: pd.DataFrame) -> list[list[str]]:
-    """Human-readable cells (mean +- std, times) for terminal and Markdown tables."""
+    """Human-readable cells (mean +- std, times) for terminal and Markdown tables; within a
+    leaderboard, means get the digits that tell them apart and exact ties say so."""
     out = []
+    digits = {key: mean_digits(group["mean"]) for key, group in
+              board.groupby(["experiment", "dataset"], sort=False)}
+    ranks = {key: group["rank"] for key, group in
+             board.groupby(["experiment", "dataset"], sort=False)}
     for r in board.itertuples(index=False):
-        score = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}" if not math.isnan(r.mean) else "-"
+        key = (r.experiment, r.dataset)
+        score = f"{_fmt(r.mean, digits[key])} ± {_fmt(r.std, 2)}" \
+            if not math.isnan(r.mean) else "-"
         if getattr(r, "cut_short", 0) and score != "-":
             score += f" {CUT_SHORT_MARK}"
         if getattr(r, "phase_skipped", 0) and score != "-":
             score += f" {PHASE_MARK}"
         out.append(
             [
-                str(r.rank),
+                rank_text(r.rank, ranks[key]),
                 r.algorithm,
                 score,
                 str(r.n_seeds),

@@ -62,7 +62,8 @@ def test_wall_clock_on_request_and_timeout_names_its_clock(fresh_plugins, tmp_pa
     assert fin["message"].str.fullmatch(
         r"stopped after \S+ s of cpu time \(budget 1e-09 s\) at iteration 0").all()
     board = (out / "leaderboard.md").read_text()
-    rows = [line.split(" | ") for line in board.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    rows = [line.split(" | ") for line in board.splitlines() if line.startswith("| 1= |")]
+    # both stopped at the same initial point: an exact tie, said as such
     assert sorted(r[1] for r in rows) == ["gd", "joint-em"]
     assert all(r[2].endswith(" †") for r in rows)  # every row's score is marked
     assert ("\n† some seeds were cut short by the timeout (status `timeout`): their final values "

@@ -127,3 +127,24 @@ def test_no_report_module_imports_the_plugin_registry():
            if name in ("moebench.plugins", "moebench_plugins")
            or name.startswith(("moebench.plugins.", "moebench_plugins."))]
     assert not bad, bad
+
+
+def test_ranks_say_ties_and_leave_algorithms_without_a_value_unranked():
+    import pandas as pd
+
+    from moebench.reports.leaderboard import format_rows, leaderboard
+
+    def cell(alg, rep, value, status="max_iter"):
+        return {"record": "final", "experiment": "e", "dataset": "d", "algorithm": alg,
+                "repetition": rep, "status": status, "time": 1.0, "iteration": 5, "m": value}
+
+    rows = [cell("a", r, 0.123451) for r in range(2)] + [cell("b", r, 0.123459) for r in range(2)]
+    rows += [cell("c", r, 0.5) for r in range(2)] + [cell("d", r, 0.5) for r in range(2)]
+    rows += [cell("skipped", r, float("nan"), "skipped") for r in range(2)]
+    rows += [cell("diverged", r, float("nan"), "diverged") for r in range(2)]
+    board = leaderboard(pd.DataFrame(rows), "m", {"m": "min"})
+    text = {r[1]: (r[0], r[2]) for r in format_rows(board)}
+    # 0.123451 and 0.123459 read the same at 4 digits: the table shows enough to tell them apart
+    assert text["a"] == ("1", "0.12345 ± 0") and text["b"] == ("2", "0.12346 ± 0")
+    assert text["c"][0] == text["d"][0] == "3="  # an exact tie says so
+    assert text["skipped"][0] == text["diverged"][0] == "-"  # nothing to rank: no rank

@@ -76,15 +76,29 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def name_cells(cells: pd.DataFrame, most: int = 3) -> str:
+    """``"gd seed 0, gd seed 2, em seed 1 and 4 more"``: which cells, by algorithm and seed
+    (with the dataset where the cells span several)."""
+    several = "dataset" in cells and cells["dataset"].nunique() > 1
+    names = [f"{r.algorithm}{f' on {r.dataset}' if several else ''} seed {int(r.repetition)}"
+             for r in cells.head(most).itertuples(index=False)]
+    more = len(cells) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
 def unsuccessful_cells(results: pd.DataFrame) -> list[tuple[str, str, int]]:
     """``(status, reason, count)`` for the cells that were skipped or failed, one row per
-    distinct status and first line of the message, most frequent first."""
+    distinct status and first line of the message, most frequent first; the reason ends with
+    the cells it concerns (:func:`name_cells`)."""
     finals = results[(results["record"] == "final") & ~results["status"].isin(SUCCESS)]
     if finals.empty:
         return []
     first = finals["message"].fillna("").astype(str).str.split("\n").str[0]
-    counts = finals.assign(reason=first).groupby(["status", "reason"]).size()
-    return [(s, r, int(n)) for (s, r), n in counts.sort_values(ascending=False).items()]
+    finals = finals.assign(reason=first)
+    out = []
+    for (status, reason), cells in finals.groupby(["status", "reason"], sort=False):
+        out.append((status, f"{reason} ({name_cells(cells)})", len(cells)))
+    return sorted(out, key=lambda k: -k[2])
 
 
 def metric_direction(directions: Mapping[str, str] | None, metric: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .leaderboard import leaderboard_of
-from .results import SUCCESS, RunResults
+from .results import SUCCESS, RunResults, name_cells
 
 FAILURES_FILE = "failures.md"
 
@@ -145,18 +145,20 @@ def failure_kinds(results: pd.DataFrame) -> list[tuple[str, str, int]]:
     """``(status, first message line, count)`` per kind of failure, most frequent first.
 
     Messages that differ only in their numbers ("blew up at iteration 29" / "... 23") are one
-    kind, shown with the message of its first cell and "(and similar)".
+    kind, shown with the message of its first cell and "(and similar)"; each reason ends with
+    the cells it concerns, by algorithm and seed.
     """
     bad = failures(results)
     if bad.empty:
         return []
     first = bad["message"].fillna("").astype(str).str.split("\n").str[0]
     kinds: dict[tuple[str, str], list[Any]] = {}
-    for status, line in zip(bad["status"], first, strict=True):
+    for i, (status, line) in enumerate(zip(bad["status"], first, strict=True)):
         key = (str(status), _NUMBER.sub("#", line))
-        kind = kinds.setdefault(key, [line, 0, set()])
-        kind[1] += 1
+        kind = kinds.setdefault(key, [line, [], set()])
+        kind[1].append(i)
         kind[2].add(line)
-    out = [(status, example if len(lines) == 1 else f"{example} (and similar)", count)
-           for (status, _), (example, count, lines) in kinds.items()]
+    out = [(status, (example if len(lines) == 1 else f"{example} (and similar)")
+            + f" ({name_cells(bad.iloc[rows])})", len(rows))
+           for (status, _), (example, rows, lines) in kinds.items()]
     return sorted(out, key=lambda k: -k[2])

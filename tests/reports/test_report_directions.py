@@ -148,3 +148,21 @@ def test_ranks_say_ties_and_leave_algorithms_without_a_value_unranked():
     assert text["a"] == ("1", "0.12345 ± 0") and text["b"] == ("2", "0.12346 ± 0")
     assert text["c"][0] == text["d"][0] == "3="  # an exact tie says so
     assert text["skipped"][0] == text["diverged"][0] == "-"  # nothing to rank: no rank
+
+
+def test_failures_name_the_algorithm_and_seed():
+    import pandas as pd
+
+    from moebench.reports.results import unsuccessful_cells
+    from moebench.reports.summary import failure_kinds
+
+    rows = [{"record": "final", "experiment": "e", "dataset": "d", "algorithm": alg,
+             "repetition": rep, "status": "diverged", "message": f"blew up at iteration {it}"}
+            for alg, rep, it in (("gd", 0, 29), ("gd", 2, 23), ("em", 1, 7), ("gd", 3, 9),
+                                 ("gd", 4, 2))]
+    frame = pd.DataFrame(rows)
+    (kind,) = failure_kinds(frame)
+    assert kind == ("diverged", "blew up at iteration 7 (and similar) (em seed 1, gd seed 0, "
+                    "gd seed 2 and 2 more)", 5)
+    (first, *_) = unsuccessful_cells(frame)
+    assert first[1].startswith("blew up at iteration ") and " seed " in first[1]

@@ -11,8 +11,9 @@ The contract between an algorithm and the runner (enforced where each cell runs,
    counts these reports and its ``timeout`` is checked at each, so report regularly.
 3. ``Iterate.objective`` is a finite Python ``float`` or ``None``: the mean training NLL, or the
    loss the algorithm itself monitors, lower being better (the runner stops a run whose objective
-   becomes non-finite or grows by a factor of 10^6 as ``diverged``). 0-d tensors and numpy
-   scalars are converted by the runner; anything else (a string, a vector) fails the cell.
+   becomes non-finite or grows by a factor of 10^6 as ``diverged``). The rule is Python floats
+   (the conformance kit fails anything else); the runner alone is lenient and converts 0-d
+   tensors and numpy scalars, so that a run keeps the cell; a string or a vector fails it.
    ``Iterate.extras`` maps names to scalar floats (recorded as ``extra.<name>`` columns).
 4. The tensors in ``Iterate.params`` belong to the callback from then on: the algorithm must not
    modify them afterwards (clone before updating in place). A callback may keep references

@@ -8,7 +8,10 @@ The contract between an algorithm and the runner (enforced where each cell runs,
 2. It reports ``callback(Iterate(0, params, objective))`` once before its first step, then
    ``Iterate(t, ...)`` after every step with ``t = 1, 2, 3, ...`` (consecutive: one call per
    step; an algorithm with restarts keeps counting across restarts). The runner's ``max_iter``
-   counts these reports and its ``timeout`` is checked at each, so report regularly.
+   counts these reports and its ``timeout`` is checked at each, so report regularly. One
+   iteration is one pass over the training data: a mini-batch or online method reports once
+   per epoch (``n`` samples processed), with its number of updates in ``extras``, so that
+   iterations and time per iteration compare across algorithms.
 3. ``Iterate.objective`` is a finite Python ``float`` or ``None``: the mean training NLL, or the
    loss the algorithm itself monitors, lower being better (the runner stops a run whose objective
    becomes non-finite or grows by a factor of 10^6 as ``diverged``). The rule is Python floats

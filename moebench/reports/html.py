@@ -194,6 +194,27 @@ def _paper_lines(traces: _Traces, references: list[dict[str, Any]], metric: str,
     return shapes
 
 
+def _tick_number(value: float) -> str:
+    """``0.001`` -> ``"0.001"``, ``2e-05`` -> ``"2e-5"``: short and never a bare minor digit."""
+    text = f"{value:.3g}"
+    return text.replace("e-0", "e-").replace("e+0", "e")
+
+
+def log_ticks(values: list[float], label: Any = _tick_number) -> dict[str, Any]:
+    """Explicit ticks for a log axis over ``values``: 1, 2 and 5 times powers of ten (more
+    within two decades), each labelled in full with ``label``, where plotly's own minor ticks
+    read as bare digits ("1 9 8 7 6 5")."""
+    values = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    if not values:
+        return {}
+    lo, hi = min(values), max(values)
+    steps = (1, 2, 5) if hi / lo > 100 else (1, 1.5, 2, 3, 5, 7)
+    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1,
+                                          math.ceil(math.log10(hi)) + 1) for m in steps]
+    shown = [t for t in ticks if lo / 2.5 <= t <= hi * 2.5]
+    return {"tickmode": "array", "tickvals": shown, "ticktext": [label(t) for t in shown]}
+
+
 def convergence_figure(curves: list[Curve], metric: str, title: str, log_requested: bool,
                        styles: Styles, references: list[dict[str, Any]],
                        direction: str) -> dict[str, Any]:
@@ -213,6 +234,9 @@ def convergence_figure(curves: list[Curve], metric: str, title: str, log_request
     if clip is not None:
         lo, hi = clip
         layout["yaxis"]["range"] = [math.log10(lo), math.log10(hi)] if log else [lo, hi]
+    if log:
+        shown = [v for t in traces.data for v in t.get("y") or [] if v is not None]
+        layout["yaxis"].update(log_ticks(list(clip) if clip is not None else shown))
     layout["shapes"] = _paper_lines(traces, references, metric, styles)
     layout["updatemenus"] = [{
         "type": "buttons", "direction": "left", "x": 1, "xanchor": "right", "y": 1.2,
@@ -263,6 +287,7 @@ def box_figure(results: pd.DataFrame, experiment: str, dataset: str, metric: str
         ys = [v for t in traces for v in t["y"]]
         if max(ys) / min(ys) > 1e3:
             layout["yaxis"]["type"] = "log"
+            layout["yaxis"].update(log_ticks(ys))
     shapes = []
     for r in references:
         if r["metric"] != metric or r["algorithm"] not in order or r["iteration"] is not None:

@@ -16,7 +16,6 @@ page is rendered from ``templates/timeline.html.j2``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .html import SYMBOLS, Styles, _layout, _num, _plotly_js, _rgba
+from .html import SYMBOLS, Styles, _layout, _num, _plotly_js, _rgba, log_ticks
 from .measures import CONFIG, TIME, Clock, clock_available, format_seconds, seed_measures
 from .results import SUCCESS, RunResults
 
@@ -241,19 +240,10 @@ def measure_figure(lines: list[_Line], runs: list[TimelineRun], measure: str, cl
 
 
 def _seconds_ticks(data: list[dict[str, Any]]) -> dict[str, Any]:
-    """Explicit ticks at 1, 2 and 5 times powers of ten over the values drawn (more within a
-    span of two decades), labelled with their unit."""
-    values = [v for trace in data for v in trace.get("y") or []
-              if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
-    if not values:
-        return {}
-    lo, hi = min(values), max(values)
-    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1,
-                                          math.ceil(math.log10(hi)) + 1)
-             for m in ((1, 2, 5) if hi / lo > 100 else (1, 1.5, 2, 3, 5, 7))]
-    shown = [t for t in ticks if lo / 2.5 <= t <= hi * 2.5]
-    return {"tickmode": "array", "tickvals": shown,
-            "ticktext": [format_seconds(t) for t in shown]}
+    """:func:`~moebench.reports.html.log_ticks` over the values drawn, labelled with their
+    unit."""
+    return log_ticks([v for trace in data for v in trace.get("y") or []
+                      if isinstance(v, (int, float))], format_seconds)
 
 
 def _series_section(runs: list[TimelineRun], clock: Clock, styles: Styles,

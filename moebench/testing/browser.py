@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -62,6 +63,7 @@ class CheckResult:
     plots: int = 0
     empty_plots: list[str] = field(default_factory=list)
     sorted_ok: bool | None = None
+    bare_log_ticks: list[str] = field(default_factory=list)
     sort_detail: str = ""
     screenshots: list[Path] = field(default_factory=list)
 
@@ -71,6 +73,7 @@ class CheckResult:
         out += [f"failed request: {m}" for m in self.failed_requests]
         out += [f"network request: {m}" for m in self.foreign_requests]
         out += [f"empty plot: {m}" for m in self.empty_plots]
+        out += [f"log axis tick without its magnitude: {m}" for m in self.bare_log_ticks]
         if self.sorted_ok is False:
             out.append(f"clicking a leaderboard header did not change the order "
                        f"({self.sort_detail})")
@@ -185,7 +188,14 @@ _PLOTS_JS = """
     const svg = div.querySelector('svg.main-svg');
     const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
     const marks = div.querySelectorAll('path.js-line, g.point, path.box, path.js-fill').length;
-    out.push({id: div.id, width: r.width, height: r.height, marks: marks});
+    const logs = [];
+    ['x', 'y'].forEach(a => {
+      const axis = div.layout && div.layout[a + 'axis'];
+      if (axis && axis.type === 'log' && axis.tickmode !== 'array') {  // plotly's own ticks
+        div.querySelectorAll('.' + a + 'tick text').forEach(t => logs.push(t.textContent));
+      }
+    });
+    out.push({id: div.id, width: r.width, height: r.height, marks: marks, logTicks: logs});
   });
   return out;
 })()
@@ -284,6 +294,11 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
             result.plots = len(plots)
             result.empty_plots = [p["id"] for p in plots
                                   if p["width"] < 50 or p["height"] < 50 or p["marks"] == 0]
+            # plotly labels a log axis's minor ticks with bare digits ("1000 5 2 100 5 2"),
+            # which read as values: a log axis must label its ticks in full (explicit ticks)
+            result.bare_log_ticks = [f"{p['id']}: {t!r}" for p in plots
+                                     for t in p.get("logTicks") or []
+                                     if re.fullmatch(r"\s*[2-9]\s*", t)]
             table = tools.evaluate(_PICK_JS)
             if table is not None:
                 order = _ORDER_JS % json.dumps(table)

@@ -104,3 +104,30 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert len(result.screenshots) == 2
     for shot in result.screenshots:
         assert shot.stat().st_size > 20_000  # a real picture, not a blank page
+
+
+def test_log_axes_label_every_tick_in_full(tmp_path):
+    """plotly's own log ticks label minor ticks with bare digits ("1000 5 2 100 5 2"); the
+    report's log axes use explicit ticks, and the browser check flags the bare ones."""
+    import json
+
+    from moebench.reports.html import _plotly_js, log_ticks
+
+    ys = [12.0, 40.0, 300.0, 900.0]
+    axes = {"plain": {"type": "log"}, "explicit": {"type": "log", **log_ticks(ys)}}
+    assert axes["explicit"]["ticktext"][:4] == ["5", "7", "10", "15"]
+    divs = "".join(f'<div class="plot" id="{k}" style="width:600px;height:400px"></div>'
+                   for k in axes)
+    calls = ",".join(
+        f"Plotly.newPlot('{k}', [{{x: [1, 2, 3, 4], y: {json.dumps(ys)}}}], "
+        f"{{yaxis: {json.dumps(a)}}})" for k, a in axes.items())
+    page = tmp_path / "ticks.html"
+    page.write_text(f"<html><body>{divs}<script>{_plotly_js()}</script><script>"
+                    f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = 2; }});"
+                    "</script></body></html>")
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    result = check_report(page)
+    assert result.bare_log_ticks and all(t.startswith("plain: ") for t in result.bare_log_ticks)
+    assert any("log axis tick without its magnitude" in p for p in result.problems)

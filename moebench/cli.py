@@ -305,18 +305,19 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
     for line in summary_lines(loaded):
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"results in {escape(str(directory))}  "
-                  f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False)
+                  f"({', '.join(f'{k}: {v}' for k, v in counts.items())})", highlight=False,
+                  soft_wrap=True)
     earlier = loaded.manifest.get("earlier_cells") or 0
     if earlier:
         console.print(f"the tables and reports cover all {len(finals)} cells of the folder: "
                       f"{earlier} from earlier runs, {len(finals) - earlier} from this one",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     for line in where_lines(directory):
         console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     problems = failure_kinds(results)
     for status, reason, count in problems[:8]:
         err_console.print(f"[yellow]{status}[/yellow] ({count} cell{'s' if count != 1 else ''})"
-                          f": {escape(reason)}", highlight=False)
+                          f": {escape(reason)}", highlight=False, soft_wrap=True)
     if len(problems) > 8:
         err_console.print(f"... and {len(problems) - 8} more kinds of failure: see "
                           f"{escape(str(directory / 'failures.md'))}", highlight=False)
@@ -341,7 +342,7 @@ def print_time_accounting(manifest: dict[str, Any]) -> None:
         f"{acc['algorithm_wall']:.1f} s wall / {acc['algorithm_cpu']:.1f} s cpu, metrics "
         f"{acc['metrics']:.1f} s, data {acc['data']:.1f} s, compilation "
         f"{acc['compilation']:.1f} s, worker start {acc['worker_start']:.1f} s "
-        f"({manifest.get('jobs', 1)} worker(s))", highlight=False)
+        f"({manifest.get('jobs', 1)} worker(s))", highlight=False, soft_wrap=True)
 
 
 @main.command("plugins")

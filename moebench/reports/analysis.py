@@ -224,6 +224,36 @@ class Curve:
     off_scale: bool = False
 
 
+def same_curves(curves: list[Curve]) -> dict[str, str]:
+    """Algorithm -> an earlier algorithm whose median curve it repeats exactly (same
+    iterations, same values to 1e-12): drawn on top of each other, one would hide."""
+    found: dict[str, str] = {}
+    for i, c in enumerate(curves):
+        for earlier in curves[:i]:
+            if earlier.algorithm in found or not len(c.iteration) \
+                    or c.iteration.shape != earlier.iteration.shape:
+                continue
+            if np.array_equal(c.iteration, earlier.iteration) and np.allclose(
+                    c.median, earlier.median, rtol=1e-12, atol=0.0, equal_nan=True):
+                found[c.algorithm] = earlier.algorithm
+                break
+    return found
+
+
+def curve_label(c: Curve, same_as: str | None = None) -> str:
+    """The legend entry of a curve, with its timeouts, divergent seeds, "off scale" and the
+    curve it repeats."""
+    notes = [f"same as {same_as}"] if same_as else []
+    if c.timeouts:
+        notes.append(f"{c.timeouts} timeout")
+    if c.diverged:
+        drawn = "not in the band" if len(c.iteration) else "not drawn"
+        notes.append(f"{c.diverged} diverged, {drawn}")
+    if c.off_scale:
+        notes.append("off scale")
+    return c.algorithm + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def curve_stats(results: pd.DataFrame, experiment: str, dataset: str, metric: str
                 ) -> list[Curve]:
     """Per algorithm, the :class:`Curve` of ``metric`` against iterations (and time).

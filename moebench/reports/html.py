@@ -28,9 +28,11 @@ from .analysis import (
     VERDICT_RULE,
     Curve,
     claim_rows,
+    curve_label,
     curve_stats,
     reference_rows,
     run_headline,
+    same_curves,
     use_log,
     y_range,
 )
@@ -122,23 +124,12 @@ class _Traces:
         self.x_time.append(x_time)
 
 
-def _curve_name(c: Curve) -> str:
-    """The legend entry of a curve, with its timeouts, divergent seeds and "off scale"."""
-    notes = []
-    if c.timeouts:
-        notes.append(f"{c.timeouts} timeout")
-    if c.diverged:
-        drawn = "not in the band" if len(c.iteration) else "not drawn"
-        notes.append(f"{c.diverged} diverged, {drawn}")
-    if c.off_scale:
-        notes.append("off scale")
-    return c.algorithm + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def _add_curve(traces: _Traces, c: Curve, metric: str, styles: Styles) -> None:
-    """The band, median line and timeout X of one algorithm's curve."""
+def _add_curve(traces: _Traces, c: Curve, metric: str, styles: Styles,
+               same_as: str | None = None) -> None:
+    """The band, median line and timeout X of one algorithm's curve (dashed, and said so in
+    the legend, when it repeats ``same_as``'s)."""
     color, symbol = styles.color(c.algorithm), styles.symbol(c.algorithm)
-    name = _curve_name(c)
+    name = curve_label(c, same_as)
     if not len(c.iteration):  # every seed diverged: a legend entry only
         traces.add({"type": "scatter", "mode": "lines+markers", "x": [None],
                     "y": [None], "name": name, "line": {"color": color, "dash": "dot"},
@@ -155,7 +146,7 @@ def _add_curve(traces: _Traces, c: Curve, metric: str, styles: Styles) -> None:
                 "name": c.algorithm + " 25-75 %"}, it + it[::-1], tm + tm[::-1])
     traces.add({"type": "scatter", "mode": "lines+markers", "x": it,
                 "y": _list(c.median), "name": name, "legendgroup": c.algorithm,
-                "line": {"color": color, "width": 2},
+                "line": {"color": color, "width": 2, "dash": "dash" if same_as else "solid"},
                 "marker": {"symbol": symbol, "size": sizes, "color": color},
                 "customdata": tm,
                 "hovertemplate": f"{c.algorithm}<br>iteration %{{x}}<br>time "
@@ -228,8 +219,9 @@ def convergence_figure(curves: list[Curve], metric: str, title: str, log_request
     log = use_log(curves, log_requested)
     clip = y_range(curves, log, direction)
     traces = _Traces()
+    same = same_curves(curves)
     for c in curves:
-        _add_curve(traces, c, metric, styles)
+        _add_curve(traces, c, metric, styles, same.get(c.algorithm))
     layout = _layout(title, "iteration", metric + (" (log)" if log else ""), log)
     if clip is not None:
         lo, hi = clip

@@ -18,9 +18,11 @@ from .analysis import (
     VERDICT_RULE,
     Curve,
     claim_rows,
+    curve_label,
     curve_stats,
     reference_rows,
     run_headline,
+    same_curves,
     use_log,
     y_range,
 )
@@ -46,14 +48,13 @@ def _plot(path: Path, curve_list: list[Curve], metric: str, title: str, log_y: b
     clip = y_range(curve_list, log, direction)
     fig, ax = plt.subplots(figsize=(6, 4))
     markers = "os^vD<>ph*"
+    same = same_curves(curve_list)
     for i, c in enumerate(curve_list):
-        label = c.algorithm + (f" ({c.timeouts} timeout)" if c.timeouts else "") + \
-            (f" ({c.diverged} diverged, not in the band)" if c.diverged and len(c.iteration)
-             else f" ({c.diverged} diverged, not drawn)" if c.diverged else "") + \
-            (" (off scale)" if c.off_scale else "")
+        label = curve_label(c, same.get(c.algorithm))  # the legend entries of report.html
         every = max(1, len(c.iteration) // 8)
         (line,) = ax.plot(c.iteration, c.median, label=label, marker=markers[i % len(markers)],
-                          markevery=every, markersize=4)
+                          markevery=every, markersize=4,
+                          linestyle="--" if c.algorithm in same else "-")
         ax.fill_between(c.iteration, c.q25, c.q75, alpha=0.2, color=line.get_color())
         if c.timeouts and len(c.iteration):
             ax.plot(c.iteration[-1:], c.median[-1:], marker="X", markersize=9,

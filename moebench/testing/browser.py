@@ -64,6 +64,7 @@ class CheckResult:
     empty_plots: list[str] = field(default_factory=list)
     sorted_ok: bool | None = None
     bare_log_ticks: list[str] = field(default_factory=list)
+    legend_texts: list[str] = field(default_factory=list)
     sort_detail: str = ""
     screenshots: list[Path] = field(default_factory=list)
 
@@ -195,7 +196,9 @@ _PLOTS_JS = """
         div.querySelectorAll('.' + a + 'tick text').forEach(t => logs.push(t.textContent));
       }
     });
-    out.push({id: div.id, width: r.width, height: r.height, marks: marks, logTicks: logs});
+    const legend = Array.from(div.querySelectorAll('.legendtext')).map(t => t.textContent);
+    out.push({id: div.id, width: r.width, height: r.height, marks: marks, logTicks: logs,
+              legend: legend});
   });
   return out;
 })()
@@ -296,6 +299,7 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
                                   if p["width"] < 50 or p["height"] < 50 or p["marks"] == 0]
             # plotly labels a log axis's minor ticks with bare digits ("1000 5 2 100 5 2"),
             # which read as values: a log axis must label its ticks in full (explicit ticks)
+            result.legend_texts = [t for p in plots for t in p.get("legend") or []]
             result.bare_log_ticks = [f"{p['id']}: {t!r}" for p in plots
                                      for t in p.get("logTicks") or []
                                      if re.fullmatch(r"\s*[2-9]\s*", t)]

@@ -131,3 +131,48 @@ def test_log_axes_label_every_tick_in_full(tmp_path):
     result = check_report(page)
     assert result.bare_log_ticks and all(t.startswith("plain: ") for t in result.bare_log_ticks)
     assert any("log axis tick without its magnitude" in p for p in result.problems)
+
+
+SAME = """
+name: same-test
+seed: 5
+repetitions: 2
+budget: {max_iter: 6}
+experiments:
+  - name: twins
+    metrics: [param_error]
+    leaderboard: {rank_by: param_error}
+    figures:
+      - {metric: param_error}
+    datasets:
+      - name: synthetic-moe
+        params: {n: 300, n_test: 60, d: 3, k: 2, sigma: 0.3}
+    algorithms:
+      - name: gd
+        params: {lr: 0.05}
+      - name: gd
+        label: gd-copy
+        params: {lr: 0.05, tol: 1.0e-15}  # another cell, the same steps within 6 iterations
+      - name: joint-em
+"""
+
+
+def test_a_curve_that_repeats_another_says_so(fresh_plugins, tmp_path):
+    """Two algorithms with the same curve would hide one under the other: the second is
+    dashed and its legend says "same as" (in report.html, checked in Chromium, and in the
+    PNG's legend, which uses the same labels)."""
+    from moebench.reports.analysis import curve_stats, same_curves
+    from moebench.reports.results import read_results
+
+    directory = run_suite(parse_suite(textwrap.dedent(SAME)), tmp_path)
+    curves = curve_stats(read_results(directory), "twins", "synthetic-moe", "param_error")
+    assert same_curves(curves) == {"gd-copy": "gd"}
+    html = (directory / HTML_FILE).read_text()
+    assert "gd-copy (same as gd)" in html
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    result = check_report(directory / HTML_FILE)
+    assert result.problems == [], result.problems
+    assert "gd-copy (same as gd)" in result.legend_texts
+    assert not [t for t in result.legend_texts if t.startswith("joint-em (same")]

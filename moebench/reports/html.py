@@ -107,6 +107,7 @@ def _layout(title: str, xtitle: str, ytitle: str, log_y: bool) -> dict[str, Any]
         "template": None,
         "plot_bgcolor": "#ffffff",
         "hovermode": "closest",
+        "modebar": {"orientation": "v"},  # down the right side: never over the title
     }
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -271,11 +273,14 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
     html = Path(html).resolve()
     result = CheckResult()
-    with tempfile.TemporaryDirectory(prefix="moebench-chromium-") as profile:
+    # Chromium's helper processes may still write into the profile after the browser exits:
+    # the whole process group is stopped, and a file left behind does not fail the check
+    with tempfile.TemporaryDirectory(prefix="moebench-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tools = None
         try:
             port = _devtools_port(Path(profile), process, timeout=30)
@@ -329,13 +334,22 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
         finally:
             if tools is not None:
                 tools.close()
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop_group(process)
     return result
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop Chromium and its helper processes (its own process group)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:

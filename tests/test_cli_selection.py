@@ -177,8 +177,8 @@ def test_failure_kinds_group_messages_that_differ_in_numbers():
                  "algorithm": "gd", "repetition": 0, "message": "cifar10: files not found"})
     kinds = failure_kinds(pd.DataFrame(rows))
     assert kinds[0] == ("diverged", "objective blew up: 1.0e+07 at iteration 20, from 2.1 "
-                        "(and similar)", 5)
-    assert kinds[1] == ("skipped", "cifar10: files not found", 1)
+                        "(and similar) (gd seed 0, gd seed 1, gd seed 2 and 2 more)", 5)
+    assert kinds[1] == ("skipped", "cifar10: files not found (gd seed 0)", 1)
 
 
 def test_a_parameter_fixed_on_the_command_line_shows_in_the_label(fresh_plugins):

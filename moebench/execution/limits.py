@@ -118,13 +118,20 @@ def _process_age() -> float | None:
         return None
 
 
+#: Caps the cores a run uses (``moebench compare-commits`` gives each of two runs side by side
+#: half of them, without pinning either to a core).
+CORES_ENV = "MOEBENCH_CORES"
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container
-    allocation), else ``os.cpu_count()``."""
+    allocation, else ``os.cpu_count()``), at most ``$MOEBENCH_CORES`` when that is set."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    cap = os.environ.get(CORES_ENV, "").strip()
+    return max(1, min(cores, int(cap))) if cap.isdigit() and int(cap) > 0 else cores
 
 
 def worker_threads(jobs: int) -> int:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MoebenchError
+from ..execution.limits import CORES_ENV
 from ..suite.loader import load_suite
 from .database import History, HistoryEntry, machine_name
 
@@ -131,31 +132,31 @@ def _suite_in(tree: Path, repo: Path, suite: str) -> Path:
     return inside
 
 
-def core_sets(ways: int) -> list[set[int] | None]:
-    """The usable cores split into ``ways`` disjoint sets (``None``: no pinning, where there
-    are fewer cores than ways or no affinity on this system)."""
+def _cores_each(ways: int) -> int:
+    """The cores each of ``ways`` runs side by side may use (at least one)."""
     try:
-        cores = sorted(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return [None] * ways
-    if len(cores) < ways:
-        return [None] * ways
-    return [set(cores[i::ways]) for i in range(ways)]
+        cores = os.cpu_count() or 1
+    return max(1, cores // ways)
 
 
 def _start(tree: Path, path: str, suite: Path, out: Path, options: list[str],
-           log: Path, cores: set[int] | None = None) -> subprocess.Popen:
+           log: Path, cores: int | None = None) -> subprocess.Popen:
     """Start one ``moebench run`` of a revision in its worktree, appending to ``log``; with
-    ``cores``, pinned to them (its workers then use as many torch threads as it has cores)."""
+    ``cores``, its workers use at most that many torch threads (``$MOEBENCH_CORES``). Runs
+    are not pinned to cores: beside other load, the one pinned next to a busy process would
+    be the slower one, where unpinned runs share the load alike."""
     env = {**os.environ, "PYTHONPATH": path}
+    if cores is not None:
+        env[CORES_ENV] = str(cores)
     command = [sys.executable, "-m", "moebench.cli", "run", str(suite), "--out", str(out),
                "--no-report", "--progress", "lines", *options]
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
         return subprocess.Popen(command, cwd=tree, env=env, stdout=handle,
-                                stderr=subprocess.STDOUT, preexec_fn=None if cores is None
-                                else (lambda: os.sched_setaffinity(0, cores)))
+                                stderr=subprocess.STDOUT)
 
 
 def _wait(process: subprocess.Popen, revision: Revision, log: Path) -> None:
@@ -212,12 +213,12 @@ def _suite_name(repo: Path, suite: str) -> str:
 
 def _run_round(order: list[Revision], places: dict[str, tuple[Path, str, Path, Path]],
                options: list[str], sequential: bool) -> None:
-    """One round: every revision's run, at the same time unless ``sequential`` (then each on
-    its own share of the cores, so that neither run's threads outnumber its cores)."""
+    """One round: every revision's run, at the same time unless ``sequential`` (then each
+    with its share of the cores' threads, so that together they do not outnumber the cores)."""
     started: list[tuple[Revision, subprocess.Popen, Path]] = []
-    pins = [None] * len(order) if sequential else core_sets(len(order))
+    cores = None if sequential else _cores_each(len(order))
     try:
-        for revision, cores in zip(order, pins, strict=True):
+        for revision in order:
             tree, path, suite_file, out = places[revision.sha]
             log = out / "run.log"
             started.append((revision, _start(tree, path, suite_file, out, options, log, cores),

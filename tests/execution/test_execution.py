@@ -477,3 +477,17 @@ def test_small_cells_run_single_threaded_large_ones_keep_the_workers_threads():
     assert cell_threads((50_000, 10), 2) == 2  # two threads pay from about 20,000 x 10
     assert cell_threads((10_000, 785), 2) == 2  # Fashion-MNIST: GEMM-bound, two threads pay
     assert cell_threads(None, 4) == 4  # streamed data: the worker's setting
+
+
+def test_moebench_cores_caps_the_cores_a_run_uses(monkeypatch):
+    from moebench.execution.limits import usable_cores, worker_threads
+
+    monkeypatch.delenv("MOEBENCH_CORES", raising=False)
+    all_cores = usable_cores()
+    monkeypatch.setenv("MOEBENCH_CORES", "1")
+    assert usable_cores() == 1 and worker_threads(1) == 1
+    for ignored in ("0", "many", ""):
+        monkeypatch.setenv("MOEBENCH_CORES", ignored)
+        assert usable_cores() == all_cores
+    monkeypatch.setenv("MOEBENCH_CORES", str(all_cores + 5))
+    assert usable_cores() == all_cores  # a cap, never more than the machine gives

@@ -353,18 +353,20 @@ def plugins_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in infos], indent=2))
         return
+    def registers(p: Any) -> str:
+        return "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
+
     if not console.is_terminal:  # a pipe: one tab-separated line per plugin, for grep and cut
         for p in infos:
-            what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
             status = "loaded" if p.status == "loaded" else f"failed: {p.error or ''}"
             click.echo("\t".join([p.name, p.distribution or "-", p.version or "-",
-                                  " ".join(status.split()), what]))
+                                  " ".join(status.split()), registers(p)]))
         return
     table = Table(title="moebench plugins")
     for h in ("plugin", "distribution", "version", "status", "registers"):
         table.add_column(h, overflow="fold")
     for p in infos:
-        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
+        what = registers(p)
         status = ("[green]loaded[/green]" if p.status == "loaded"
                   else f"[red]failed[/red] {escape(p.error or '')}")
         table.add_row(escape(p.name), escape(p.distribution or "-"), escape(p.version or "-"),
@@ -567,14 +569,20 @@ def _show_comparison(result, only_changed: bool | None, as_json: bool,
                      fail_on_regression: bool) -> None:
     """Print a comparison: JSON, fixed-width lines in a pipe, a table on a terminal; exit 1
     on a regression when asked."""
-    from .reports.compare import change_cells, heading_lines, summary_lines, text_lines
+    from .reports.compare import (
+        change_cells,
+        heading_lines,
+        shown_changes,
+        summary_lines,
+        text_lines,
+    )
 
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))
     elif not console.is_terminal:
         click.echo("\n".join(text_lines(result, only_changed is not False)))
     else:
-        shown = [c for c in result.changes if not (only_changed and c.verdict == "unchanged")]
+        shown, hidden = shown_changes(result, bool(only_changed))
         table = Table(title=escape("\n".join(heading_lines(result))), title_justify="left",
                       box=box.SIMPLE)
         for h in ("", "A", "B", "B / A", "p", "seeds", "measure",
@@ -587,10 +595,7 @@ def _show_comparison(result, only_changed: bool | None, as_json: bool,
             table.add_row(*cells, style=styles.get(c.mark))
         table.columns[-1].overflow = "fold"  # k=2 and k=3 must not both become "synthetic-…"
         console.print(table)
-        if len(shown) < len(result.changes):
-            console.print(f"({len(result.changes) - len(shown)} unchanged measure(s) not shown; "
-                          "--all lists them)", highlight=False)
-        for line in summary_lines(result):
+        for line in hidden + summary_lines(result):
             console.print(escape(line), highlight=False, soft_wrap=True)
     if fail_on_regression and result.regressions:
         sys.exit(1)

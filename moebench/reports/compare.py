@@ -393,10 +393,18 @@ def summary_lines(result: Comparison) -> list[str]:
     return lines
 
 
+def shown_changes(result: Comparison, only_changed: bool) -> tuple[list[Change], list[str]]:
+    """The changes to list, and the line saying how many unchanged ones were left out."""
+    shown = [c for c in result.changes if not (only_changed and c.verdict == "unchanged")]
+    hidden = len(result.changes) - len(shown)
+    return shown, ([f"({hidden} unchanged measure(s) not shown; --all lists them)"]
+                   if hidden else [])
+
+
 def text_lines(result: Comparison, only_changed: bool = True) -> list[str]:
     """The comparison as fixed-width lines, one per measure, for pipes and CI logs (``asv
     compare``'s layout: the name last, so no line wraps into a table)."""
-    shown = [c for c in result.changes if not (only_changed and c.verdict == "unchanged")]
+    shown, hidden = shown_changes(result, only_changed)
     widths = [1, 10, 10, 6, 7, 5]
     header = ["", "A", "B", "B/A", "p", "seeds"]
     def row(cells: list[str]) -> str:
@@ -406,7 +414,4 @@ def text_lines(result: Comparison, only_changed: bool = True) -> list[str]:
     lines = heading_lines(result) + [row([*header, "measure", "experiment / dataset / "
                                                               "algorithm"])]
     lines += [row(change_cells(c)) for c in shown]
-    if only_changed and len(shown) < len(result.changes):
-        lines.append(f"({len(result.changes) - len(shown)} unchanged measure(s) not shown; "
-                     "--all lists them)")
-    return lines + summary_lines(result)
+    return lines + hidden + summary_lines(result)

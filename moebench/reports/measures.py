@@ -57,7 +57,8 @@ def successful_finals(run: RunResults) -> pd.DataFrame:
     return with_config(finals[finals["status"].isin(SUCCESS)])
 
 
-def seed_times(run: RunResults, clock: Clock = "cpu") -> pd.DataFrame:
+def seed_times(run: RunResults, clock: Clock = "cpu",
+               finals: pd.DataFrame | None = None) -> pd.DataFrame:
     """The median time per iteration of every successful cell of ``run``.
 
     Parameters
@@ -66,6 +67,8 @@ def seed_times(run: RunResults, clock: Clock = "cpu") -> pd.DataFrame:
         A loaded results folder.
     clock
         ``"cpu"`` (CPU time of the thread running the algorithm) or ``"wall"``.
+    finals
+        :func:`successful_finals` of ``run``, when the caller has it already.
 
     Returns
     -------
@@ -74,7 +77,7 @@ def seed_times(run: RunResults, clock: Clock = "cpu") -> pd.DataFrame:
         per successful cell.
     """
     column = CLOCK_COLUMNS[clock]
-    finals = successful_finals(run)
+    finals = successful_finals(run) if finals is None else finals
     out = finals[[*CONFIG, "repetition"]].copy()
     if finals.empty or column not in finals:
         return out.assign(value=pd.Series(dtype=float))
@@ -112,9 +115,9 @@ def seed_measures(run: RunResults, measures: list[str] | None = None,
         Long format: :data:`CONFIG`, ``repetition``, ``measure``, ``value``.
     """
     parts = []
-    if measures is None or TIME in measures:
-        parts.append(seed_times(run, clock).assign(measure=TIME))
     finals = successful_finals(run)
+    if measures is None or TIME in measures:
+        parts.append(seed_times(run, clock, finals).assign(measure=TIME))
     listed = run.manifest.get("metrics") or {}
     for experiment, rows in finals.groupby("experiment", sort=False):
         names = [m for m in (listed.get(experiment) or []) if m != TIME] \

@@ -2,7 +2,8 @@
 
 :class:`BoundedLoader` refuses alias bombs, deep nesting and duplicate keys, each with its YAML
 path, line and column (:class:`YamlRefused`); :func:`load_yaml` composes a document once and
-gives its data with the line of every YAML path, for error messages.
+gives its data with the place of every YAML path (:class:`~moebench.suite.problems.Place`:
+the line where the suite uses a value, and the anchor it comes from), for error messages.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .problems import format_loc
+from .problems import Place, format_loc
 
 #: Limits of the YAML loader: nesting depth, nodes after alias expansion, number of aliases.
 MAX_YAML_DEPTH = 50
@@ -28,6 +29,15 @@ class YamlRefused(Exception):
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+#: Where an alias is used: the anchor it names and the alias's 1-based line.
+Alias = tuple[str, int]
+
+
+def _slot(parent: yaml.Node | None, index: Any) -> tuple[int, Any]:
+    """The place of a child in its parent node: a sequence position or a mapping key node."""
+    return id(parent), id(index) if isinstance(index, yaml.Node) else index
 
 
 class BoundedLoader(yaml.SafeLoader):
@@ -54,6 +64,8 @@ class BoundedLoader(yaml.SafeLoader):
         self._path: list[Any] = []
         self._sizes: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, height)
         self._open: set[str] = set()  # anchors whose node is being composed
+        #: Each alias, by its slot in its parent node (see ``_slot``): its anchor and line.
+        self.aliases: dict[tuple[int, Any], Alias] = {}
 
     def _where(self, mark: yaml.Mark, path: tuple[Any, ...] | None = None) -> str:
         path = tuple(self._path) if path is None else path
@@ -104,6 +116,8 @@ class BoundedLoader(yaml.SafeLoader):
                 raise YamlRefused(self._where(mark), f"alias *{anchor} nests values more than "
                                   f"{MAX_YAML_DEPTH} levels deep")
             self._deepest = max(self._deepest, self._depth + height)
+            if index is not None:
+                self.aliases[_slot(parent, index)] = (anchor, mark.line + 1)
             return super().compose_node(parent, index)
         self._count(1, mark)
         start, outer = self._nodes - 1, self._deepest
@@ -153,37 +167,80 @@ class BoundedLoader(yaml.SafeLoader):
             ) from None
 
 
-def _node_lines(root: yaml.Node) -> dict[tuple[Any, ...], int]:
-    """Map every YAML path of a composed document to its 1-based line.
+def _place(text_line: int, through: tuple[Alias, ...]) -> Place:
+    """The :class:`Place` of text at ``text_line`` reached through the aliases ``through``
+    (outermost first): the outermost alias is where the suite uses it, the innermost anchor
+    holds its text."""
+    if not through:
+        return Place(text_line)
+    return Place(through[0][1], through[-1][0], text_line)
 
-    A node reached again through an alias is not walked again (its inner paths keep the lines
-    of the anchored original; the alias's own path gets its key's line), so this is linear in
-    the size of the file, whatever the aliases expand to.
+
+Entry = tuple[yaml.Node, yaml.Node, tuple[Alias, ...], tuple[Alias, ...]]
+
+
+def _entries(node: yaml.MappingNode, aliases: dict[tuple[int, Any], Alias]) -> list[Entry]:
+    """The key/value pairs of a mapping as its data holds them, ``<<`` merges flattened.
+
+    Each pair comes with the aliases its key was merged through and the alias its value is
+    (if any); an explicit key overrides a merged one, and in ``<<: [*a, *b]`` ``a`` wins, as
+    PyYAML constructs them.
     """
-    lines: dict[tuple[Any, ...], int] = {}
-    seen: set[int] = set()
-    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
-    while stack:
-        node, path = stack.pop()
-        lines.setdefault(path, node.start_mark.line + 1)
-        if id(node) in seen:
+    merged: list[Entry] = []
+    own: list[Entry] = []
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
             continue
-        seen.add(id(node))
+        if key.tag != _MERGE_TAG:
+            alias = aliases.get(_slot(node, key))
+            own.append((key, value, (), (alias,) if alias else ()))
+            continue
+        sources = [(value, aliases.get(_slot(node, key)))]
+        if isinstance(value, yaml.SequenceNode):
+            sources = [(item, aliases.get(_slot(value, i))) for i, item in enumerate(value.value)]
+            sources.reverse()
+        for source, alias in sources:
+            if isinstance(source, yaml.MappingNode):
+                via = (alias,) if alias else ()
+                merged += [(k, v, via + k_via, v_via)
+                           for k, v, k_via, v_via in _entries(source, aliases)]
+    return list({key.value: (key, value, k_via, v_via)
+                 for key, value, k_via, v_via in merged + own}.values())
+
+
+def _node_places(
+    root: yaml.Node, aliases: dict[tuple[int, Any], Alias]
+) -> dict[tuple[Any, ...], Place]:
+    """Map every YAML path of a composed document to its :class:`Place`.
+
+    A value reached through an alias (``*name`` or a ``<<`` merge) is placed at the alias,
+    where the suite uses it, with the anchor its text is in: a typo in an anchor used twice has
+    two places. The walk follows aliases, so it visits the document as its data holds it,
+    which :class:`BoundedLoader` bounds to :data:`MAX_YAML_NODES` values.
+    """
+    places: dict[tuple[Any, ...], Place] = {(): Place(root.start_mark.line + 1)}
+    stack: list[tuple[yaml.Node, tuple[Any, ...], tuple[Alias, ...]]] = [(root, (), ())]
+    while stack:
+        node, path, through = stack.pop()
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode):
-                    continue
+            for key, value, k_via, v_via in _entries(node, aliases):
                 child = path + (key.value,)
-                lines[child] = key.start_mark.line + 1
-                stack.append((value, child))
+                places[child] = _place(key.start_mark.line + 1, through + k_via)
+                stack.append((value, child, through + k_via + v_via))
         elif isinstance(node, yaml.SequenceNode):
-            for i, value in enumerate(node.value):
-                stack.append((value, path + (i,)))
-    return lines
+            for i, item in enumerate(node.value):
+                alias = aliases.get(_slot(node, i))
+                item_through = through + ((alias,) if alias else ())
+                places[path + (i,)] = _place(item.start_mark.line + 1, item_through)
+                stack.append((item, path + (i,), item_through))
+    return places
 
 
 def yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map every YAML path to its 1-based line, for error messages (empty if malformed)."""
+    """Map every YAML path to its 1-based line, for error messages (empty if malformed).
+
+    A value reached through an alias has the alias's line, where the suite uses it.
+    """
     loader = BoundedLoader(text)
     try:
         root = loader.get_single_node()
@@ -191,17 +248,20 @@ def yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
         return {}
     finally:
         loader.dispose()
-    return _node_lines(root) if root is not None else {}
+    if root is None:
+        return {}
+    return {path: place.line for path, place in _node_places(root, loader.aliases).items()}
 
 
-def load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """The document's data and its path-to-line map, composed once with :class:`BoundedLoader`."""
+def load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], Place]]:
+    """The document's data and the :class:`Place` of each of its YAML paths, composed once
+    with :class:`BoundedLoader`."""
     loader = BoundedLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None, {}
-        lines = _node_lines(root)
-        return loader.construct_document(root), lines
+        places = _node_places(root, loader.aliases)  # before construction flattens merges
+        return loader.construct_document(root), places
     finally:
         loader.dispose()

@@ -51,7 +51,8 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
     SuiteError
         For bytes that are not UTF-8, malformed YAML, YAML beyond the loader's limits (nesting,
         aliases, size), duplicate keys, unknown keys and wrong types, each with its YAML path
-        and line.
+        and line (for a value from an anchor, the line of the alias that uses it, then the
+        anchor's name and the value's line in it).
     """
     if isinstance(text, bytes):
         text = _decode(text, source)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import SuiteError
 
@@ -29,6 +29,24 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+class Place(NamedTuple):
+    """Where a YAML path is written: its line, and the anchor its value comes from.
+
+    A value reached through an alias (``key: *name``, ``- *name`` or a ``<<: *name`` merge)
+    is placed at the alias, where the suite uses it (``line``); ``anchor`` and ``anchor_line``
+    then say where its text is: inside the anchor ``&name``, at ``anchor_line``.
+    """
+
+    line: int
+    anchor: str | None = None
+    anchor_line: int | None = None
+
+    def __str__(self) -> str:
+        if self.anchor is None:
+            return f"line {self.line}"
+        return f"line {self.line}, from the anchor &{self.anchor} at line {self.anchor_line}"
+
+
 class Problems:
     """The problems found in one suite so far, each named by its YAML path and line.
 
@@ -37,10 +55,11 @@ class Problems:
     source
         File name used in the error.
     lines
-        YAML path -> 1-based line of the suite file (empty when unknown).
+        YAML path -> its 1-based line in the suite file, an ``int`` or a :class:`Place` (empty
+        when unknown).
     """
 
-    def __init__(self, source: str, lines: dict[tuple[Any, ...], int]):
+    def __init__(self, source: str, lines: dict[tuple[Any, ...], int | Place]):
         self.source, self.lines, self.items = source, lines, []
         self._seen: set[tuple[str, str]] = set()
 
@@ -49,7 +68,8 @@ class Problems:
         where = format_loc(loc)
         for cut in range(len(loc), -1, -1):
             if loc[:cut] in self.lines:
-                where += f" (line {self.lines[loc[:cut]]})"
+                place = self.lines[loc[:cut]]
+                where += f" ({place if isinstance(place, Place) else Place(place)})"
                 break
         if (where, message) not in self._seen:  # a bad grid value fails in every grid point
             self._seen.add((where, message))
@@ -63,3 +83,4 @@ class Problems:
                 items.append(("...", f"{len(self.items) - MAX_REPORTED_PROBLEMS} more problems "
                               "not shown"))
             raise SuiteError(items, self.source)
+

@@ -20,8 +20,8 @@ execution, the runner, the reports or the CLI):
 - ``checks``: checks against the registered plugins, ids and references;
 - ``resolution``: ``resolve``, which expands every grid into variants;
 - ``selection``: the command line's ``-e``/``-a``/``-d`` selection of part of a suite;
-- ``schema_doc``: the README's table of suite keys, generated from the schema
-  (``python -m moebench.suite.schema_doc --write README.md``; not imported here).
+- ``schema_doc``: the docs site's table of suite keys, generated from the schema
+  (``python -m moebench.suite.schema_doc --write docs/suite-reference.md``; not imported here).
 """
 
 from .bounded_yaml import MAX_YAML_ALIASES, MAX_YAML_DEPTH, MAX_YAML_NODES, yaml_lines

@@ -1,8 +1,9 @@
-"""The suite keys documented in README.md, generated from the pydantic models of the schema.
+"""The suite-key reference of the docs site, generated from the pydantic models of the schema.
 
-``python -m moebench.suite.schema_doc --write README.md`` replaces the block between
-``<!-- suite-keys:start -->`` and ``<!-- suite-keys:end -->``; ``tests/suite/test_schema_doc.py``
-fails when README.md and the models drift apart.
+The docs site regenerates the block between ``<!-- suite-keys:start -->`` and
+``<!-- suite-keys:end -->`` of ``docs/suite-reference.md`` on every build (``docs/hooks.py``);
+``python -m moebench.suite.schema_doc --write docs/suite-reference.md`` refreshes the copy checked
+in for GitHub readers, and ``tests/suite/test_schema_doc.py`` fails when it drifts from the models.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         The exit status (0).
     """
     parser = argparse.ArgumentParser(description="print or write the suite-keys reference")
-    parser.add_argument("--write", type=Path, default=None, help="update this file (README.md)")
+    parser.add_argument("--write", type=Path, default=None,
+                        help="update this file (docs/suite-reference.md)")
     args = parser.parse_args(argv)
     block = suite_keys_markdown()
     if args.write is None:

@@ -1,21 +1,45 @@
-"""README.md documents every suite key, generated from the pydantic models."""
+"""The docs site documents every suite key, generated from the pydantic models."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 from moebench.suite import Suite
 from moebench.suite.schema_doc import END, START, replace_block, suite_keys_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "suite-reference.md"
+HOOKS = ROOT / "docs" / "hooks.py"
 
 
-def test_readme_lists_every_suite_key_as_generated():
-    text = README.read_text()
+def _hooks():
+    spec = importlib.util.spec_from_file_location("moebench_docs_hooks", HOOKS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_page_lists_every_suite_key_as_generated():
+    text = REFERENCE.read_text()
     assert START in text and END in text
     assert replace_block(text, suite_keys_markdown()) == text, (
-        "README.md's suite keys are out of date: run "
-        "`python -m moebench.suite.schema_doc --write README.md`")
+        "docs/suite-reference.md's suite keys are out of date: run "
+        "`python -m moebench.suite.schema_doc --write docs/suite-reference.md`")
+
+
+def test_site_build_regenerates_the_block_from_the_schema():
+    """The mkdocs hook replaces a stale block: the site never shows an outdated schema."""
+    hooks = _hooks()
+    stale = f"# Every suite key\n\n{START}\n| `no_such_key` | int | - | gone |\n{END}\n"
+    page = SimpleNamespace(file=SimpleNamespace(src_uri=hooks.SUITE_REFERENCE))
+    rendered = hooks.on_page_markdown(stale, page, None, None)
+    assert "no_such_key" not in rendered
+    assert hooks.pipes_in_code_spans(suite_keys_markdown()) in rendered
+    assert "`moebench list algorithms|datasets`" in rendered  # no backslash left on the site
+    other = SimpleNamespace(file=SimpleNamespace(src_uri="index.md"))
+    assert hooks.on_page_markdown(stale, other, None, None) == stale
 
 
 def test_every_model_and_field_is_documented():

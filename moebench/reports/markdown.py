@@ -26,6 +26,7 @@ from .analysis import (
     use_log,
     y_range,
 )
+from .html import Styles, log_ticks
 from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
@@ -37,40 +38,161 @@ def _fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
 
-def _plot(path: Path, curve_list: list[Curve], metric: str, title: str, log_y: bool,
-          direction: str) -> None:
-    import matplotlib
+#: Pixel size of the PNG figures, at :data:`FIGURE_DPI`: readable at GitHub's page width.
+FIGURE_PIXELS = (1200, 750)
+FIGURE_DPI = 150
+#: Matplotlib markers in the order of report.html's symbols (``figures.SYMBOLS``).
+MARKERS = "osD^vP*ph<>d"
+#: Legend columns below a figure; more than :data:`LEGEND_ROWS` rows make the figure taller.
+LEGEND_COLUMNS = 3
+LEGEND_ROWS = 3
+#: At most this many labelled ticks on a log axis (thinned to 1-2-5, 1-3, powers of ten).
+MAX_LOG_TICKS = 10
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    log = use_log(curve_list, log_y)
-    clip = y_range(curve_list, log, direction)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    markers = "os^vD<>ph*"
-    same = same_curves(curve_list)
-    for i, c in enumerate(curve_list):
-        label = curve_label(c, same.get(c.algorithm))  # the legend entries of report.html
-        every = max(1, len(c.iteration) // 8)
-        (line,) = ax.plot(c.iteration, c.median, label=label, marker=markers[i % len(markers)],
-                          markevery=every, markersize=4,
-                          linestyle="--" if c.algorithm in same else "-")
-        ax.fill_between(c.iteration, c.q25, c.q75, alpha=0.2, color=line.get_color())
-        if c.timeouts and len(c.iteration):
-            ax.plot(c.iteration[-1:], c.median[-1:], marker="X", markersize=9,
-                    color=line.get_color(), linestyle="none")
+def report_styles(run: RunResults) -> Styles:
+    """The colour and marker of each algorithm, assigned as report.html assigns them
+    (experiment by experiment, in the order of the results): the same in both reports."""
+    styles = Styles()
+    frame = run.frame
+    for exp in run.manifest.get("experiments") or []:
+        for algorithm in frame.loc[frame["experiment"] == exp["name"], "algorithm"].unique():
+            styles.index(str(algorithm))
+    return styles
+
+
+def _log_ticks(limits: tuple[float, float]) -> tuple[list[float], list[str]]:
+    """The ticks of report.html's log axes (:func:`~.html.log_ticks`: every label a full
+    number) within ``limits``, thinned to 1-2-5, then 1-3, then powers of ten when they would
+    crowd a PNG (at most :data:`MAX_LOG_TICKS`)."""
+    ticks = log_ticks(list(limits))
+    shown = [(v, t) for v, t in zip(ticks.get("tickvals", []), ticks.get("ticktext", []),
+                                    strict=True) if limits[0] <= v <= limits[1]]
+    for mantissas in ((1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,)):
+        kept = [(v, t) for v, t in shown
+                if round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6) in mantissas]
+        if len(kept) <= MAX_LOG_TICKS:
+            break
+    kept = kept[::math.ceil(len(kept) / MAX_LOG_TICKS)] if kept else []
+    return [v for v, _ in kept], [t for _, t in kept]
+
+
+def _draw_curves(ax: Any, curves: list[Curve], styles: Styles) -> None:
+    """Median and 25-75 % band per algorithm in its report colour; a curve that repeats
+    another dashed, and said so (:func:`~.analysis.curve_label`); seeds stopped by the
+    timeout end with an X."""
+    same = same_curves(curves)
+    for c in curves:
+        color = styles.color(c.algorithm)
+        marker = MARKERS[styles.index(c.algorithm) % len(MARKERS)]
+        label = curve_label(c, same.get(c.algorithm))
+        if not len(c.iteration):  # every seed diverged: a legend entry only
+            ax.plot([], [], color=color, marker=marker, linestyle=":", label=label)
+            continue
+        ax.plot(c.iteration, c.median, label=label, color=color, marker=marker,
+                markevery=max(1, len(c.iteration) // 8), markersize=5, linewidth=1.8,
+                linestyle="--" if c.algorithm in same else "-")
+        ax.fill_between(c.iteration, c.q25, c.q75, alpha=0.18, color=color, linewidth=0)
+        if c.timeouts:
+            ax.plot(c.iteration[-1:], c.median[-1:], marker="X", markersize=10, color=color,
+                    markeredgecolor="black", linestyle="none")
+
+
+def _draw_paper(ax: Any, references: list[dict[str, Any]], styles: Styles) -> None:
+    """The paper's values: a dashed line in the algorithm's colour with its ± std band,
+    legend ``paper: ALG VALUE`` (as in report.html). Call once the y limits are final."""
+    bottom, top = ax.get_ylim()
+    for r in references:
+        color, mean, std = styles.color(r["algorithm"]), r["paper_mean"], r["paper_std"]
+        ax.axhline(mean, color=color, linestyle=(0, (6, 3)), linewidth=1.4,
+                   label=f"paper: {r['algorithm']} {mean:.3g}")
+        if std:
+            ax.axhspan(max(mean - std, bottom), min(mean + std, top), color=color, alpha=0.08,
+                       linewidth=0)
+    ax.set_ylim(bottom, top)
+
+
+def convergence_plot(curves: list[Curve], metric: str, title: str, log_y: bool,
+                     direction: str, styles: Styles,
+                     references: list[dict[str, Any]] | None = None) -> Any:
+    """A convergence figure of REPRODUCTION.md, drawn by the rules of report.html's.
+
+    The median and 25-75 % band over seeds per algorithm, in the report's colour; a curve
+    that repeats another is dashed and labelled "same as"; the paper's values of ``metric``
+    as dashed lines with their ± std band ("paper: ALG VALUE"); the y range of
+    :func:`~.analysis.y_range`, widened to show the paper's values and bands; a log axis
+    with every tick labelled in full; the legend below the axes, never over a curve.
+
+    Parameters
+    ----------
+    curves
+        :func:`~.analysis.curve_stats` of one dataset and metric.
+    metric
+        The metric's name (y axis).
+    title
+        The figure's title (may hold a newline).
+    log_y
+        Whether the suite asks for a log y axis (:func:`~.analysis.use_log` decides).
+    direction
+        ``"min"`` or ``"max"``: which way the metric is better (where a blow-up is clipped).
+    styles
+        The report's colours and markers (:func:`report_styles`).
+    references
+        :func:`~.analysis.reference_rows` of this dataset; those of ``metric`` are drawn.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        :data:`FIGURE_PIXELS` at :data:`FIGURE_DPI` (taller with a long legend).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    refs = [r for r in references or [] if r["metric"] == metric]
+    log = use_log(curves, log_y)
+    clip = y_range(curves, log, direction)
+    entries = len(curves) + len(refs)
+    rows = math.ceil(entries / LEGEND_COLUMNS)
+    width, height = FIGURE_PIXELS
+    height += max(0, rows - LEGEND_ROWS) * 30
+    fig = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI,
+                 layout="constrained")
+    FigureCanvasAgg(fig)  # no pyplot: nothing global, nothing to close
+    ax = fig.add_subplot()
+    _draw_curves(ax, curves, styles)
     if log:
         ax.set_yscale("log")
+    paper = [r["paper_mean"] + k * (r["paper_std"] or 0) for r in refs for k in (-1, 0, 1)]
+    paper = [v for v in paper if not log or v > 0]  # the paper's values and bands in view
     if clip is not None:
-        ax.set_ylim(*clip)
+        lo, hi = min([clip[0], *paper]), max([clip[1], *paper])
+        pad = (hi / lo) ** 0.03 if log else 0.03 * (hi - lo)
+        ax.set_ylim(*((lo / pad, hi * pad) if log else (lo - pad, hi + pad)))
+    elif paper:
+        ax.update_datalim([(0.0, v) for v in paper], updatex=False)
+        ax.autoscale_view(scalex=False)
+    if log:
+        limits = ax.get_ylim()
+        ax.set_yticks(*_log_ticks(limits))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(limits)  # set_yticks widens the view to every tick
+    _draw_paper(ax, refs, styles)
     ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{metric} (median, 25-75 % band over seeds)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_ylabel(f"{metric}{' (log)' if log else ''}\nmedian, 25-75 % band over seeds")
+    ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if entries:
+        fig.legend(loc="outside lower center", ncols=min(LEGEND_COLUMNS, entries),
+                   fontsize=8.5, frameon=False)
+    return fig
+
+
+def _plot(path: Path, curves: list[Curve], metric: str, title: str, log_y: bool,
+          direction: str, styles: Styles, references: list[dict[str, Any]]) -> None:
+    """Write :func:`convergence_plot` to ``path`` (PNG)."""
+    fig = convergence_plot(curves, metric, title, log_y, direction, styles, references)
+    fig.savefig(path, dpi=FIGURE_DPI)
 
 
 def _safe(name: str) -> str:
@@ -130,17 +252,19 @@ def write_reproduction(run: RunResults | str | Path, out: str | Path | None = No
     out = Path(out) if out is not None else run.directory
     (out / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
     lines = _header(run.manifest)
+    styles = report_styles(run)
     headline = run_headline(run)
     if headline:  # the line a researcher wants first, right under the title
         lines[1:1] = ["", f"**Reproduction: {headline}.**"]
     for exp in run.manifest.get("experiments", []):
-        lines += _experiment_section(exp, run, out)
+        lines += _experiment_section(exp, run, out, styles)
     path = out / REPORT_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path) -> list[str]:
+def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path,
+                        styles: Styles) -> list[str]:
     name = exp["name"]
     results = run.frame
     lines = [f"## {name}", ""]
@@ -159,12 +283,13 @@ def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path) -> list
     if problems:
         lines.append("")
     ref = exp.get("reference")
+    refs = reference_rows(exp, results, run.directions) if ref else []
     if ref:
         lines += [f"**Source:** {ref['source']}." + (f" {ref['note']}" if ref.get("note")
                                                      else ""), ""]
-        lines += _reference_table(reference_rows(exp, results, run.directions))
+        lines += _reference_table(refs)
         lines += _claim_table(claim_rows(exp, results, run.directions))
-    lines += _figures(exp, run, out)
+    lines += _figures(exp, run, out, styles, refs)
     board = experiment_board(run, name, exp["rank_by"])
     for (_, dataset), group in board.groupby(["experiment", "dataset"], sort=False):
         lines += [f"**Leaderboard {dataset}** (ranked by `{exp['rank_by']}`)", "",
@@ -220,8 +345,10 @@ def _claim_table(claims: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _figures(exp: dict[str, Any], run: RunResults, out: Path) -> list[str]:
-    """Draw the experiment's convergence figures into ``<out>/figures/``; their image links."""
+def _figures(exp: dict[str, Any], run: RunResults, out: Path, styles: Styles,
+             refs: list[dict[str, Any]]) -> list[str]:
+    """Draw the experiment's convergence figures into ``<out>/figures/``, with the paper's
+    values ``refs`` of their dataset and metric; their image links."""
     name, lines = exp["name"], []
     for fig in exp.get("figures", []):
         for dataset in exp["datasets"]:
@@ -231,6 +358,7 @@ def _figures(exp: dict[str, Any], run: RunResults, out: Path) -> list[str]:
             title = fig.get("title") or f"{name}: {fig['metric']}"
             file = f"{_safe(name)}__{_safe(dataset)}__{_safe(fig['metric'])}.png"
             _plot(out / FIGURE_DIR / file, tables, fig["metric"], f"{title}\n{dataset}",
-                  fig.get("log_y", False), run.direction(fig["metric"]))
+                  fig.get("log_y", False), run.direction(fig["metric"]), styles,
+                  [r for r in refs if r["dataset"] == dataset])
             lines += [f"![{title}: {dataset}]({FIGURE_DIR}/{file})", ""]
     return lines

@@ -7,7 +7,7 @@ scan this folder.
 - ``suite_sizes``: per-iteration cost of the algorithms at suite sizes, idle or beside busy loops.
 - ``busy_machine``: ``suite_sizes`` for joint EM under each OpenMP wait policy, idle and busy.
 - ``compile_pays``: ``torch.compile`` time against the time it saves per EM iteration.
-- ``measure_kernels``: kernel times against the machine's DGEMM peak (the README table).
+- ``measure_kernels``: kernel times against the machine's DGEMM peak (docs/performance.md).
 - ``compare_devices``: equality of two runs of one suite on different devices.
 - ``compare_peers``: joint EM next to flexmix (R) and cgmm on the same data and start.
 - ``stream_em``: EM on a memory-mapped NPZ file larger than memory.

@@ -1,4 +1,4 @@
-"""Kernel times against the machine's DGEMM peak, measured in one run (the README table).
+"""Kernel times against the machine's DGEMM peak, measured in one run (docs/performance.md).
 
 Usage::
 

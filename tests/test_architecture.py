@@ -29,7 +29,7 @@ LAZY_IMPORTS_ALLOWED = {
 
 #: The order of the layers: a module may import its own layer and those after it, never one
 #: before it (cli -> runner -> reports | execution | testing -> cell -> suite -> registry ->
-#: datafiles -> interfaces), as README.md's "Architecture" draws it.
+#: datafiles -> interfaces), as docs/architecture.md draws it.
 LAYERS = [
     ("moebench.cli", "moebench.progress"),
     ("moebench.runner", "moebench.history"),

@@ -43,7 +43,10 @@ class Metric(ABC):
     ``direction`` says whether lower (``"min"``) or higher (``"max"``) is better;
     ``requires_truth`` metrics give NaN on data without ground truth; ``uses_test`` metrics
     (by default those named ``test_*``) give NaN on data without a test split; ``tasks`` lists
-    the tasks the metric applies to.
+    the tasks the metric applies to. ``training_objective`` marks the loss that every algorithm
+    minimises on the training data, computed by one formula for all of them (the mean training
+    negative log-likelihood): the report draws its suboptimality (benchopt's view) and the time
+    each algorithm takes to come within a tolerance of the best value reached.
     """
 
     name: ClassVar[str]
@@ -53,6 +56,7 @@ class Metric(ABC):
     #: Whether the metric reads the test split; ``None``: whether its name starts with ``test_``.
     uses_test: ClassVar[bool | None] = None
     tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
+    training_objective: ClassVar[bool] = False
     Params: ClassVar[type[Params]] = NoParams
 
     def __init__(self, params: Params | None = None):

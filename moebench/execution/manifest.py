@@ -98,6 +98,9 @@ def describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:
         "init": exp.init.model_dump(),
         "metrics": exp.metrics,
         "rank_by": exp.rank_by,
+        "objective": next((m for m in exp.metrics
+                           if getattr(plugins.get("metrics", m), "training_objective", False)),
+                          None),
         "datasets": {v.id: {"name": v.name, "params": v.params} for v in exp.datasets},
         "algorithms": {v.id: {"name": v.name, "params": v.params,
                               **({"budget": v.budget.model_dump()} if v.budget else {})}

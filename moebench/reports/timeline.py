@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .html import SYMBOLS, Styles, _layout, _num, _plotly_js, _rgba, log_ticks
+from .figures import SYMBOLS, Styles, base_layout, json_float, log_ticks, rgba
+from .html import plotly_js
 from .measures import CONFIG, TIME, Clock, clock_available, format_seconds, seed_measures
 from .results import SUCCESS, RunResults
 
@@ -180,15 +181,16 @@ def _line_traces(line: _Line, runs: list[TimelineRun], styles: Styles,
     for seg in (s for s in segments if len(s) > 1):
         xs = [x[i] for i in seg]
         traces.append({"type": "scatter", "mode": "lines", "x": xs + xs[::-1],
-                       "y": [_num(line.points[i]["q75"]) for i in seg]
-                       + [_num(line.points[i]["q25"]) for i in seg[::-1]],
-                       "fill": "toself", "fillcolor": _rgba(color, 0.18), "line": {"width": 0},
+                       "y": [json_float(line.points[i]["q75"]) for i in seg]
+                       + [json_float(line.points[i]["q25"]) for i in seg[::-1]],
+                       "fill": "toself", "fillcolor": rgba(color, 0.18), "line": {"width": 0},
                        "hoverinfo": "skip", "showlegend": False, "legendgroup": line.label,
                        "name": escape(line.label) + " 25-75 %"})
-    med = [_num(line.points[i]["median"]) if i in line.points else None for i in range(len(x))]
+    med = [json_float(line.points[i]["median"]) if i in line.points else None
+           for i in range(len(x))]
 
     def bar(key: str) -> list[float | None]:  # distance from the median, lone points only
-        return [abs((_num(line.points[i][key]) or 0.0) - (med[i] or 0.0)) if i in lone
+        return [abs((json_float(line.points[i][key]) or 0.0) - (med[i] or 0.0)) if i in lone
                 else None for i in range(len(x))]
 
     traces.append({
@@ -221,12 +223,12 @@ def measure_figure(lines: list[_Line], runs: list[TimelineRun], measure: str, cl
                    styles: Styles) -> dict[str, Any]:
     """A plotly figure of one measure over the commits of a series (``runs``, in order)."""
     is_time = measure == TIME
-    fmt = format_seconds if is_time else (lambda v: "-" if _num(v) is None else f"{v:.4g}")
+    fmt = format_seconds if is_time else (lambda v: "-" if json_float(v) is None else f"{v:.4g}")
     name = f"time per iteration ({CLOCK_NAMES[clock]})" if is_time else measure
     title = (f"{escape(name)}<br><sub>{_direction(runs, measure)}; median over seeds with "
              "the 25-75 % band</sub>")
     ytitle = f"seconds per iteration ({CLOCK_NAMES[clock]})" if is_time else escape(measure)
-    layout = _layout(title, "commit (oldest first)", ytitle, is_time)
+    layout = base_layout(title, "commit (oldest first)", ytitle, is_time)
     shorts = [r.short for r in runs]
     layout["xaxis"].update({"type": "category", "categoryorder": "array",
                             "categoryarray": shorts, "tickangle": -40 if len(runs) > 6 else 0})
@@ -296,7 +298,7 @@ def build_timeline_context(runs: list[TimelineRun], clock: Clock = "cpu",
         "commits": [{"commit": r.commit, "short": r.short, "date": r.date, "subject": r.subject,
                      "machine": r.machine, "suite": r.suite, "variant": r.variant,
                      "state": _state(r, clock)} for r in runs],
-        "sections": sections, "figures": figures, "plotly_js": _plotly_js(),
+        "sections": sections, "figures": figures, "plotly_js": plotly_js(),
     }
 
 

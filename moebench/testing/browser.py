@@ -67,6 +67,9 @@ class CheckResult:
     sorted_ok: bool | None = None
     bare_log_ticks: list[str] = field(default_factory=list)
     legend_texts: list[str] = field(default_factory=list)
+    clipped_ticks: list[str] = field(default_factory=list)
+    #: Per plot, its title and axis types: ``{"id", "title", "x", "y"}``.
+    plot_axes: list[dict[str, str]] = field(default_factory=list)
     sort_detail: str = ""
     screenshots: list[Path] = field(default_factory=list)
 
@@ -77,6 +80,7 @@ class CheckResult:
         out += [f"network request: {m}" for m in self.foreign_requests]
         out += [f"empty plot: {m}" for m in self.empty_plots]
         out += [f"log axis tick without its magnitude: {m}" for m in self.bare_log_ticks]
+        out += [f"tick label cut off at the figure's edge: {m}" for m in self.clipped_ticks]
         if self.sorted_ok is False:
             out.append(f"clicking a leaderboard header did not change the order "
                        f"({self.sort_detail})")
@@ -199,8 +203,21 @@ _PLOTS_JS = """
       }
     });
     const legend = Array.from(div.querySelectorAll('.legendtext')).map(t => t.textContent);
+    const clipped = [];  // tick labels drawn (partly) outside the figure
+    div.querySelectorAll('.xtick text, .ytick text').forEach(t => {
+      const b = t.getBoundingClientRect();
+      if (b.width && (b.left < r.left - 1 || b.right > r.right + 1 || b.top < r.top - 1
+                      || b.bottom > r.bottom + 1)) { clipped.push(t.textContent); }
+    });
+    const title = div.querySelector('.gtitle');
+    const types = {};
+    ['x', 'y'].forEach(a => {
+      const axis = div._fullLayout && div._fullLayout[a + 'axis'];
+      types[a] = axis ? axis.type : null;
+    });
     out.push({id: div.id, width: r.width, height: r.height, marks: marks, logTicks: logs,
-              legend: legend});
+              legend: legend, clipped: clipped, title: title ? title.textContent : '',
+              axes: types});
   });
   return out;
 })()
@@ -305,6 +322,10 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
             # plotly labels a log axis's minor ticks with bare digits ("1000 5 2 100 5 2"),
             # which read as values: a log axis must label its ticks in full (explicit ticks)
             result.legend_texts = [t for p in plots for t in p.get("legend") or []]
+            result.clipped_ticks = [f"{p['id']}: {t!r}" for p in plots
+                                    for t in p.get("clipped") or []]
+            result.plot_axes = [{"id": p["id"], "title": p.get("title") or "",
+                                 **(p.get("axes") or {})} for p in plots]
             result.bare_log_ticks = [f"{p['id']}: {t!r}" for p in plots
                                      for t in p.get("logTicks") or []
                                      if re.fullmatch(r"\s*[2-9]\s*", t)]

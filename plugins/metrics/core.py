@@ -41,6 +41,7 @@ class TrainNLL(Metric):
     name = "train_nll"
     summary = "mean negative log-likelihood on the training data"
     direction = "min"
+    training_objective = True
 
     def compute(self, ctx: EvalContext) -> float:
         """``-mean log p(y | x)`` over the training samples."""

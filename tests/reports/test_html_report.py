@@ -81,6 +81,10 @@ def test_run_writes_a_self_contained_report(report_dir):
     # each experiment's failures with their messages, and the manifest
     assert "faulty" in html and "no such file: /nonexistent/moebench-data.csv" in html
     assert "diverged" in html  # gd-unstable blows up: named, not drawn
+    # benchopt's view: the training objective's suboptimality and the time to tolerance
+    assert "suboptimality of train_nll" in html
+    assert html.count("Time to tolerance on synthetic-moe[k=") == 2
+    assert "tol 1e-02" in html and "tol 1e-06" in html
 
 
 def test_report_command_writes_both_reports(report_dir, tmp_path):
@@ -97,9 +101,13 @@ def test_report_command_writes_both_reports(report_dir, tmp_path):
 @pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     result = check_report(report_dir / HTML_FILE, screenshots=tmp_path / "shots")
+    # no console error or request, no log tick reading as a bare digit, no tick label cut off
     assert result.problems == [], result.problems
-    # 2 datasets x (1 convergence figure + 1 box plot) in 'small', 1 + 1 in 'faulty'
-    assert result.plots == 6
+    # 2 datasets x (1 convergence figure + 1 box plot + 1 suboptimality plot, train_nll being
+    # the training objective) in 'small', 1 + 1 in 'faulty' (no train_nll)
+    assert result.plots == 8
+    sub = [p for p in result.plot_axes if p["title"].startswith("suboptimality of train_nll")]
+    assert len(sub) == 2 and all(p["x"] == p["y"] == "log" for p in sub), result.plot_axes
     assert result.sorted_ok
     assert len(result.screenshots) == 2
     for shot in result.screenshots:
@@ -111,7 +119,8 @@ def test_log_axes_label_every_tick_in_full(tmp_path):
     report's log axes use explicit ticks, and the browser check flags the bare ones."""
     import json
 
-    from moebench.reports.html import _plotly_js, log_ticks
+    from moebench.reports.figures import log_ticks
+    from moebench.reports.html import plotly_js
 
     ys = [12.0, 40.0, 300.0, 900.0]
     axes = {"plain": {"type": "log"}, "explicit": {"type": "log", **log_ticks(ys)}}
@@ -122,7 +131,7 @@ def test_log_axes_label_every_tick_in_full(tmp_path):
         f"Plotly.newPlot('{k}', [{{x: [1, 2, 3, 4], y: {json.dumps(ys)}}}], "
         f"{{yaxis: {json.dumps(a)}}})" for k, a in axes.items())
     page = tmp_path / "ticks.html"
-    page.write_text(f"<html><body>{divs}<script>{_plotly_js()}</script><script>"
+    page.write_text(f"<html><body>{divs}<script>{plotly_js()}</script><script>"
                     f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = 2; }});"
                     "</script></body></html>")
     reason = missing_reason()

@@ -26,7 +26,7 @@ from .analysis import (
     use_log,
     y_range,
 )
-from .html import Styles, log_ticks
+from .figures import Styles, log_ticks
 from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
@@ -99,16 +99,17 @@ def _draw_curves(ax: Any, curves: list[Curve], styles: Styles) -> None:
 
 
 def _draw_paper(ax: Any, references: list[dict[str, Any]], styles: Styles) -> None:
-    """The paper's values: a dashed line in the algorithm's colour with its ± std band,
-    legend ``paper: ALG VALUE`` (as in report.html). Call once the y limits are final."""
+    """The paper's values: a dashed line in the algorithm's colour with its ± std as dotted
+    lines, legend ``paper: ALG VALUE`` (as in report.html, where a band would cover the
+    curves). Call once the y limits are final."""
     bottom, top = ax.get_ylim()
     for r in references:
         color, mean, std = styles.color(r["algorithm"]), r["paper_mean"], r["paper_std"]
         ax.axhline(mean, color=color, linestyle=(0, (6, 3)), linewidth=1.4,
                    label=f"paper: {r['algorithm']} {mean:.3g}")
-        if std:
-            ax.axhspan(max(mean - std, bottom), min(mean + std, top), color=color, alpha=0.08,
-                       linewidth=0)
+        for bound in ((mean - std, mean + std) if std else ()):
+            ax.axhline(bound, color=color, linestyle=":", linewidth=1.0, alpha=0.7,
+                       label="_nolegend_")
     ax.set_ylim(bottom, top)
 
 
@@ -119,8 +120,8 @@ def convergence_plot(curves: list[Curve], metric: str, title: str, log_y: bool,
 
     The median and 25-75 % band over seeds per algorithm, in the report's colour; a curve
     that repeats another is dashed and labelled "same as"; the paper's values of ``metric``
-    as dashed lines with their ± std band ("paper: ALG VALUE"); the y range of
-    :func:`~.analysis.y_range`, widened to show the paper's values and bands; a log axis
+    as dashed lines with their ± std as dotted lines ("paper: ALG VALUE"); the y range of
+    :func:`~.analysis.y_range`, widened to show the paper's values and their ± std; a log axis
     with every tick labelled in full; the legend below the axes, never over a curve.
 
     Parameters
@@ -164,7 +165,7 @@ def convergence_plot(curves: list[Curve], metric: str, title: str, log_y: bool,
     if log:
         ax.set_yscale("log")
     paper = [r["paper_mean"] + k * (r["paper_std"] or 0) for r in refs for k in (-1, 0, 1)]
-    paper = [v for v in paper if not log or v > 0]  # the paper's values and bands in view
+    paper = [v for v in paper if not log or v > 0]  # the paper's values and their ± std in view
     if clip is not None:
         lo, hi = min([clip[0], *paper]), max([clip[1], *paper])
         pad = (hi / lo) ** 0.03 if log else 0.03 * (hi - lo)

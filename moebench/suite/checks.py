@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from .. import plugins
 from ..errors import PluginError
-from .problems import Problems
+from .problems import Problems, unknown_parameter
 from .resolved import Variant
 from .schema import Experiment, ModelChoice
 
@@ -63,8 +63,10 @@ def check_model_choice(choice: ModelChoice, loc: tuple[Any, ...], problems: Prob
     for err in first.errors():
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = ("unknown parameter of model " + (repr(choice.name) if choice.name else
-                   "families " + ", ".join(families)))
+            valid = sorted({f for cls in families.values() for f in cls.Params.model_fields})
+            msg = unknown_parameter(err["loc"][-1] if err["loc"] else "?",
+                                    "model " + (repr(choice.name) if choice.name else
+                                                "families " + ", ".join(families)), valid)
         problems.add(loc + ("params",) + tuple(err["loc"]), msg)
 
 

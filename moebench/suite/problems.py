@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, NamedTuple
 
 from ..errors import SuiteError
 
 #: At most this many problems are listed in one :class:`SuiteError` (then a count of the rest).
 MAX_REPORTED_PROBLEMS = 100
+
+
+def did_you_mean(name: str, choices: list[str] | set[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_parameter(name: Any, owner: str, valid: list[str]) -> str:
+    """The message of a parameter that ``owner`` (e.g. ``"algorithm 'gd'"``) does not have:
+    ``unknown parameter 'lrr' of algorithm 'gd'; did you mean 'lr'? (valid: lr, tol)``."""
+    hint = did_you_mean(str(name), valid)
+    return (f"unknown parameter {str(name)!r} of {owner}{hint}"
+            f"{' (' if hint else '; '}valid: {', '.join(valid) or '(none)'}{')' if hint else ''}")
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:

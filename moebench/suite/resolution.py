@@ -25,7 +25,7 @@ from .checks import (
     validate_params,
 )
 from .counting import check_size, quick_settings, repetitions, suite_experiments
-from .problems import Problems
+from .problems import Problems, unknown_parameter
 from .resolved import ResolvedExperiment, Variant, variant_id
 from .schema import AlgorithmEntry, Budget, Component, DatasetEntry, Experiment, Suite
 
@@ -67,8 +67,9 @@ def _expand(
                     where = loc + ("params",) + tuple(err["loc"])
                 msg = err["msg"]
                 if err["type"] == "extra_forbidden":
-                    valid = ", ".join(cls.Params.model_fields) or "(none)"
-                    msg = f"unknown parameter of {kind[:-1]} {entry.name!r}; valid: {valid}"
+                    msg = unknown_parameter(err["loc"][-1] if err["loc"] else "?",
+                                            f"{kind[:-1]} {entry.name!r}",
+                                            list(cls.Params.model_fields))
                 problems.add(where, msg)
             continue
         model = entry.model if isinstance(entry, DatasetEntry) else None

@@ -171,6 +171,10 @@ class Experiment(_Settings):
     algorithms: list[AlgorithmEntry] = Field(min_length=1)
 
 
+#: Top-level suite keys with this prefix are ignored: a place for shared YAML anchors.
+EXTENSION_PREFIX = "x-"
+
+
 class Suite(_Settings):
     name: str = Field(description="names the results folder <out>/<name>/")
     description: str = ""
@@ -210,6 +214,16 @@ class Suite(_Settings):
                 {"limit": _SUITE_NAME_LENGTH},
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extension_keys(cls, data: Any) -> Any:
+        # top-level keys starting with "x-" hold YAML anchors that experiments share (as in
+        # docker-compose files): not settings
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items()
+                    if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
+        return data
 
     @model_validator(mode="after")
     def _one_form(self) -> Suite:

@@ -16,7 +16,6 @@ Misspelt names get a "did you mean".
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -27,18 +26,13 @@ from pydantic import ValidationError
 
 from .. import plugins
 from ..errors import MoebenchError, SuiteError
+from .problems import did_you_mean
 from .resolved import ResolvedExperiment, variant_id
 from .schema import Component, Suite
 
 
 class SelectionError(MoebenchError):
     """A command-line selection names nothing in the suite, or is malformed."""
-
-
-def did_you_mean(name: str, choices: list[str] | set[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
-    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _UNKNOWN = re.compile(r"unknown ([\w ]+?) '([^']+)'; (?:valid names|valid|this experiment has|"

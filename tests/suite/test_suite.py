@@ -93,7 +93,16 @@ def test_unknown_plugin_parameter(fresh_plugins):
                                                 "    params: {tolerance: 0.1}"))
     assert where == "algorithms[0].params.tolerance (line 14)"
     head, valid = message.split("; valid: ")
-    assert head == "unknown parameter of algorithm 'joint-em'" and "tol" in valid.split(", ")
+    assert head == "unknown parameter 'tolerance' of algorithm 'joint-em'"
+    assert "tol" in valid.split(", ")
+
+
+def test_a_misspelt_parameter_gets_a_did_you_mean(fresh_plugins):
+    text = GOOD.replace("- name: joint-em", "- name: joint-em\n    params: {tool: 0.1}")
+    ((where, message),) = problems(text)
+    assert where == "algorithms[0].params.tool (line 14)"
+    assert message.startswith("unknown parameter 'tool' of algorithm 'joint-em'; did you "
+                              "mean 'tol'? (valid: ")
 
 
 def test_bad_grid_value_points_at_the_value(fresh_plugins):
@@ -194,8 +203,9 @@ def test_model_override_is_checked_before_running(fresh_plugins):
                         "    model: {params: {noize: shared}}")
     ((where, message),) = problems(text)
     assert where == "datasets[0].model.params.noize (line 12)"
-    head, families = message[:36], message[36:].split(", ")
-    assert head == "unknown parameter of model families " and "regression-moe" in families
+    head, valid = message.split("; did you mean 'noise'? (valid: ")
+    assert head.startswith("unknown parameter 'noize' of model families ")
+    assert "regression-moe" in head and "noise" in valid.split(", ")
     ((where, message),) = problems(text.replace("{params: {noize: shared}}",
                                                 "{name: regresion-moe}"))
     assert where == "datasets[0].model.name (line 12)"

@@ -21,6 +21,7 @@ from . import plugins
 from .cell.spec import CellSpec, expand_cells
 from .errors import MoebenchError
 from .execution.dask import DaskExecutor
+from .execution.heartbeat import inflight_folder
 from .execution.interrupts import StopRequest
 from .execution.limits import Limits, default_wall, worker_threads
 from .execution.local import LocalExecutor
@@ -55,6 +56,16 @@ def _cell_limits(spec: CellSpec, wall: float | None, memory: int | None) -> Limi
         wall = budget.wall_timeout if budget.wall_timeout is not None \
             else default_wall(budget.timeout)
     return Limits(wall=wall, memory=memory)
+
+
+def _executor(kind: Executor, jobs: int, threads: int, scheduler: str | None,
+              folder: Path) -> LocalExecutor | DaskExecutor:
+    """The executor of a run into ``folder``; its cells write their heartbeats there (read
+    by the progress display)."""
+    beats = inflight_folder(folder)
+    if kind == "dask":
+        return DaskExecutor(jobs=jobs, threads=threads, scheduler=scheduler, heartbeats=beats)
+    return LocalExecutor(jobs=jobs, threads=threads, heartbeats=beats)
 
 
 def run_suite(
@@ -143,8 +154,7 @@ def run_suite(
     state = "interrupted"
     try:
         with stop.installed():
-            pool = DaskExecutor(jobs=jobs, threads=run.threads, scheduler=scheduler) \
-                if executor == "dask" else LocalExecutor(jobs=jobs, threads=run.threads)
+            pool = _executor(executor, jobs, run.threads, scheduler, run.store.directory)
             pool.run(todo, run.report, stop)
         if not stop.requested:
             state = "complete"

@@ -13,6 +13,7 @@ import math
 import operator
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -94,7 +95,8 @@ def returned_problem(params: Any, model: Model) -> str | None:
 
 
 def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
-             deadline: float | None = None) -> list[dict[str, Any]]:
+             deadline: float | None = None,
+             on_report: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
     """Run the algorithm of ``spec`` on a prepared unit; returns the cell's rows.
 
     Every iteration the algorithm reports becomes an ``iteration`` row (the clock stops while
@@ -112,8 +114,11 @@ def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
         The cell's memory limit in bytes, for the out-of-memory message.
     deadline
         ``time.monotonic()`` value after which the cell stops itself (status ``timeout``).
+    on_report
+        Called with the iteration number after each report is recorded, off the algorithm's
+        clock (the worker's heartbeat: it must be cheap and must not raise).
     """
-    return CellRun(spec, unit, memory, deadline).run()
+    return CellRun(spec, unit, memory, deadline, on_report).run()
 
 
 class CellRun:
@@ -125,8 +130,10 @@ class CellRun:
     """
 
     def __init__(self, spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None,
+                 on_report: Callable[[int], Any] | None = None) -> None:
         self.spec, self.unit, self.memory, self.deadline = spec, unit, memory, deadline
+        self.on_report = on_report
         # the algorithm entry's own budget, else the experiment's
         self.budget = spec.experiment.budget_for(spec.algorithm)
         model = unit.model
@@ -246,6 +253,8 @@ class CellRun:
                                        cpu_time=self.clock.cpu, objective=objective,
                                        values=values, extras=extras))
         self.last = (int(it.iteration), values)
+        if self.on_report is not None:  # the clock is stopped
+            self.on_report(int(it.iteration))
         self.status, self.message = self._stop_reason(it.iteration, objective, values)
         if self.status is not None:
             return False

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from ..cell.rows import crashed_rows
 from ..cell.spec import CellSpec
 from ..errors import MoebenchError, describe_error
+from .heartbeat import heartbeat_file, heartbeat_folder, remove_heartbeat
 from .interrupts import StopRequest
 from .limits import Limits
 from .local import POLL, Report, resolve_future, worker_pool
@@ -38,11 +40,16 @@ CLUSTER_CONFIG = {
 }
 
 
-def run_cell_on_worker(spec: CellSpec, limits: Limits, threads: int) -> list[dict[str, Any]]:
-    """The Dask task of one cell: run it in this Dask worker's pool of one killable process."""
+def run_cell_on_worker(spec: CellSpec, limits: Limits, threads: int,
+                       heartbeat: str | None = None) -> list[dict[str, Any]]:
+    """The Dask task of one cell: run it in this Dask worker's pool of one killable process
+    (``heartbeat``: its heartbeat file, written where this machine sees the run folder)."""
     pool = worker_pool(1, threads)
-    future = pool.schedule(execute_cell, (spec, limits), timeout=limits.wall)
-    return resolve_future(spec, limits, future)
+    future = pool.schedule(execute_cell, (spec, limits, heartbeat), timeout=limits.wall)
+    try:
+        return resolve_future(spec, limits, future)
+    finally:
+        remove_heartbeat(heartbeat)
 
 
 def _import_distributed():
@@ -67,10 +74,15 @@ class DaskExecutor:
     scheduler
         Address of an existing scheduler (``tcp://host:8786``); ``None`` starts a
         ``LocalCluster`` on this machine.
+    heartbeats
+        Folder of the running cells' heartbeats (:mod:`.heartbeat`; written by workers that
+        see it: a ``LocalCluster``, a shared file system); ``None``: none.
     """
 
-    def __init__(self, jobs: int = 1, threads: int = 1, scheduler: str | None = None):
+    def __init__(self, jobs: int = 1, threads: int = 1, scheduler: str | None = None,
+                 heartbeats: Path | None = None):
         self.jobs, self.threads, self.scheduler = max(1, jobs), max(1, threads), scheduler
+        self.heartbeats = heartbeats
 
     def run(self, cells: list[tuple[CellSpec, Limits]], report: Report,
             stop: StopRequest) -> None:
@@ -92,14 +104,16 @@ class DaskExecutor:
                         raise MoebenchError(f"cannot reach the Dask scheduler at "
                                             f"{self.scheduler}: {exc}") from None
                 try:
-                    self._run(client, distributed, cells, report, stop)
+                    with heartbeat_folder(self.heartbeats) as folder:
+                        self._run(client, distributed, cells, report, stop, folder)
                 finally:
                     client.close()
             finally:
                 if cluster is not None:
                     cluster.close()
 
-    def _run(self, client, distributed, cells, report: Report, stop: StopRequest) -> None:
+    def _run(self, client, distributed, cells, report: Report, stop: StopRequest,
+             folder: Path | None = None) -> None:
         run_id = uuid.uuid4().hex[:8]
         specs: dict[str, tuple[CellSpec, Limits]] = {}
         futures = []
@@ -107,7 +121,7 @@ class DaskExecutor:
             key = f"moebench-cell-{spec.key}-{run_id}"
             specs[key] = (spec, limits)
             futures.append(client.submit(run_cell_on_worker, spec, limits, self.threads,
-                                         key=key, pure=False))
+                                         heartbeat_file(folder, spec), key=key, pure=False))
         pending = distributed.as_completed(futures)
         remaining = set(futures)
         cancelled = False
@@ -127,6 +141,7 @@ class DaskExecutor:
             for future in batch:
                 remaining.discard(future)
                 spec, limits = specs[future.key]
+                remove_heartbeat(heartbeat_file(folder, spec))
                 if future.status == "cancelled":
                     continue
                 if future.status == "error":

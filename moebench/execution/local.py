@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing import spawn
+from pathlib import Path
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
@@ -30,6 +31,7 @@ from pebble import ProcessExpired, ProcessPool
 from ..cell.rows import crashed_rows, killed_rows
 from ..cell.spec import CellSpec
 from ..errors import describe_error
+from .heartbeat import heartbeat_file, heartbeat_folder, remove_heartbeat
 from .interrupts import StopRequest
 from .limits import Limits, worker_init
 from .worker import execute_cell
@@ -151,10 +153,14 @@ class LocalExecutor:
         Number of worker processes (at least one: cells never run in the supervising process).
     threads
         Torch threads per worker.
+    heartbeats
+        Folder where the running cells write their heartbeats (:mod:`.heartbeat`), created
+        for the run and removed after it; ``None``: no heartbeats.
     """
 
-    def __init__(self, jobs: int = 1, threads: int = 1):
+    def __init__(self, jobs: int = 1, threads: int = 1, heartbeats: Path | None = None):
         self.jobs, self.threads = max(1, jobs), max(1, threads)
+        self.heartbeats = heartbeats
 
     def run(self, cells: list[tuple[CellSpec, Limits]], report: Report,
             stop: StopRequest) -> None:
@@ -163,6 +169,11 @@ class LocalExecutor:
         On a stop request no new cell is submitted; cells in flight may finish until
         ``stop.must_kill()``, then the pool is killed and those cells are not reported.
         """
+        with heartbeat_folder(self.heartbeats) as folder:
+            self._run(cells, report, stop, folder)
+
+    def _run(self, cells: list[tuple[CellSpec, Limits]], report: Report, stop: StopRequest,
+             folder: Path | None) -> None:
         pool = worker_pool(self.jobs, self.threads)
         queue = list(reversed(cells))
         window = self.jobs + 1  # queued beyond the running ones: keeps workers busy
@@ -171,7 +182,9 @@ class LocalExecutor:
             while queue or inflight:
                 while queue and len(inflight) < window and not stop.requested:
                     spec, limits = queue.pop()
-                    future = pool.schedule(execute_cell, (spec, limits), timeout=limits.wall)
+                    future = pool.schedule(execute_cell,
+                                           (spec, limits, heartbeat_file(folder, spec)),
+                                           timeout=limits.wall)
                     inflight[future] = (spec, limits)
                 if stop.requested:
                     queue.clear()
@@ -189,6 +202,7 @@ class LocalExecutor:
                 # the same poll reach cells.jsonl in the suite's order on every run
                 for future in [f for f in inflight if f in finished]:
                     spec, limits = inflight.pop(future)
+                    remove_heartbeat(heartbeat_file(folder, spec))  # a killed cell's too
                     if future.cancelled():
                         continue
                     if stop.requested and future.exception() is not None:

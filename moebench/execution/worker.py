@@ -20,6 +20,7 @@ from ..cell.rows import final_row, is_out_of_memory, out_of_memory_message, with
 from ..cell.spec import CellSpec
 from ..cell.unit import PreparedUnit, UnitFailure, prepare_unit
 from ..errors import describe_error
+from .heartbeat import Heartbeat
 from .limits import Limits, cell_threads, memory_limit, take_worker_start
 
 _cached: tuple[tuple[Any, ...], PreparedUnit | UnitFailure] | None = None
@@ -60,8 +61,17 @@ def _threads_for(unit: PreparedUnit) -> Iterator[int]:
 SOFT_WALL = 0.9
 
 
-def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
+def execute_cell(spec: CellSpec, limits: Limits,
+                 heartbeat: str | None = None) -> list[dict[str, Any]]:
     """Run one cell in this process under ``limits.memory``; never raises for the plugin.
+
+    Parameters
+    ----------
+    spec, limits
+        The cell and its hard limits.
+    heartbeat
+        The cell's heartbeat file (:mod:`.heartbeat`): written while the cell runs, removed
+        when it ends; ``None``: none.
 
     Returns
     -------
@@ -70,6 +80,7 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
     """
     global _cached
     deadline = None if limits.wall is None else time.monotonic() + SOFT_WALL * limits.wall
+    beats = Heartbeat(heartbeat, spec, limits.wall)
     try:
         with memory_limit(limits.memory):
             unit, data_time = _prepared(spec)
@@ -78,7 +89,7 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
                     [final_row(spec, unit.status, unit.message, cause=unit.cause)], data_time,
                     take_worker_start())
             with _threads_for(unit) as threads:
-                rows = run_cell(spec, unit, limits.memory, deadline)
+                rows = run_cell(spec, unit, limits.memory, deadline, beats.beat)
             rows[-1]["threads"] = threads
             return with_accounting(rows, data_time, take_worker_start())
     except BaseException as exc:  # SystemExit/KeyboardInterrupt of a plugin: this cell only
@@ -86,3 +97,5 @@ def execute_cell(spec: CellSpec, limits: Limits) -> list[dict[str, Any]]:
         if is_out_of_memory(exc):
             return [final_row(spec, "crashed", out_of_memory_message(exc, limits.memory))]
         return [final_row(spec, "error", describe_error(exc))]
+    finally:
+        beats.close()

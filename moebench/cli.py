@@ -244,7 +244,7 @@ def _run_with_progress(suite: Suite, resolved: list[ResolvedExperiment], out: Pa
     plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
             for _ in range(j, e.repetitions, k) for a in e.algorithms]
     with RunProgress(plan, err_console, jobs=options["jobs"], mode=progress_mode,
-                     title=suite.name) as shown:
+                     title=suite.name, run_folder=out / suite.name) as shown:
         return run_suite(suite, out, suite_path=str(suite_file), progress=shown.progress,
                          on_cell=shown.on_cell, experiments=resolved, **options)
 

@@ -9,6 +9,7 @@ so that a long suite survives faults:
 - :mod:`.dask`: the same cells as Dask tasks on a cluster (``distributed``);
 - :mod:`.limits`: per-cell hard limits (wall clock, memory), threads and worker start-up;
 - :mod:`.interrupts`: Ctrl-C / SIGTERM handling (stop scheduling, then kill);
+- :mod:`.heartbeat`: what the cells in flight tell the progress display (iteration, elapsed);
 - :mod:`.store`: WHERE A ROW IS WRITTEN: the append-only, fsync'ed result store with resume;
 - :mod:`.manifest`: what a run records about itself in ``manifest.json``.
 """

@@ -114,16 +114,17 @@ def print_grid(experiments: list, repetition_round: tuple[int, int] | None = Non
         which = f" (round {j}/{k} of {g['repetitions']})" if repetition_round else ""
         console.print(f"[bold]{escape(g['experiment'])}[/bold]: {len(g['datasets'])} dataset "
                       f"variant(s) x {len(g['algorithms'])} algorithm variant(s) x "
-                      f"{seeds} seed(s){which} = {cells} cells", highlight=False)
+                      f"{seeds} seed(s){which} = {cells} cells", highlight=False,
+                      soft_wrap=True)
         console.print(f"  datasets: {escape(', '.join(g['datasets']))}", highlight=False,
                       soft_wrap=True)
         console.print(f"  algorithms: {escape(', '.join(g['algorithms']))}", highlight=False,
                       soft_wrap=True)
     console.print(f"{len(experiments)} experiment(s), {total} cells (dry run: nothing ran)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
-#: Exit codes of ``moebench run`` (documented in the README).
+#: Exit codes of ``moebench run`` (documented in docs/execution.md).
 EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
 
 
@@ -266,7 +267,8 @@ def _exits_on_failure(out: Path, verbose: bool) -> Iterator[None]:
                           soft_wrap=True)
         sys.exit(EXIT_INVALID_SUITE)
     except Interrupted as exc:
-        err_console.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False)
+        err_console.print(f"[yellow]{escape(str(exc))}[/yellow]", highlight=False,
+                          soft_wrap=True)
         sys.exit(130 if exc.signum == signal.SIGINT else 128 + exc.signum)
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(with_suggestions(str(exc)))}",
@@ -279,7 +281,7 @@ def _exits_on_failure(out: Path, verbose: bool) -> Iterator[None]:
             raise
         err_console.print(f"[red]error:[/red] the run stopped: {type(exc).__name__}: "
                           f"{escape(str(exc))}; the finished cells are kept in {escape(str(out))} "
-                          "(run again with --resume)", highlight=False)
+                          "(run again with --resume)", highlight=False, soft_wrap=True)
         sys.exit(EXIT_CANNOT_RUN)
 
 

@@ -5,8 +5,13 @@
 - ``leaderboard``: ranking algorithms per experiment and dataset; ``leaderboard.csv``/``.md``.
 - ``analysis``: what the reports compute rather than draw: verdicts against the papers' values
   and claims, convergence-curve statistics and axis ranges.
+- ``suboptimality``: benchopt's view: the training objective's gap to the best value any
+  algorithm reached on the same dataset and seed, and the time to a tolerance.
 - ``markdown``: ``REPRODUCTION.md`` and its matplotlib figures.
+- ``figures``: the plotly figures (convergence, box plots, suboptimality), colours, log ticks.
 - ``html``: the self-contained ``report.html`` (Jinja2 template in ``templates/``).
+- ``measures``: per-seed times and metrics that ``compare`` tests; ``timeline``: the
+  ``moebench history`` page.
 - ``summary``: the end-of-run terminal summary and ``failures.md``.
 - ``compare``: ``moebench compare RUN_A RUN_B``, paired tests between two runs.
 - ``outputs``: the end of a run: the table written once, then every output above from it.

@@ -33,7 +33,7 @@ from .figures import (
     short_number,
     suboptimality_figure,
 )
-from .leaderboard import experiment_board, format_rows
+from .leaderboard import experiment_board, format_rows, mark_legend
 from .results import SUCCESS, RunResults, describe_commit, describe_runs
 from .suboptimality import (
     Reach,
@@ -235,8 +235,8 @@ def _section(exp: dict[str, Any], run: RunResults, styles: Styles,
         "direction": ("higher is better" if rank_by and run.direction(rank_by) == "max"
                       else "lower is better"),
         "leaderboard": board_rows,
-        "cut_short": any("†" in r["score"] for r in board_rows),
-        "phase_skipped": any("‡" in r["score"] for r in board_rows),
+        "mark_notes": [note.replace("`", "") for note in mark_legend(board)]
+        if not board.empty else [],
         "reference": exp.get("reference"),
         "references": _reference_items(refs),
         "claims": _claim_items(claims),

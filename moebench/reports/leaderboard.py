@@ -37,6 +37,11 @@ COLUMNS = [
 
 #: Marks a score some of whose seeds were cut short by the timeout (status ``timeout``).
 CUT_SHORT_MARK = "†"
+#: Marks a score over the surviving seeds of an algorithm some of whose seeds diverged, failed
+#: or crashed: it ranks after every algorithm whose seeds all succeeded.
+INCOMPLETE_MARK = "§"
+#: Means closer than this (relative) are a tie: the same steps by different code paths.
+TIE_RTOL = 1e-9
 #: Marks a score some of whose seeds skipped a phase of a multi-phase algorithm (reported as
 #: the extra ``joint = 0``: ``tensor-em`` with ``refine`` whose joint EM never started).
 PHASE_MARK = "‡"
@@ -63,8 +68,9 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
         One row per (experiment, dataset, algorithm) with mean and std of the metric over
         successful cells (``std`` with ddof 0: the population std of the seeds run), its
         median, median time and iterations, success rate and status counts.
-        Skipped cells do not count towards the success rate; algorithms without a finite
-        mean rank last.
+        Skipped cells do not count towards the success rate; algorithms some of whose seeds
+        diverged or failed rank after those whose seeds all succeeded, and algorithms without
+        a finite mean rank last, unranked.
     """
     finals = results[results["record"] == "final"]
     rows = []
@@ -97,18 +103,38 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
                     if "extra.joint" in ok else 0,
                 }
             )
-        # the direction matters (and is looked up) only when there is something to rank
-        ranked = metric is not None and any(not math.isnan(r["mean"]) for r in block)
-        sign = -1.0 if ranked and metric_direction(directions, metric) == "max" else 1.0
-        block.sort(key=lambda r: (math.isnan(r["mean"]), sign * r["mean"] if not
-                                  math.isnan(r["mean"]) else 0.0, r["algorithm"]))
-        for i, r in enumerate(block, start=1):
-            # no finite value, no rank (all skipped, diverged or failed); equal means share one
-            tied = i > 1 and r["mean"] == block[i - 2]["mean"]
-            r["rank"] = math.nan if math.isnan(r["mean"]) else block[i - 2]["rank"] if tied \
-                else i
-        rows += block
+        rows += _ranked(block, metric, directions)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _incomplete(row: dict[str, Any]) -> bool:
+    """Some seeds that ran did not succeed (diverged, failed, crashed): the mean is over the
+    survivors only."""
+    return not math.isnan(row["success_rate"]) and row["success_rate"] < 1.0
+
+
+def same_mean(a: float, b: float) -> bool:
+    """Means equal to :data:`TIE_RTOL`: algorithms that take the same steps by different code
+    paths differ by rounding only, and share a rank."""
+    return abs(a - b) <= TIE_RTOL * max(abs(a), abs(b))
+
+
+def _ranked(block: list[dict[str, Any]], metric: str | None,
+            directions: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    """One leaderboard's rows in rank order, with their ``rank``: by mean in the metric's
+    direction, those whose every seed succeeded first; no rank without a finite value (all
+    skipped, diverged or failed); equal means (:func:`same_mean`) share one."""
+    # the direction matters (and is looked up) only when there is something to rank
+    ranked = metric is not None and any(not math.isnan(r["mean"]) for r in block)
+    sign = -1.0 if ranked and metric_direction(directions, metric) == "max" else 1.0
+    block.sort(key=lambda r: (math.isnan(r["mean"]), _incomplete(r), sign * r["mean"] if not
+                              math.isnan(r["mean"]) else 0.0, r["algorithm"]))
+    for i, r in enumerate(block, start=1):
+        before = block[i - 2] if i > 1 else None
+        tied = before is not None and not math.isnan(before["mean"]) \
+            and _incomplete(before) == _incomplete(r) and same_mean(r["mean"], before["mean"])
+        r["rank"] = math.nan if math.isnan(r["mean"]) else before["rank"] if tied else i
+    return block
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -120,7 +146,10 @@ def _fmt(x: float, digits: int = 4) -> str:
 def mean_digits(means: pd.Series, start: int = 4, most: int = 12) -> int:
     """Significant digits that print different means differently (4 unless two of them
     would read the same)."""
-    distinct = sorted({float(m) for m in means if not math.isnan(m)})
+    distinct: list[float] = []
+    for m in sorted(float(m) for m in means if not math.isnan(m)):
+        if not distinct or not same_mean(m, distinct[-1]):  # a tie prints alike, with its "="
+            distinct.append(m)
     digits = start
     while digits < most and len({_fmt(m, digits) for m in distinct}) < len(distinct):
         digits += 1
@@ -150,6 +179,8 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
             score += f" {CUT_SHORT_MARK}"
         if getattr(r, "phase_skipped", 0) and score != "-":
             score += f" {PHASE_MARK}"
+        if score != "-" and _incomplete({"success_rate": r.success_rate}):
+            score += f" {INCOMPLETE_MARK}"
         out.append(
             [
                 rank_text(r.rank, ranks[key]),
@@ -194,6 +225,11 @@ def mark_legend(group: pd.DataFrame) -> list[str]:
         lines.append(f"{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
                      "`timeout`): their final values come from fewer iterations than the "
                      "budget's `max_iter`.")
+    if any(not math.isnan(r.mean) and _incomplete({"success_rate": r.success_rate})
+           for r in group.itertuples(index=False)):
+        lines.append(f"{INCOMPLETE_MARK} some seeds diverged or failed (success under 100 %): "
+                     "the score is over the seeds that succeeded, and the algorithm ranks after "
+                     "every algorithm whose seeds all succeeded.")
     if "phase_skipped" in group and group["phase_skipped"].fillna(0).astype(int).any():
         lines.append(f"{PHASE_MARK} in some seeds a phase of the algorithm did not run "
                      "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "

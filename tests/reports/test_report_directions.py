@@ -150,6 +150,30 @@ def test_ranks_say_ties_and_leave_algorithms_without_a_value_unranked():
     assert text["skipped"][0] == text["diverged"][0] == "-"  # nothing to rank: no rank
 
 
+def test_an_algorithm_that_diverged_on_some_seeds_ranks_after_those_that_never_did():
+    """Its mean is over the survivors only (the seeds that went well): ranking it among the
+    algorithms whose seeds all succeeded would reward diverging. Means that differ by rounding
+    only (the same steps by two code paths) are a tie, printed alike."""
+    import pandas as pd
+
+    from moebench.reports.leaderboard import format_rows, leaderboard, mark_legend
+
+    def cell(alg, rep, value, status="max_iter"):
+        return {"record": "final", "experiment": "e", "dataset": "d", "algorithm": alg,
+                "repetition": rep, "status": status, "time": 1.0, "iteration": 5, "m": value}
+
+    rows = [cell("risky", 0, 0.01), cell("risky", 1, float("nan"), "diverged")]
+    rows += [cell("steady", r, 0.5) for r in range(2)]
+    rows += [cell("gd", r, 0.5107 + r * 0.01) for r in range(2)]
+    rows += [cell("gradient-em", r, (0.5107 + r * 0.01) * (1 + 1e-14)) for r in range(2)]
+    board = leaderboard(pd.DataFrame(rows), "m", {"m": "min"})
+    text = {r[1]: (r[0], r[2]) for r in format_rows(board)}
+    assert text["risky"] == ("4", "0.01 ± 0 §")  # best mean, ranked last, marked
+    assert text["gd"] == text["gradient-em"] == ("2=", "0.5157 ± 0.005")  # not 12 digits
+    assert text["steady"][0] == "1"
+    assert any(line.startswith("§ some seeds diverged") for line in mark_legend(board))
+
+
 def test_failures_name_the_algorithm_and_seed():
     import pandas as pd
 

@@ -61,6 +61,8 @@ def _expand(
                 field = err["loc"][0] if err["loc"] else None
                 if quick and field in entry.quick:
                     where = loc + ("quick", field)
+                elif field in point and err["type"] == "extra_forbidden":
+                    where = loc + ("grid", field)  # the name is wrong, whatever the value
                 elif field in point:
                     where = loc + ("grid", field, position[field])
                 else:

@@ -111,6 +111,21 @@ def test_bad_grid_value_points_at_the_value(fresh_plugins):
     assert message == "Input should be a valid integer, unable to parse string as an integer"
 
 
+def test_a_misspelt_grid_parameter_is_one_problem_at_its_key(fresh_plugins):
+    """A wrong name is wrong for every value of its grid: one line at the key, not one per
+    value; a wrong value still names its own position."""
+    text = GOOD.replace("grid: {lr: [0.1, 0.5]}", "grid: {lrr: [0.1, 0.5, 1.0]}")
+    assert problems(text) == [("algorithms[1].grid.lrr (line 15)",
+                               "unknown parameter 'lrr' of algorithm 'gd'; did you mean 'lr'? "
+                               "(valid: lr, optimizer, batch_size, tol)")]
+    # crossed with a second grid key, a bad value fails in several grid points: still one line
+    text = GOOD.replace("grid: {lr: [0.1, 0.5]}",
+                        "grid: {lr: [0.1, fast], optimizer: [sgd, adam]}")
+    assert problems(text) == [("algorithms[1].grid.lr[1] (line 15)",
+                               "Input should be a valid number, unable to parse string as a "
+                               "number")]
+
+
 def test_unknown_metric_and_bad_rank(fresh_plugins):
     found = problems(GOOD.replace("[param_error, test_mse]", "[param_error, test_mase]"))
     assert [w for w, _ in found] == ["metrics[1] (line 6)", "leaderboard.rank_by (line 7)"]

@@ -203,8 +203,11 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         executor = "dask"
     mode = "resume" if resume else ("overwrite" if overwrite else "new")
     with _exits_on_failure(out, verbose):
+        if device:
+            check_device_option(device)
         suite, resolved = _selected_suite(suite_file, device, experiments, algorithms, datasets,
                                           budget_timeout, quick=quick, seeds=seeds, yes=yes)
+        check_device_available(suite.device)  # before "started", and for --dry-run too
         if dry_run:
             print_grid(resolved, repetition_round)
             return
@@ -214,6 +217,69 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
             wall_timeout=wall_timeout, html_report=not no_report,
             repetition_round=repetition_round)
     print_outcome(directory, tables=tables, strict=strict)
+
+
+def check_device_option(device: str) -> None:
+    """``--device NAME`` must name a registered device plugin.
+
+    Parameters
+    ----------
+    device
+        The option's value.
+
+    Raises
+    ------
+    SelectionError
+        One line that blames the option, not the suite file it overrides:
+        ``--device 'cudaa': unknown device; did you mean 'cuda'? (valid: cpu, cuda)``.
+    """
+    from .suite import SelectionError
+    from .suite.problems import did_you_mean
+
+    names = sorted(plugins.components("devices"))
+    if device not in names:
+        raise SelectionError(f"--device {device!r}: unknown device{did_you_mean(device, names)} "
+                             f"(valid: {', '.join(names)})")
+
+
+def device_availability(name: str) -> tuple[bool, str]:
+    """Whether the registered device ``name`` can be used on this machine and, when it cannot,
+    why, in the plugin's own words (:meth:`moebench.Device.unavailable_reason`).
+
+    Parameters
+    ----------
+    name
+        A registered device plugin.
+
+    Returns
+    -------
+    tuple[bool, str]
+        ``(True, "")`` or ``(False, reason)``; a check that raises counts as unavailable.
+    """
+    try:
+        device = plugins.get("devices", name)()
+        if device.is_available():
+            return True, ""
+        return False, device.unavailable_reason()
+    except MoebenchError:
+        raise
+    except Exception as exc:  # a plugin's broken check must not hide the others' answers
+        return False, (f"device {name!r} is not available: its availability check raised "
+                       f"{type(exc).__name__}: {exc}")
+
+
+def check_device_available(name: str) -> None:
+    """Stop before anything starts (and in ``--dry-run``) when the suite's device, or the one
+    ``--device`` chose, is not available on this machine.
+
+    Raises
+    ------
+    MoebenchError
+        ``device 'cuda' is not available: ...``, as the run itself would say (exit code 1).
+    """
+    available, reason = device_availability(name)
+    if not available:
+        raise MoebenchError(reason)
 
 
 def _selected_suite(suite_file: Path, device: str | None, experiments: tuple[str, ...],

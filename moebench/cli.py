@@ -446,11 +446,16 @@ def plugins_cmd(as_json: bool) -> None:
 @click.argument("kind", type=click.Choice(KIND_CHOICES))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def list_cmd(kind: str, as_json: bool) -> None:
-    """List registered ALGORITHMS, DATASETS, DEVICES, METRICS or MODELS with their parameters."""
+    """List registered ALGORITHMS, DATASETS, DEVICES, METRICS or MODELS with their parameters;
+    devices say whether they are available on this machine (and if not, why)."""
     found = plugins.components(kind)
+    availability = {n: device_availability(n) for n in found} if kind == "devices" else {}
     if as_json:
         out = [{"name": n, "summary": c.summary, "plugin": plugins.load_plugins().owners[kind][n],
                 "parameters": describe_params(c.Params)} for n, c in found.items()]
+        for entry in out if availability else []:
+            available, reason = availability[entry["name"]]
+            entry.update(available=available, unavailable_reason=reason or None)
         click.echo(json.dumps(out, indent=2, default=str))
         return
     for name, cls in found.items():
@@ -461,12 +466,22 @@ def list_cmd(kind: str, as_json: bool) -> None:
         if kind == "metrics":
             extra.append(f"{'lower' if cls.direction == 'min' else 'higher'} is better"
                          + (", needs ground truth" if cls.requires_truth else ""))
+        if name in availability:
+            extra.append(f"available: {availability_text(name, *availability[name])}")
         for line in extra:
             console.print(f"    {escape(line)}", highlight=False)
         for p in describe_params(cls.Params):
             default = "required" if p["required"] else f"default {p['default']!r}"
             console.print(escape(f"    {p['name']}: {p['type']} = {default}  "
                                  f"{p['description']}"), highlight=False)
+
+
+def availability_text(name: str, available: bool, reason: str) -> str:
+    """``yes``, or ``no: REASON`` without the reason's own ``device 'NAME' is not available:``
+    (the column already says so)."""
+    if available:
+        return "yes"
+    return "no: " + reason.removeprefix(f"device {name!r} is not available: ")
 
 
 @main.command("report")

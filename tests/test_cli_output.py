@@ -49,3 +49,23 @@ def test_an_unavailable_device_stops_before_anything_starts(fresh_plugins, no_cu
 def test_an_available_device_option_still_runs_the_dry_run(fresh_plugins):
     result = invoke("run", SMOKE, "--device", "cpu", "--dry-run")
     assert result.exit_code == 0 and "(dry run: nothing ran)" in result.output
+
+
+def test_list_devices_says_which_are_available_and_why_not(fresh_plugins, no_cuda):
+    import json
+
+    rows = {d["name"]: d for d in json.loads(invoke("list", "devices", "--json").output)}
+    assert rows["cpu"]["available"] is True and rows["cpu"]["unavailable_reason"] is None
+    assert rows["cuda"]["available"] is False
+    assert "torch.cuda.is_available() is False" in rows["cuda"]["unavailable_reason"]
+    text = " ".join(invoke("list", "devices").output.split())
+    assert "available: yes" in text
+    assert "available: no: torch.cuda.is_available() is False" in text
+
+
+def test_list_devices_marks_a_present_gpu_available(fresh_plugins, monkeypatch):
+    import json
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    rows = {d["name"]: d for d in json.loads(invoke("list", "devices", "--json").output)}
+    assert rows["cuda"]["available"] is True

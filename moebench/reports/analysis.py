@@ -388,6 +388,11 @@ def reproduction_headline(experiments: list[dict[str, Any]], results: pd.DataFra
 
 
 def run_headline(run: Any) -> str | None:
-    """:func:`reproduction_headline` of a loaded results folder (a ``RunResults``)."""
-    return reproduction_headline(run.manifest.get("experiments") or [], run.frame,
+    """:func:`reproduction_headline` of a loaded results folder (a ``RunResults``), ending
+    with ``(quick run: fewer seeds, smaller problems)`` for a ``--quick`` run, whose verdicts
+    are not the paper suite's."""
+    line = reproduction_headline(run.manifest.get("experiments") or [], run.frame,
                                  run.directions)
+    if line and run.manifest.get("quick"):
+        line += " (quick run: fewer seeds, smaller problems)"
+    return line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -72,14 +73,27 @@ def rgba(color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def figure_title(main: str, sub: str | None = None, width: int = 85) -> str:
+    """A figure's title: ``main``, then ``sub`` in small print, wrapped at ``width``
+    characters (a long line would run under the modebar)."""
+    if not sub:
+        return main
+    lines = textwrap.wrap(sub, width, break_long_words=False, break_on_hyphens=False)
+    return main + "".join(f"<br><sub>{line}</sub>" for line in lines)
+
+
 def base_layout(title: str, xtitle: str, ytitle: str, log_y: bool) -> dict[str, Any]:
+    """The layout every report figure starts from: the legend at the bottom of the figure,
+    below the x axis's tick labels and title (axes push the margins they need), the modebar
+    down the right margin."""
     return {
         "title": {"text": title, "font": {"size": 13}},
-        "xaxis": {"title": {"text": xtitle}, "zeroline": False},
-        "yaxis": {"title": {"text": ytitle}, "type": "log" if log_y else "linear",
-                  "zeroline": False},
-        "legend": {"font": {"size": 10}, "orientation": "h", "x": 0, "y": -0.18,
-                   "yanchor": "top"},
+        "xaxis": {"title": {"text": xtitle, "standoff": 6}, "zeroline": False,
+                  "automargin": True},
+        "yaxis": {"title": {"text": ytitle, "standoff": 6}, "type": "log" if log_y else "linear",
+                  "zeroline": False, "automargin": True},
+        "legend": {"font": {"size": 10}, "orientation": "h", "x": 0, "xanchor": "left",
+                   "y": 0, "yref": "container", "yanchor": "bottom"},
         "margin": {"l": 60, "r": 40, "t": 40, "b": 40},  # the modebar sits in the right one
         "height": 440,
         "template": None,
@@ -287,9 +301,10 @@ def suboptimality_figure(curves: list[Curve], metric: str, dataset: str, floor: 
     same = same_curves(shown)
     for c in shown:
         _add_curve(traces, c, "f - f*", styles, same.get(c.algorithm))
-    title = (f"suboptimality of {metric}<br><sub>{dataset}: f - f*, f* the best value any "
-             f"algorithm reached on the same seed; median and 25-75 % band over seeds; 0 is "
-             f"drawn at {_tick_number(floor)}</sub>")
+    title = figure_title(f"suboptimality of {metric}",
+                         f"{dataset}: f - f*, f* the best value any algorithm reached on the "
+                         f"same seed; median and 25-75 % band over seeds; 0 is drawn at "
+                         f"{_tick_number(floor)}")
     layout = base_layout(title, "iteration", f"{metric} - best (log)", True)
     layout["yaxis"].update(log_ticks([v for t in traces.data for v in t.get("y") or []
                                       if v is not None]))
@@ -338,7 +353,8 @@ def box_figure(results: pd.DataFrame, experiment: str, dataset: str, metric: str
              and r["iteration"] is None]
     if paper:
         traces.append(_paper_marks(paper, order))
-        layout["title"]["text"] += "<br><sub>black: the paper's value ± its std</sub>"
+        layout["title"]["text"] = figure_title(layout["title"]["text"],
+                                               "black: the paper's value ± its std")
         layout["legend"].update({"x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"})
     long_labels = len(order) > 4 or max(len(a) for a in order) > 14
     layout["xaxis"].update({"tickmode": "array", "tickvals": list(range(len(order))),

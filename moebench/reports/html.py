@@ -28,6 +28,7 @@ from .figures import (
     Styles,
     box_figure,
     convergence_figure,
+    figure_title,
     json_float,
     log_ticks,
     short_number,
@@ -144,8 +145,8 @@ def _dataset_plots(exp: dict[str, Any], run: RunResults, rank_by: str | None,
         for fig in wanted:
             curves = curve_stats(results, name, dataset, fig["metric"])
             if curves:
-                title = (f"{fig.get('title') or fig['metric']}<br><sub>{dataset}: median "
-                         "and 25-75 % band over seeds</sub>")
+                title = figure_title(fig.get("title") or fig["metric"],
+                                     f"{dataset}: median and 25-75 % band over seeds")
                 plots.append(figures.add(convergence_figure(
                     curves, fig["metric"], title, bool(fig.get("log_y")), styles, ds_refs,
                     run.direction(fig["metric"]))))

@@ -8,7 +8,9 @@ algorithm's successful cells with that seed: all of them fit the same data from 
 initialisation. An algorithm's suboptimality at iteration ``t`` is ``f_r(t) - f*_r`` (``f*_r -
 f_r(t)`` for a metric to maximise), zero where it reached the best value itself. It reaches a
 tolerance ``tol`` at the first iteration where the suboptimality is at most ``tol * max(1,
-|f*_r|)``; the time is its algorithm time there (the clock of the run: it stretches with the
+|f*_r|)`` (the iteration that sets ``f*_r`` only if the next one stays within it: a run that
+ends on the best value would otherwise reach every tolerance at its last step); the time is
+its algorithm time there (the clock of the run: it stretches with the
 machine's load).
 """
 
@@ -101,14 +103,15 @@ def floor(rows: pd.DataFrame) -> float:
     gaps = rows[COLUMN].to_numpy(dtype=float)
     positive = gaps[np.isfinite(gaps) & (gaps > 0)]
     smallest = 10.0 ** math.floor(math.log10(positive.min()) - 1) if len(positive) else 0.0
-    return max(FLOOR * scale, smallest)
+    return max(10.0 ** math.floor(math.log10(FLOOR * scale)), smallest)
 
 
 def time_to_tolerance(rows: pd.DataFrame, tolerances: tuple[float, ...] = TOLERANCES
                       ) -> list[Reach]:
     """Per algorithm and tolerance, how many seeds came within ``tol * max(1, |f*|)`` of the
     best value, and the median over those seeds of the algorithm time and the iteration at
-    which each first did.
+    which each first did. The iteration that sets ``f*`` (a gap of zero by construction)
+    counts only when the next iteration stays within the tolerance.
 
     Parameters
     ----------
@@ -125,12 +128,18 @@ def time_to_tolerance(rows: pd.DataFrame, tolerances: tuple[float, ...] = TOLERA
     out: list[Reach] = []
     counted = rows[rows[COLUMN].notna()] if len(rows) else rows
     for algorithm, group in counted.groupby("algorithm", sort=False):
+        group = group.sort_values(["repetition", "iteration"])
         seeds = int(group["repetition"].nunique())
         scale = np.maximum(1.0, np.abs(group["best"].to_numpy(dtype=float)))
         gap = group[COLUMN].to_numpy(dtype=float)
         for tol in tolerances:
-            within = group[gap <= tol * scale].sort_values("iteration")
-            first = within.groupby("repetition").first()
+            within = pd.Series(gap <= tol * scale, index=group.index)
+            stays = within.groupby(group["repetition"]).shift(-1, fill_value=False)
+            # the iteration that sets f* has a gap of 0 by construction: it counts only when
+            # the next one stays within the tolerance (a run ending on the best value would
+            # otherwise "reach" every tolerance at its last step)
+            counts = within & ((gap > 0) | stays)
+            first = group[counts].groupby("repetition").first()
             times, iterations = first["time"].astype(float), first["iteration"].astype(float)
             out.append(Reach(str(algorithm), tol, seeds, int(len(first)),
                              float(times.median()) if len(first) else None,

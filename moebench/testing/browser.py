@@ -68,6 +68,7 @@ class CheckResult:
     bare_log_ticks: list[str] = field(default_factory=list)
     legend_texts: list[str] = field(default_factory=list)
     clipped_ticks: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
     #: Per plot, its title and axis types: ``{"id", "title", "x", "y"}``.
     plot_axes: list[dict[str, str]] = field(default_factory=list)
     sort_detail: str = ""
@@ -81,6 +82,7 @@ class CheckResult:
         out += [f"empty plot: {m}" for m in self.empty_plots]
         out += [f"log axis tick without its magnitude: {m}" for m in self.bare_log_ticks]
         out += [f"tick label cut off at the figure's edge: {m}" for m in self.clipped_ticks]
+        out += [f"drawn over each other: {m}" for m in self.overlaps]
         if self.sorted_ok is False:
             out.append(f"clicking a leaderboard header did not change the order "
                        f"({self.sort_detail})")
@@ -209,6 +211,32 @@ _PLOTS_JS = """
       if (b.width && (b.left < r.left - 1 || b.right > r.right + 1 || b.top < r.top - 1
                       || b.bottom > r.bottom + 1)) { clipped.push(t.textContent); }
     });
+    // parts of the figure drawn over each other (an axis title on the legend, a title under
+    // the modebar, an axis title through its tick labels)
+    const box = el => {
+      const b = el && el.getBoundingClientRect();
+      return b && b.width ? b : null;
+    };
+    const hit = (a, b) => a && b && a.left < b.right - 1 && b.left < a.right - 1
+      && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+    const legendBox = box(div.querySelector('g.legend rect.bg'));
+    const modebar = box(div.querySelector('.modebar'));
+    const parts = {
+      'x axis title': box(div.querySelector('.g-xtitle text')),
+      'y axis title': box(div.querySelector('.g-ytitle text')),
+      'title': box(div.querySelector('.g-gtitle text')),
+      'buttons': box(div.querySelector('g.updatemenu-container')),
+    };
+    const overlaps = [];
+    const pair = (n1, a, n2, b) => { if (hit(a, b)) { overlaps.push(n1 + ' / ' + n2); } };
+    pair('x axis title', parts['x axis title'], 'legend', legendBox);
+    pair('title', parts['title'], 'modebar', modebar);
+    pair('title', parts['title'], 'buttons', parts['buttons']);
+    pair('buttons', parts['buttons'], 'modebar', modebar);
+    div.querySelectorAll('.xtick text').forEach(t => pair('x tick ' + t.textContent, box(t),
+                                                          'legend', legendBox));
+    div.querySelectorAll('.ytick text').forEach(t => pair('y tick ' + t.textContent, box(t),
+                                                          'y axis title', parts['y axis title']));
     const title = div.querySelector('.gtitle');
     const types = {};
     ['x', 'y'].forEach(a => {
@@ -217,6 +245,7 @@ _PLOTS_JS = """
     });
     out.push({id: div.id, width: r.width, height: r.height, marks: marks, logTicks: logs,
               legend: legend, clipped: clipped, title: title ? title.textContent : '',
+              overlaps: overlaps,
               axes: types});
   });
   return out;
@@ -250,7 +279,10 @@ def _click(tools: DevTools, selector: str) -> None:
 
 def _screenshot(tools: DevTools, path: Path, selector: str | None) -> Path:
     if selector:
-        tools.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView()")
+        # below the page's sticky navigation bar, which would cover the element's top
+        tools.evaluate(f"(() => {{ document.querySelector({json.dumps(selector)})"
+                       ".scrollIntoView(); const nav = document.querySelector('nav');"
+                       " window.scrollBy(0, -(nav ? nav.offsetHeight + 8 : 0)); })()")
     else:
         tools.evaluate("window.scrollTo(0, 0)")
     tools.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)))")
@@ -324,6 +356,7 @@ def check_report(html: str | Path, screenshots: str | Path | None = None,
             result.legend_texts = [t for p in plots for t in p.get("legend") or []]
             result.clipped_ticks = [f"{p['id']}: {t!r}" for p in plots
                                     for t in p.get("clipped") or []]
+            result.overlaps = [f"{p['id']}: {o}" for p in plots for o in p.get("overlaps") or []]
             result.plot_axes = [{"id": p["id"], "title": p.get("title") or "",
                                  **(p.get("axes") or {})} for p in plots]
             result.bare_log_ticks = [f"{p['id']}: {t!r}" for p in plots

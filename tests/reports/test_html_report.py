@@ -142,6 +142,33 @@ def test_log_axes_label_every_tick_in_full(tmp_path):
     assert any("log axis tick without its magnitude" in p for p in result.problems)
 
 
+def test_the_browser_check_sees_parts_drawn_over_each_other(tmp_path):
+    """A legend over the x axis's title is flagged; the report's own layout is not."""
+    import json
+
+    from moebench.reports.figures import base_layout
+    from moebench.reports.html import plotly_js
+
+    good = base_layout("a title", "iteration", "metric", False)
+    bad = {**good, "legend": {"orientation": "h", "x": 0, "y": -0.08, "yanchor": "top"}}
+    divs = "".join(f'<div class="plot" id="{k}" style="width:600px;height:440px"></div>'
+                   for k in ("good", "bad"))
+    traces = json.dumps([{"x": [1, 2, 3], "y": [3, 1, 2], "name": f"algorithm {i}"}
+                         for i in range(4)])
+    calls = ",".join(f"Plotly.newPlot('{k}', {traces}, {json.dumps(layout)})"
+                     for k, layout in (("good", good), ("bad", bad)))
+    page = tmp_path / "overlap.html"
+    page.write_text(f"<html><body>{divs}<script>{plotly_js()}</script><script>"
+                    f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = 2; }});"
+                    "</script></body></html>")
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    result = check_report(page)
+    assert result.overlaps and all(o.startswith("bad: ") for o in result.overlaps)
+    assert "bad: x axis title / legend" in result.overlaps
+
+
 SAME = """
 name: same-test
 seed: 5

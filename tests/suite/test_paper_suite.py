@@ -29,6 +29,8 @@ def test_paper_suite_quick(fresh_plugins, tmp_path):
     for exp in suite.experiments:
         assert f"## {exp.name}" in report
     assert "Makkuva et al. 2019, Table 1" in report
+    # a quick run's verdicts are not the paper suite's: its headline says so
+    assert report.splitlines()[2].endswith("(quick run: fewer seeds, smaller problems).**")
     verdicts = re.findall(r"\| (consistent|(?:above|below) \((?:better|worse)\)) \|$", report,
                           flags=re.M)
     assert len(verdicts) == 14  # every reference value of Tables 1 and 2 got measured

@@ -413,6 +413,22 @@ def print_time_accounting(manifest: dict[str, Any]) -> None:
         f"({manifest.get('jobs', 1)} worker(s))", highlight=False, soft_wrap=True)
 
 
+def print_tsv(headers: list[str], rows: list[list[str]]) -> None:
+    """A listing for a pipe or a file: a header line, then one tab-separated line per row,
+    never wrapped or cut (whitespace inside a cell, newlines and tabs included, becomes one
+    space), for ``grep``, ``cut -f`` and spreadsheets.
+
+    Parameters
+    ----------
+    headers
+        The column names.
+    rows
+        The cells of each row, as many as ``headers``.
+    """
+    for row in [headers, *rows]:
+        click.echo("\t".join(" ".join(str(cell).split()) for cell in row))
+
+
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins_cmd(as_json: bool) -> None:
@@ -424,14 +440,14 @@ def plugins_cmd(as_json: bool) -> None:
     def registers(p: Any) -> str:
         return "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
 
+    headers = ["plugin", "distribution", "version", "status", "registers"]
     if not console.is_terminal:  # a pipe: one tab-separated line per plugin, for grep and cut
-        for p in infos:
-            status = "loaded" if p.status == "loaded" else f"failed: {p.error or ''}"
-            click.echo("\t".join([p.name, p.distribution or "-", p.version or "-",
-                                  " ".join(status.split()), registers(p)]))
+        print_tsv(headers, [[p.name, p.distribution or "-", p.version or "-",
+                             "loaded" if p.status == "loaded" else f"failed: {p.error or ''}",
+                             registers(p)] for p in infos])
         return
     table = Table(title="moebench plugins")
-    for h in ("plugin", "distribution", "version", "status", "registers"):
+    for h in headers:
         table.add_column(h, overflow="fold")
     for p in infos:
         what = registers(p)
@@ -449,19 +465,22 @@ def list_cmd(kind: str, as_json: bool) -> None:
     """List registered ALGORITHMS, DATASETS, DEVICES, METRICS or MODELS with their parameters;
     devices say whether they are available on this machine (and if not, why)."""
     found = plugins.components(kind)
+    owners = plugins.load_plugins().owners[kind]
     availability = {n: device_availability(n) for n in found} if kind == "devices" else {}
     if as_json:
-        out = [{"name": n, "summary": c.summary, "plugin": plugins.load_plugins().owners[kind][n],
+        out = [{"name": n, "summary": c.summary, "plugin": owners[n],
                 "parameters": describe_params(c.Params)} for n, c in found.items()]
         for entry in out if availability else []:
             available, reason = availability[entry["name"]]
             entry.update(available=available, unavailable_reason=reason or None)
         click.echo(json.dumps(out, indent=2, default=str))
         return
+    if not console.is_terminal:  # a pipe or a file: tab-separated, one line per parameter
+        print_tsv(*component_rows(kind, found, owners, availability))
+        return
     for name, cls in found.items():
-        owner = plugins.load_plugins().owners[kind][name]
         console.print(f"[bold]{escape(name)}[/bold]  {escape(cls.summary)}  "
-                      f"[dim](plugin {escape(owner)})[/dim]", highlight=False)
+                      f"[dim](plugin {escape(owners[name])})[/dim]", highlight=False)
         extra = []
         if kind == "metrics":
             extra.append(f"{'lower' if cls.direction == 'min' else 'higher'} is better"
@@ -474,6 +493,35 @@ def list_cmd(kind: str, as_json: bool) -> None:
             default = "required" if p["required"] else f"default {p['default']!r}"
             console.print(escape(f"    {p['name']}: {p['type']} = {default}  "
                                  f"{p['description']}"), highlight=False)
+
+
+def component_rows(kind: str, found: dict[str, type], owners: dict[str, str],
+                   availability: dict[str, tuple[bool, str]]
+                   ) -> tuple[list[str], list[list[str]]]:
+    """``moebench list KIND`` as tidy rows: one per parameter of each component (one with
+    empty parameter cells for a component without parameters), the component's columns
+    repeated, so that ``grep '^gd\t'`` finds all of gd and ``cut -f4,6`` its defaults.
+
+    Returns
+    -------
+    tuple[list[str], list[list[str]]]
+        The headers and the rows.
+    """
+    extra = {"metrics": ["better", "ground truth"], "devices": ["available"]}.get(kind, [])
+    headers = ["name", "plugin", "summary", *extra, "parameter", "type", "default",
+               "description"]
+    rows = []
+    for name, cls in found.items():
+        own = [name, owners[name], cls.summary]
+        if kind == "metrics":
+            own += ["lower" if cls.direction == "min" else "higher",
+                    "needed" if cls.requires_truth else "not needed"]
+        if kind == "devices":
+            own.append(availability_text(name, *availability[name]))
+        params = [[p["name"], p["type"], "required" if p["required"] else repr(p["default"]),
+                   p["description"]] for p in describe_params(cls.Params)]
+        rows += [own + param for param in params or [["", "", "", ""]]]
+    return headers, rows
 
 
 def availability_text(name: str, available: bool, reason: str) -> str:
@@ -562,25 +610,32 @@ def data_list(as_json: bool, no_verify: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="moebench data")
-    for h in ("dataset", "files present", "where", "verified"):
-        table.add_column(h, overflow="fold")
+    headers = ["dataset", "files present", "where", "verified"]
+    cells = []
     for r in rows:
-        complete = r["present"] == r["total"]
-        present = f"{r['present']}/{r['total']}"
-        present = f"[green]{present}[/green]" if complete else f"[red]{present}[/red]"
         where = (f"{r['where']}: {r['path']}" if r["where"]
                  else "not found; searched " + "; ".join(r["searched"]))
         label = ", ".join(r["datasets"])
         if label != r["source"]:
             label += f" ({r['source']})"
-        table.add_row(escape(label), present, escape(where), escape(r["verified"]))
-    console.print(table)
+        cells.append([label, f"{r['present']}/{r['total']}", where, r["verified"]])
     env = data_dir()
-    console.print(escape(f"searched in this order: the suite's `path` if given, ${DATA_ENV} "
-                         f"({env if env is not None else 'not set'}), the cache "
-                         f"({cache_dir()}), then Debian's folder where there is one"),
-                  highlight=False, soft_wrap=True)
+    order = (f"searched in this order: the suite's `path` if given, ${DATA_ENV} "
+             f"({env if env is not None else 'not set'}), the cache ({cache_dir()}), then "
+             "Debian's folder where there is one")
+    if not console.is_terminal:  # a pipe or a file: the rows alone on stdout
+        print_tsv(headers, cells)
+        err_console.print(escape(order), highlight=False, soft_wrap=True)
+        return
+    table = Table(title="moebench data")
+    for h in headers:
+        table.add_column(h, overflow="fold")
+    for r, row in zip(rows, cells, strict=True):
+        colour = "green" if r["present"] == r["total"] else "red"
+        table.add_row(escape(row[0]), f"[{colour}]{row[1]}[/{colour}]", escape(row[2]),
+                      escape(row[3]))
+    console.print(table)
+    console.print(escape(order), highlight=False, soft_wrap=True)
 
 
 @data.command("fetch")

@@ -43,15 +43,17 @@ def test_dash_h_is_help_everywhere():
 
 
 def test_list_shows_parameters_and_defaults(fresh_plugins):
-    result = invoke("list", "algorithms")
+    result = invoke("list", "algorithms")  # a pipe: one tab-separated line per parameter
     assert result.exit_code == 0
-    assert "joint-em" in result.output and "gd" in result.output
-    assert "lr: float = default 0.1" in result.output
+    rows = [line.split("\t") for line in result.output.splitlines()]
+    assert "joint-em" in {r[0] for r in rows} and "gd" in {r[0] for r in rows}
+    (lr,) = [r for r in rows if r[0] == "gd" and r[3] == "lr"]
+    assert lr[4:6] == ["float", "0.1"]  # type and default
     data = json.loads(invoke("list", "datasets", "--json").output)
     synth = next(d for d in data if d["name"] == "synthetic-moe")
     assert {"n", "d", "k", "sigma"} <= {p["name"] for p in synth["parameters"]}
     metrics = invoke("list", "metrics").output
-    assert "param_error" in metrics and "needs ground truth" in metrics
+    assert "\nparam_error\tcore-metrics\t" in metrics and "\tlower\tneeded\t" in metrics
 
 
 def test_invalid_suite_exits_nonzero_naming_the_field(fresh_plugins, tmp_path):
@@ -109,7 +111,7 @@ def test_run_prints_why_cells_were_skipped(fresh_plugins, tmp_path):
 
 
 def test_list_shows_the_choices_of_a_parameter(fresh_plugins):
-    assert "optimizer: 'sgd' | 'adam'" in invoke("list", "algorithms").output
+    assert "\toptimizer\t'sgd' | 'adam'\t'sgd'\t" in invoke("list", "algorithms").output
 
 
 def test_jobs_auto_uses_one_worker_per_usable_core_without_oversubscribing(fresh_plugins,

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 
+from moebench import cli
 from moebench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,13 @@ def invoke(*args: str):
 def no_cuda(monkeypatch):
     """A CPU-only machine, whatever this one has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """stdout as a 100-column terminal (CliRunner's output is a pipe otherwise)."""
+    monkeypatch.setattr(cli, "console", Console(force_terminal=True, color_system=None,
+                                                width=100))
 
 
 def test_a_misspelt_device_option_blames_the_option_not_the_suite(fresh_plugins):
@@ -58,6 +67,13 @@ def test_list_devices_says_which_are_available_and_why_not(fresh_plugins, no_cud
     assert rows["cpu"]["available"] is True and rows["cpu"]["unavailable_reason"] is None
     assert rows["cuda"]["available"] is False
     assert "torch.cuda.is_available() is False" in rows["cuda"]["unavailable_reason"]
+    piped = {line.split("\t")[0]: line.split("\t")[3]
+             for line in invoke("list", "devices").output.splitlines()}
+    assert piped["name"] == "available" and piped["cpu"] == "yes"
+    assert piped["cuda"].startswith("no: torch.cuda.is_available() is False")
+
+
+def test_list_devices_on_a_terminal_says_available(fresh_plugins, no_cuda, terminal):
     text = " ".join(invoke("list", "devices").output.split())
     assert "available: yes" in text
     assert "available: no: torch.cuda.is_available() is False" in text
@@ -69,3 +85,54 @@ def test_list_devices_marks_a_present_gpu_available(fresh_plugins, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     rows = {d["name"]: d for d in json.loads(invoke("list", "devices", "--json").output)}
     assert rows["cuda"]["available"] is True
+
+
+def tsv(text: str) -> list[list[str]]:
+    """Tab-separated lines: each as its cells; every line must have the header's count."""
+    rows = [line.split("\t") for line in text.splitlines()]
+    assert rows and all(len(r) == len(rows[0]) for r in rows), text
+    return rows
+
+
+def test_list_in_a_pipe_is_one_uncut_line_per_parameter(fresh_plugins):
+    result = invoke("list", "algorithms")  # CliRunner's stdout is not a terminal, as `> f`
+    rows = tsv(result.stdout)
+    header = rows[0]
+    assert header == ["name", "plugin", "summary", "parameter", "type", "default",
+                      "description"]
+    optimizer = next(dict(zip(header, r, strict=True)) for r in rows
+                     if r[0] == "gd" and r[3] == "optimizer")
+    assert optimizer["description"] == "torch optimiser: plain gradient descent (sgd) or adam"
+    assert max(len(line) for line in result.stdout.splitlines()) > 80  # not wrapped at 80
+    metrics = tsv(invoke("list", "metrics").stdout)
+    assert metrics[0][3:5] == ["better", "ground truth"]
+    assert ["param_error", "core-metrics"] == metrics[[r[0] for r in metrics].index(
+        "param_error")][:2]
+
+
+def test_list_on_a_terminal_keeps_its_layout(fresh_plugins, terminal):
+    out = invoke("list", "algorithms").output
+    assert "\t" not in out and "    lr: float = default 0.1  learning rate" in out
+
+
+def test_data_list_in_a_pipe_is_tab_separated_rows(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path / "cache"))
+    result = invoke("data", "list", "--no-verify")
+    assert result.exit_code == 0
+    rows = tsv(result.stdout)
+    assert rows[0] == ["dataset", "files present", "where", "verified"]
+    assert not any(ch in result.stdout for ch in "┃│┏└")  # no box, no wrapped cells
+    cifar = next(r for r in rows if r[0] == "cifar10")
+    assert cifar[2].startswith("not found; searched ") and str(tmp_path / "cache") in cifar[2]
+    assert "searched in this order" in result.stderr  # the note stays off the rows
+
+
+def test_data_list_on_a_terminal_is_a_table(monkeypatch, tmp_path, terminal):
+    monkeypatch.setenv("MOEBENCH_CACHE", str(tmp_path / "cache"))
+    out = invoke("data", "list", "--no-verify").output
+    assert "moebench data" in out and "┃ dataset" in out and "searched in this order" in out
+
+
+def test_plugins_in_a_pipe_has_a_header_line(fresh_plugins):
+    rows = tsv(invoke("plugins").stdout)
+    assert rows[0] == ["plugin", "distribution", "version", "status", "registers"]

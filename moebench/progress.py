@@ -2,9 +2,16 @@
 
 On a terminal: a rich progress bar (title, bar, cells done, elapsed, ETA; the counts stay
 visible at 80 columns, a long title is shortened) and, below it, one line per cell in flight
-with its iteration and elapsed time. Otherwise (CI, ``nohup``, a pipe): a plain line every
-``interval`` seconds and at every 10 % of the cells, naming the longest-running cell in flight
-with its iteration, so a log shows progress through the whole run, long cells included.
+with its iteration and elapsed time. Otherwise (CI, ``nohup``, a pipe): a plain line at every
+10 % of the cells and, ``interval`` seconds after the last line, a periodic one naming the
+longest-running cell in flight with its iteration, so a log shows progress through the whole
+run, long cells included; a periodic line that says nothing new (only the run's elapsed time
+changed) is not printed.
+
+A cell is named the same way everywhere: ``experiment · dataset · algorithm seed N`` (the
+experiment only when the run has several), then ``: iteration 37/100, 2:14 elapsed, ~3:41
+left`` or, before its first reported iteration, ``, 0:03 elapsed``. While no heartbeat names a
+cell in flight, the line names the configuration that comes ``next``.
 
 The cells in flight are read from their heartbeat files (:mod:`moebench.execution.heartbeat`).
 
@@ -13,9 +20,10 @@ leaves until ``max_iter`` (else the mean cost of its configuration minus its ela
 a queued cell, the mean cost (algorithm time, metrics and data loading, as the cells report
 them) of finished cells of the same experiment and algorithm, else of the same experiment, else
 the projected cost of a cell of the same configuration in flight; divided by the number of
-workers, and never less than the longest cell in flight has left. Cells without an estimate
-make it a lower bound (``>=``); with none at all it is ``?``. Cells kept by ``--resume`` are not
-run again, but what they cost informs the estimate.
+workers, and never less than the longest cell in flight has left. A cell with none of these
+counts as nothing, which makes the sum a lower bound (``>= H:MM:SS``); a lower bound under one
+second, or no estimate at all, is ``?``. Cells kept by ``--resume`` are not run again, but what
+they cost informs the estimate.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,25 +85,32 @@ def _duration(seconds: float) -> str:
     return _clock(whole) if whole >= 3600 else f"{whole // 60}:{whole % 60:02d}"
 
 
+def cell_name(cell: InFlight, experiment: bool = False) -> str:
+    """``dataset · algorithm seed N`` (with ``experiment``, the experiment's name first)."""
+    parts = [cell.dataset, f"{cell.algorithm} seed {cell.repetition}"]
+    return " · ".join([cell.experiment, *parts] if experiment else parts)
+
+
 def describe_cell(cell: InFlight, now: float, experiment: bool = False,
                   width: int | None = None) -> str:
-    """One cell in flight, e.g. ``fashion-mnist/em seed 0: iteration 37/100, 2:14 elapsed``
-    (with ``experiment``, the experiment's name first; with ``width``, the cell's name is
-    shortened so that the whole fits in ``width`` characters, its iteration kept)."""
-    where = f"{cell.dataset}/{cell.algorithm} seed {cell.repetition}"
-    if experiment:
-        where = f"{cell.experiment} · {where}"
+    """One cell in flight, e.g. ``fashion-mnist · em seed 0: iteration 37/100, 2:14 elapsed,
+    ~3:41 left``, or ``fashion-mnist · em seed 0, 0:03 elapsed`` before it reported an
+    iteration (with ``experiment``, the experiment's name first; with ``width``, the cell's
+    name is shortened so that the whole fits in ``width`` characters, its iteration kept)."""
+    where = cell_name(cell, experiment)
+    what = f"{_duration(cell.elapsed(now))} elapsed"
     if cell.iteration is None:
-        what = "before its first iteration"
+        separator = ", "
     else:
-        what = f"iteration {cell.iteration}" + (f"/{cell.max_iter}" if cell.max_iter else "")
-    what = f"{what}, {_duration(cell.elapsed(now))} elapsed"
-    left = cell.seconds_left(now)
-    what = what if left is None else f"{what}, ~{_duration(left)} left"
-    room = None if width is None else max(8, width - len(what) - 2)
+        separator = ": "
+        total = f"/{cell.max_iter}" if cell.max_iter else ""
+        what = f"iteration {cell.iteration}{total}, {what}"
+        left = cell.seconds_left(now)
+        what = what if left is None else f"{what}, ~{_duration(left)} left"
+    room = None if width is None else max(8, width - len(what) - len(separator))
     if room is not None and len(where) > room:
         where = where[:room - 1] + "…"
-    return f"{where}: {what}"
+    return f"{where}{separator}{what}"
 
 
 class CellCosts:
@@ -162,9 +177,9 @@ class CellCosts:
             seen = projected.get((exp, alg)) or projected.get(exp)
             if cost is None and seen:
                 cost = sum(seen) / len(seen)
-            if cost is None:  # a guess from other experiments' cells: the ETA is a bound
-                unknown, cost = True, self._mean(None)
-            if cost is not None:
+            if cost is None:  # nothing to go on (another experiment's cells are no bound)
+                unknown = True
+            else:
                 work, known = work + n * cost, True
         if not known:
             return None, unknown
@@ -175,11 +190,12 @@ class CellCosts:
         return self.estimate(inflight, now)[0]
 
     def eta_text(self, inflight: Sequence[InFlight] = (), now: float | None = None) -> str:
-        """The ETA as ``H:MM:SS``, ``>= H:MM:SS`` while some cell left has nothing to estimate
-        it from (no finished cell of its experiment, no iteration rate), ``?`` while no cell
-        has."""
+        """The ETA as ``H:MM:SS``; ``>= H:MM:SS`` while some cell left has nothing to estimate
+        it from (no finished cell of its experiment, no iteration rate), what the others have
+        left being a lower bound; ``?`` while no cell has an estimate or that bound is under a
+        second (never ``>= 0:00:00``)."""
         seconds, unknown = self.estimate(inflight, now)
-        if seconds is None:
+        if seconds is None or (unknown and round(seconds) < 1):
             return "?"
         return (">= " if unknown else "") + _clock(seconds)
 
@@ -230,18 +246,21 @@ class RunProgress:
         ``"bar"``, ``"lines"`` or ``"auto"`` (a bar on a terminal, lines otherwise), or
         ``"none"``.
     interval
-        Seconds between plain lines (also one line per 10 % of the cells); ``None``:
-        :func:`line_interval`.
+        Seconds from a plain line to the next periodic one (also one line per 10 % of the
+        cells); ``None``: :func:`line_interval`.
     title
         The run's name (the suite's).
     run_folder
         The run's results folder, whose heartbeat files name the cells in flight
         (``None``: the display only knows which configuration comes next).
+    clock
+        The wall clock (``time.time``), against which the heartbeats' times are read.
     """
 
     def __init__(self, plan: list[tuple[str, str, str]], console: Console, jobs: int = 1,
                  mode: str = "auto", interval: float | None = None, title: str = "",
-                 run_folder: str | Path | None = None):
+                 run_folder: str | Path | None = None,
+                 clock: Callable[[], float] = time.time):
         self.costs = CellCosts(plan, jobs)
         self.total = len(plan)
         self.done = 0
@@ -251,7 +270,8 @@ class RunProgress:
             mode = "bar" if console.is_terminal else "lines"
         self.mode = mode
         self.interval = line_interval() if interval is None else interval
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.heartbeats = None if run_folder is None else inflight_folder(run_folder)
         self.several_experiments = len({exp for exp, _ds, _alg in plan}) > 1
         self._cells: list[InFlight] = []
@@ -261,6 +281,8 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_decile = 0
+        self._due = self.start + self.interval  # the next periodic line
+        self._said: Any = None  # what the last line said, the run's elapsed time aside
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
 
@@ -293,8 +315,15 @@ class RunProgress:
             self._line("finished")
 
     def _ticker(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._line()
+        while not self._stop.wait(min(self.interval, max(0.01, self._due - self.clock()))):
+            self.tick()
+
+    def tick(self) -> None:
+        """The periodic plain line, once :attr:`interval` seconds have passed since the last
+        line (of any kind), unless it would say what the last line said (the run's elapsed
+        time aside). The ``lines`` mode's thread calls it."""
+        if self.clock() >= self._due:
+            self._line(periodic=True)
 
     def in_flight(self) -> list[InFlight]:
         """The cells in flight, longest-running first (the heartbeat folder is read at most
@@ -302,47 +331,69 @@ class RunProgress:
         with self._read_lock:
             if self.done >= self.total > 0:
                 return []
-            if time.monotonic() - self._read_at >= BEAT_INTERVAL:
+            if self.clock() - self._read_at >= BEAT_INTERVAL:
                 self._cells = read_heartbeats(self.heartbeats)
-                self._read_at = time.monotonic()
+                self._read_at = self.clock()
             return self._cells
 
     def eta_text(self) -> str:
         """The run's ETA (:meth:`CellCosts.eta_text`) with the cells in flight now."""
-        return self.costs.eta_text(self.in_flight())
+        return self.costs.eta_text(self.in_flight(), self.clock())
+
+    def next_text(self) -> str:
+        """``next <experiment · dataset · algorithm>``: the first configuration with cells
+        left, while no cell is known to be in flight; ``all cells done`` at the end."""
+        if self.done >= self.total:
+            return "all cells done"
+        return f"next {self.costs.in_flight()}"
 
     def now_text(self) -> str:
-        """The longest-running cell in flight (and how many others run), else the next
-        configuration with cells left."""
+        """``now`` and the longest-running cell in flight (and how many others run), else
+        :meth:`next_text`."""
         cells = self.in_flight()
         if not cells:
-            return self.costs.in_flight()
-        text = describe_cell(cells[0], time.time(), self.several_experiments)
-        return text + (f" (+{len(cells) - 1} more in flight)" if len(cells) > 1 else "")
+            return self.next_text()
+        text = describe_cell(cells[0], self.clock(), self.several_experiments)
+        return f"now {text}" + (f" (+{len(cells) - 1} more in flight)" if len(cells) > 1
+                                else "")
 
     def cell_lines(self) -> list[Text]:
         """The bar's lines below it: one per cell in flight (at most :data:`BAR_CELLS`)."""
-        cells, now = self.in_flight(), time.time()
+        cells, now = self.in_flight(), self.clock()
         width = self.console.width - 2
         lines = [Text(f"  {describe_cell(c, now, self.several_experiments, width)}",
                       style="dim", no_wrap=True, overflow="ellipsis") for c in cells[:BAR_CELLS]]
         if len(cells) > BAR_CELLS:
             lines.append(Text(f"  and {len(cells) - BAR_CELLS} more in flight", style="dim"))
         if not cells and self.done < self.total:
-            lines.append(Text(f"  next: {self.costs.in_flight()}", style="dim", no_wrap=True,
+            lines.append(Text(f"  {self.next_text()}", style="dim", no_wrap=True,
                               overflow="ellipsis"))
         return lines
 
-    def status(self) -> str:
-        elapsed = time.monotonic() - self.start
+    def _status(self) -> tuple[str, str, str]:
+        """(cells done, elapsed, what follows: the ETA and the cell in flight)."""
         share = f"{100 * self.done / self.total:.0f} %" if self.total else "-"
-        return (f"{self.done}/{self.total} cells ({share}), elapsed {_clock(elapsed)}, "
-                f"ETA {self.eta_text()}, now {self.now_text()}")
+        counts = f"{self.done}/{self.total} cells ({share})"
+        rest = (self.next_text() if self.done >= self.total
+                else f"ETA {self.eta_text()}, {self.now_text()}")
+        return counts, f"elapsed {_clock(self.clock() - self.start)}", rest
 
-    def _line(self, what: str | None = None) -> None:
+    def status(self) -> str:
+        """The plain line's text after the title, e.g. ``3/10 cells (30 %), elapsed
+        0:01:02, ETA 0:02:10, now fashion-mnist · em seed 0: iteration 37/100, ...``."""
+        return ", ".join(self._status())
+
+    def _line(self, what: str | None = None, periodic: bool = False) -> None:
         with self._lock:
-            text = f"{self.title}: {what or self.status()}"
-            self.console.print(escape(text), highlight=False, soft_wrap=True)
+            counts, elapsed, rest = (what, "", "") if what else self._status()
+            said = (counts, rest)
+            self._due = self.clock() + self.interval
+            if periodic and said == self._said:
+                return
+            self._said = said
+            text = ", ".join(part for part in (counts, elapsed, rest) if part)
+            self.console.print(escape(f"{self.title}: {text}"), highlight=False,
+                               soft_wrap=True)
 
     def on_cell(self, row: dict[str, Any]) -> None:
         """A cell was reported (its final row)."""

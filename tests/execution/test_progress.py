@@ -85,7 +85,7 @@ def test_a_pipe_gets_lines_with_the_iteration_and_elapsed_time_of_the_cell_in_fl
     assert lines[0] == "paper: started" and lines[-1] == "paper: finished"
     periodic = [line for line in lines if line.startswith("paper: 3/10 cells")]
     assert periodic, lines
-    assert re.search(r"now fashion-mnist/em seed 0: iteration 37/100, 2:1[45] elapsed, "
+    assert re.search(r"now fashion-mnist · em seed 0: iteration 37/100, 2:1[45] elapsed, "
                      r"~\d:\d\d left \(\+1 more in flight\)$", periodic[-1]), periodic[-1]
 
 
@@ -97,8 +97,8 @@ def test_the_eta_of_a_long_cell_comes_from_its_iteration_rate():
     assert running.seconds_left(now) == pytest.approx(left)
     costs = CellCosts([("e", "d", "a"), ("f", "fashion", "em"), ("f", "fashion", "em")], jobs=2)
     costs.finished({"experiment": "e", "dataset": "d", "algorithm": "a", "time": 2.0})
-    # without the heartbeat: a lower bound from another experiment's 2 s cells
-    assert costs.eta_text() == ">= 0:00:02"
+    # without the heartbeat: nothing to go on (another experiment's 2 s cells are no bound)
+    assert costs.eta_text() == "?"
     # with it: the running cell's rate, and its projected cost for the queued one
     seconds = costs.eta([running], now)
     assert seconds == pytest.approx((left + (134 + left)) / 2)
@@ -106,7 +106,7 @@ def test_the_eta_of_a_long_cell_comes_from_its_iteration_rate():
     # the last cell, alone in flight: what it has left, not divided among the workers
     costs.finished({"experiment": "f", "dataset": "fashion", "algorithm": "em", "time": 300.0})
     assert costs.eta([running], now) == pytest.approx(left)
-    assert describe_cell(running, now) == "fashion/em seed 0: iteration 37/100, 2:14 " \
+    assert describe_cell(running, now) == "fashion · em seed 0: iteration 37/100, 2:14 " \
                                           "elapsed, ~3:41 left"
 
 
@@ -125,6 +125,129 @@ def test_a_cell_in_flight_with_no_estimate_gives_no_eta_rather_than_a_stale_one(
     assert costs.eta([young], now) == pytest.approx(4.0)
     old = InFlight("f", "fashion", "em", 1, started=now - 60)  # past the mean: unknown
     assert costs.eta_text([old], now) == "?"
+
+
+class FakeClock:
+    """A wall clock that moves only when told to (``clock.at(seconds after the start)``)."""
+
+    def __init__(self) -> None:
+        self.start = self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def at(self, seconds: float) -> float:
+        self.now = self.start + seconds
+        return self.now
+
+
+def beat(folder: Path, clock: FakeClock, key: str, experiment: str, dataset: str,
+         algorithm: str, repetition: int, started: float, **progress: float) -> None:
+    """Write a heartbeat file like a worker does; times in seconds after the clock's start
+    (``progress``: iteration, first_iteration, iterating_since, updated; max_iter is 15)."""
+    times = {"iterating_since", "updated"}
+    fields = {k: clock.start + v if k in times else v for k, v in progress.items()}
+    cell = InFlight(experiment, dataset, algorithm, repetition, clock.start + started,
+                    max_iter=15, **fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{key}.json").write_text(json.dumps(asdict(cell)))
+
+
+def test_a_pipes_lines_name_the_cell_in_flight_one_way_and_never_say_the_same_twice(
+        tmp_path):
+    clock, folder = FakeClock(), inflight_folder(tmp_path)
+    gd, em = ("makkuva", "synthetic-moe[k=2]", "gd"), ("fruytier", "fashion-mnist", "em")
+    out = io.StringIO()
+
+    def finish(key, done, cost):
+        (folder / f"{key}.json").unlink()
+        experiment, dataset, algorithm = gd if key.startswith("gd") else em
+        shown.on_cell({"experiment": experiment, "dataset": dataset, "algorithm": algorithm,
+                       "time": cost})
+        shown.progress(done, 4)
+
+    with RunProgress([gd, gd, em, em], Console(file=out, width=80), interval=30,
+                     title="paper", run_folder=tmp_path, clock=clock) as shown:
+        beat(folder, clock, "gd0", *gd, 0, started=0)
+        clock.at(30)
+        shown.tick()  # a cell that has not reported an iteration: its name and elapsed time
+        beat(folder, clock, "gd0", *gd, 0, started=0, iteration=3, first_iteration=0,
+             iterating_since=10, updated=30)  # 0.15 iterations a second: 80 s left
+        clock.at(31)
+        shown.tick()  # not due
+        clock.at(60)
+        shown.tick()
+        clock.at(61)
+        finish("gd0", 1, 61.0)  # 25 %: a milestone ...
+        clock.at(62)
+        shown.tick()  # ... and no periodic line right after it
+        clock.at(91)
+        shown.tick()  # due, but nothing new to say (only the run's elapsed time moved)
+        beat(folder, clock, "gd1", *gd, 1, started=95)
+        clock.at(121)
+        shown.tick()
+        clock.at(122)
+        finish("gd1", 2, 61.0)
+        clock.at(152)
+        shown.tick()  # nothing new
+        beat(folder, clock, "em0", *em, 0, started=160)
+        clock.at(161)
+        finish("em0", 3, 1.0)
+        beat(folder, clock, "em1", *em, 1, started=161)
+        finish("em1", 4, 1.0)
+        for seconds in (191, 221):
+            clock.at(seconds)
+            shown.tick()  # all cells done: nothing new
+    assert out.getvalue().splitlines() == [
+        "paper: started",
+        "paper: 0/4 cells (0 %), elapsed 0:00:30, ETA ?, now makkuva · synthetic-moe[k=2] · "
+        "gd seed 0, 0:30 elapsed",
+        "paper: 0/4 cells (0 %), elapsed 0:01:00, ETA >= 0:02:40, now makkuva · "
+        "synthetic-moe[k=2] · gd seed 0: iteration 3/15, 1:00 elapsed, ~0:50 left",
+        "paper: 1/4 cells (25 %), elapsed 0:01:01, ETA >= 0:01:01, next makkuva · "
+        "synthetic-moe[k=2] · gd",
+        "paper: 1/4 cells (25 %), elapsed 0:02:01, ETA >= 0:00:35, now makkuva · "
+        "synthetic-moe[k=2] · gd seed 1, 0:26 elapsed",
+        # the Fashion-MNIST cells left, nothing to estimate them from: no '>= 0:00:00'
+        "paper: 2/4 cells (50 %), elapsed 0:02:02, ETA ?, next fruytier · fashion-mnist · em",
+        "paper: 3/4 cells (75 %), elapsed 0:02:41, ETA 0:00:01, next fruytier · "
+        "fashion-mnist · em",
+        "paper: 4/4 cells (100 %), elapsed 0:02:41, all cells done",
+        "paper: finished",
+    ]
+
+
+def test_cells_with_nothing_to_estimate_them_from_make_the_eta_unknown_or_a_real_bound():
+    quick, slow, fashion = ("m", "synthetic", "gd"), ("m", "synthetic", "em"), \
+        ("f", "fashion-mnist", "em")
+    costs = CellCosts([quick] * 3 + [fashion] * 12)
+    for _ in range(2):  # finished in 0.2 s each
+        costs.finished({"experiment": "m", "dataset": "synthetic", "algorithm": "gd",
+                        "time": 0.15, "time_metrics": 0.05})
+    # 0.2 s are left that are known, twelve Fashion-MNIST cells unknown: no bound worth a
+    # second, where a guess from the synthetic cells said '>= 0:00:02' (and 0:00:00 later)
+    assert costs.estimate() == (pytest.approx(0.2), True)
+    assert costs.eta_text() == "?"
+    costs = CellCosts([quick] * 2 + [slow] * 4 + [fashion])
+    costs.finished({"experiment": "m", "dataset": "synthetic", "algorithm": "gd", "time": 0.2})
+    costs.finished({"experiment": "m", "dataset": "synthetic", "algorithm": "em", "time": 5.0})
+    # three 5 s cells and one 0.2 s cell are left for sure: at least 15.2 s
+    assert costs.eta_text() == ">= 0:00:15"
+    assert CellCosts([fashion]).eta_text() == "?"
+
+
+def test_a_cell_is_named_the_same_way_with_or_without_an_iteration():
+    now = 1_700_000_000.0
+    cell = InFlight("makkuva", "synthetic-moe[k=2]", "gd", 0, started=now - 0.3)
+    assert describe_cell(cell, now, experiment=True) == \
+        "makkuva · synthetic-moe[k=2] · gd seed 0, 0:00 elapsed"
+    iterating = InFlight("makkuva", "synthetic-moe[k=2]", "gd", 0, started=now - 1.2,
+                         iteration=3, max_iter=15)
+    assert describe_cell(iterating, now, experiment=True) == \
+        "makkuva · synthetic-moe[k=2] · gd seed 0: iteration 3/15, 0:01 elapsed"
+    # shortened to a width, the name is cut and the elapsed time kept
+    assert describe_cell(cell, now, experiment=True, width=30) == \
+        "makkuva · synth…, 0:00 elapsed"
 
 
 def _spec(algorithm: str = "a") -> SimpleNamespace:
@@ -259,10 +382,10 @@ def test_a_run_in_a_pipe_shows_the_iteration_of_its_cells_and_its_summary_unwrap
     log, summary = (tmp_path / "stderr.txt").read_text(), (tmp_path / "stdout.txt").read_text()
     assert done.returncode == 0, log + summary
     assert re.search(r"^progress-test: 0/1 cells \(0 %\), elapsed \d:\d\d:\d\d, ETA .*, now "
-                     r"synthetic-moe/crawl seed 0: iteration \d+/15, \d:\d\d elapsed",
+                     r"synthetic-moe · crawl seed 0: iteration \d+/15, \d:\d\d elapsed",
                      log, re.MULTILINE), log
     # once it has iterated a while, an ETA from its iteration rate
-    assert re.search(r", ETA 0:00:0\d, now synthetic-moe/crawl seed 0: iteration \d+/15, "
+    assert re.search(r", ETA 0:00:0\d, now synthetic-moe · crawl seed 0: iteration \d+/15, "
                      r"\d:\d\d elapsed, ~0:0\d left$", log, re.MULTILINE), log
     directory = out / "progress-test"
     assert f"results in {directory}  (max_iter: 1)" in summary.splitlines(), summary

@@ -128,7 +128,7 @@ def print_grid(experiments: list, repetition_round: tuple[int, int] | None = Non
 EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
 
 
-@main.command()
+@main.command(short_help="Run a suite; write results, leaderboards and reports.")
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", default="results", show_default=True,
               type=click.Path(path_type=Path), help="parent results folder")
@@ -429,7 +429,7 @@ def print_tsv(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("\t".join(" ".join(str(cell).split()) for cell in row))
 
 
-@main.command("plugins")
+@main.command("plugins", short_help="List installed plugins, what they register, failures.")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins_cmd(as_json: bool) -> None:
     """List installed plugins, their versions, what they register, and failures."""
@@ -458,7 +458,7 @@ def plugins_cmd(as_json: bool) -> None:
     console.print(table)
 
 
-@main.command("list")
+@main.command("list", short_help="List algorithms, datasets, devices, metrics or models.")
 @click.argument("kind", type=click.Choice(KIND_CHOICES))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def list_cmd(kind: str, as_json: bool) -> None:
@@ -532,7 +532,8 @@ def availability_text(name: str, available: bool, reason: str) -> str:
     return "no: " + reason.removeprefix(f"device {name!r} is not available: ")
 
 
-@main.command("report")
+@main.command("report",
+              short_help="Write report.html and REPRODUCTION.md for a results folder.")
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write report.html, REPRODUCTION.md and figures/ here (default: RESULTS_DIR)")
@@ -554,7 +555,8 @@ def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
         console.print(f"wrote {escape(str(path))}", highlight=False)
 
 
-@main.command("leaderboard")
+@main.command("leaderboard",
+              short_help="Recompute and print the leaderboards of a results folder.")
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def leaderboard_cmd(results_dir: Path) -> None:
     """Recompute and print the leaderboards of RESULTS_DIR (also rewrites the csv/md files)."""
@@ -580,12 +582,12 @@ def _data_sources() -> dict:
     return found
 
 
-@main.group()
+@main.group(short_help="Find, verify and download the real datasets' files.")
 def data() -> None:
     """Real datasets' files: where they are found, whether they verify, downloading them."""
 
 
-@data.command("list")
+@data.command("list", short_help="Show where each dataset's files are and if they verify.")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--no-verify", is_flag=True, help="do not compute checksums (faster)")
 def data_list(as_json: bool, no_verify: bool) -> None:
@@ -638,7 +640,8 @@ def data_list(as_json: bool, no_verify: bool) -> None:
     console.print(escape(order), highlight=False, soft_wrap=True)
 
 
-@data.command("fetch")
+@data.command("fetch",
+              short_help="Download a dataset's files into the cache and verify them.")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="download again even if a verified copy exists")
 def data_fetch(name: str, force: bool) -> None:
@@ -739,7 +742,7 @@ def _show_comparison(result, only_changed: bool | None, as_json: bool,
         sys.exit(1)
 
 
-@main.command("compare")
+@main.command("compare", short_help="Compare two results folders: did B get slower or worse?")
 @click.argument("run_a", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("run_b", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @_compare_options
@@ -763,7 +766,8 @@ def compare_cmd(run_a: Path, run_b: Path, factor: float, time_factor: float,
     _show_comparison(result, only_changed, as_json, fail_on_regression)
 
 
-@main.command("compare-commits", context_settings={"ignore_unknown_options": True})
+@main.command("compare-commits", context_settings={"ignore_unknown_options": True},
+              short_help="Run a suite on two git revisions and compare the runs.")
 @click.argument("rev_a")
 @click.argument("rev_b")
 @click.argument("suite_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -829,7 +833,7 @@ def compare_commits_cmd(rev_a: str, rev_b: str, suite_file: Path, run_options: t
     _show_comparison(result, only_changed, as_json, fail_on_regression)
 
 
-@main.command("history")
+@main.command("history", short_help="Write an HTML page of every measure over the commits.")
 @click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="the history folder (default: $MOEBENCH_HISTORY, else "
                                  ".moebench/history)")
@@ -862,7 +866,7 @@ def history_cmd(history_dir: Path | None, out: Path, machine: str | None, suite:
     console.print(f"wrote {escape(str(page))}", highlight=False)
 
 
-@main.command("init-plugin")
+@main.command("init-plugin", short_help="Write a pip-installable plugin package to start from.")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["algorithm", "dataset", "metric"]),
               default="algorithm", show_default=True, help="what the plugin registers")

@@ -136,3 +136,25 @@ def test_data_list_on_a_terminal_is_a_table(monkeypatch, tmp_path, terminal):
 def test_plugins_in_a_pipe_has_a_header_line(fresh_plugins):
     rows = tsv(invoke("plugins").stdout)
     assert rows[0] == ["plugin", "distribution", "version", "status", "registers"]
+
+
+def commands(group=main, path=("moebench",)):
+    """Every command under ``group``, with its path."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from commands(command, (*path, name))
+
+
+def test_every_command_summary_is_a_complete_short_sentence():
+    found = dict(commands())
+    assert {("moebench", "run"), ("moebench", "report"), ("moebench", "data", "fetch")} <= set(
+        found)
+    for path, command in found.items():
+        summary = command.get_short_help_str(limit=45)  # what `moebench --help` lists
+        assert summary == command.short_help, path  # never click's cut first sentence
+        assert summary.endswith((".", "?")) and len(summary) < 70, (path, summary)
+    for args in (["--help"], ["data", "--help"]):
+        listing = invoke(*args).output.split("Commands:")[1]
+        assert "..." not in listing
+        assert all(len(line) <= 80 for line in listing.splitlines()), listing  # one line each

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from ..errors import SuiteError
 from .bounded_yaml import YamlRefused, load_yaml
-from .problems import Problems
-from .schema import Suite
+from .problems import Problems, unknown_key
+from .schema import EXTENSION_PREFIX, Suite, form_problem, keys_at
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -29,6 +29,14 @@ def _decode(data: bytes, source: str) -> str:
               f"at byte {exc.start}; save the file as UTF-8")],
             source,
         ) from None
+
+
+def _unknown_key(loc: tuple[object, ...]) -> str:
+    """What to say of the key at ``loc`` that the schema refuses: a "did you mean" and the
+    keys valid at that level (at the top level also that ``x-`` keys are ignored)."""
+    name = loc[-1] if loc else "?"
+    note = f"; {EXTENSION_PREFIX}* keys are ignored" if len(loc) == 1 else ""
+    return unknown_key(name, keys_at(loc[:-1]), note)
 
 
 def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
@@ -88,10 +96,15 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
         for err in exc.errors():
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling)"
+                msg = _unknown_key(tuple(err["loc"]))
             elif err["type"] == "missing":
                 msg = "required field is missing"
             problems.add(tuple(err["loc"]), msg)
+        if all(err["loc"] for err in exc.errors()):  # pydantic skipped the check of the form
+            form = form_problem(*(raw.get(k) is not None
+                                  for k in ("datasets", "algorithms", "experiments")))
+            if form:
+                problems.add((), f"Value error, {form}")
         problems.raise_if_any()
         raise
 

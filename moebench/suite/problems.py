@@ -17,12 +17,41 @@ def did_you_mean(name: str, choices: list[str] | set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _with_valid(head: str, name: Any, valid: list[str], note: str = "") -> str:
+    """``head`` (naming the unknown ``name``), a "did you mean" and the ``valid`` names."""
+    hint = did_you_mean(str(name), valid)
+    names = ", ".join(valid) or "(none)"
+    return f"{head}{hint} (valid: {names}{note})" if hint else f"{head}; valid: {names}{note}"
+
+
 def unknown_parameter(name: Any, owner: str, valid: list[str]) -> str:
     """The message of a parameter that ``owner`` (e.g. ``"algorithm 'gd'"``) does not have:
     ``unknown parameter 'lrr' of algorithm 'gd'; did you mean 'lr'? (valid: lr, tol)``."""
-    hint = did_you_mean(str(name), valid)
-    return (f"unknown parameter {str(name)!r} of {owner}{hint}"
-            f"{' (' if hint else '; '}valid: {', '.join(valid) or '(none)'}{')' if hint else ''}")
+    return _with_valid(f"unknown parameter {str(name)!r} of {owner}", name, valid)
+
+
+def unknown_key(name: Any, valid: list[str] | None, note: str = "") -> str:
+    """The message of a key the suite's schema does not have where it is written.
+
+    Parameters
+    ----------
+    name
+        The key as written (``budgett``).
+    valid
+        The keys allowed there (:func:`moebench.suite.schema.keys_at`); ``None`` if unknown.
+    note
+        Said after the valid keys (the top level: that ``x-`` keys are ignored).
+
+    Returns
+    -------
+    str
+        ``unknown key 'budgett'; did you mean 'budget'? (valid: name, description, ...)``, or
+        ``unknown key 'zzz'; valid: ...`` without a close match, or ``unknown key 'zzz' (check
+        its spelling)`` where the valid keys are unknown.
+    """
+    if valid is None:
+        return f"unknown key {str(name)!r} (check its spelling)"
+    return _with_valid(f"unknown key {str(name)!r}", name, valid, note)
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:

@@ -9,6 +9,8 @@ defaults that each experiment may override. Unknown keys and wrong types are ref
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -227,13 +229,89 @@ class Suite(_Settings):
 
     @model_validator(mode="after")
     def _one_form(self) -> Suite:
-        single = self.datasets is not None or self.algorithms is not None
-        if single and self.experiments is not None:
-            raise ValueError("give either datasets+algorithms or experiments, not both")
-        if not single and self.experiments is None:
-            raise ValueError("a suite needs datasets and algorithms, or experiments")
-        if single and (self.datasets is None or self.algorithms is None):
-            missing = "datasets" if self.datasets is None else "algorithms"
-            raise ValueError(f"{missing} is missing")
+        problem = form_problem(self.datasets is not None, self.algorithms is not None,
+                               self.experiments is not None)
+        if problem:
+            raise ValueError(problem)
         return self
 
+
+def form_problem(datasets: bool, algorithms: bool, experiments: bool) -> str | None:
+    """What is wrong with a suite's form, given which of its three lists it has.
+
+    A suite is one experiment (``datasets`` and ``algorithms``) or a list of ``experiments``.
+    The loader also asks this of a suite that has other schema errors, where pydantic skips
+    :class:`Suite`'s own check, so that one error message lists every mistake.
+
+    Parameters
+    ----------
+    datasets, algorithms, experiments
+        Whether the suite gives each key (a value other than null).
+
+    Returns
+    -------
+    str | None
+        The problem, or ``None`` for a suite of either form.
+    """
+    single = datasets or algorithms
+    if single and experiments:
+        return "give either datasets+algorithms or experiments, not both"
+    if not single and not experiments:
+        return "a suite needs datasets and algorithms, or experiments"
+    if single and not (datasets and algorithms):
+        return f"{'algorithms' if datasets else 'datasets'} is missing"
+    return None
+
+
+
+def keys_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys a suite may hold at the YAML path ``loc`` (a mapping of the schema).
+
+    Parameters
+    ----------
+    loc
+        The path of a mapping: ``()`` for the top level, ``("experiments", 0, "budget")``
+        for an experiment's budget (strings are keys, integers list positions).
+
+    Returns
+    -------
+    list[str] | None
+        The keys of the pydantic model at ``loc``, the settings an experiment shares with the
+        suite last (the top level: ``name, description, seed, ..., leaderboard``); ``None``
+        where ``loc`` leads to no model (a plugin's ``params``, a path the schema lacks).
+    """
+    target: Any = Suite
+    for part in loc:
+        if isinstance(target, type) and issubclass(target, BaseModel):
+            field = target.model_fields.get(part) if isinstance(part, str) else None
+            target = None if field is None else _unwrapped(field.annotation)
+        elif typing.get_origin(target) in (list, tuple) and isinstance(part, int):
+            target = _unwrapped(typing.get_args(target)[0])
+        elif typing.get_origin(target) is dict and isinstance(part, str):
+            target = _unwrapped(typing.get_args(target)[1])
+        else:
+            return None
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        return None
+    return _shared_settings_last(target)
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and ``None``: ``list[Experiment] | None`` ->
+    ``list[Experiment]`` (``None`` for a union of several types)."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        others = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrapped(others[0]) if len(others) == 1 else None
+    return annotation
+
+
+def _shared_settings_last(model: type[BaseModel]) -> list[str]:
+    """The fields of ``model`` in their declared order, those it inherits from a private base
+    (the settings ``_Settings`` gives the suite and its experiments) last."""
+    shared = {n for klass in model.__mro__[1:] if isinstance(klass, type)
+              and issubclass(klass, BaseModel) and klass.__name__.startswith("_")
+              for n in klass.model_fields}
+    names = list(model.model_fields)
+    return [n for n in names if n not in shared] + [n for n in names if n in shared]

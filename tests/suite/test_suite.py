@@ -8,6 +8,8 @@ import pytest
 
 from moebench.errors import SuiteError
 from moebench.suite import load_suite, parse_suite, resolve
+from moebench.suite.problems import unknown_key
+from moebench.suite.schema import keys_at
 
 GOOD = """
 name: tiny
@@ -43,12 +45,94 @@ def test_good_suite_expands_its_grids(fresh_plugins):
 
 def test_unknown_key_is_named_with_its_line(fresh_plugins):
     found = problems(GOOD.replace("budget:", "budgt:"))
-    assert found == [("budgt (line 5)", "unknown key (check its spelling)")]
+    assert found == [("budgt (line 5)", "unknown key 'budgt'; did you mean 'budget'? (valid: "
+                      "name, description, seed, device, dtype, datasets, algorithms, "
+                      "experiments, memory_limit, quick, repetitions, budget, init, metrics, "
+                      "leaderboard; x-* keys are ignored)")]
 
 
 def test_nested_unknown_key(fresh_plugins):
     found = problems(GOOD.replace("max_iter: 5", "max_iters: 5"))
-    assert found == [("budget.max_iters (line 5)", "unknown key (check its spelling)")]
+    assert found == [("budget.max_iters (line 5)", "unknown key 'max_iters'; did you mean "
+                      "'max_iter'? (valid: max_iter, timeout, clock, wall_timeout)")]
+
+
+MISSPELT_KEYS = """
+name: many
+budgett: {max_iter: 5}
+init: {schem: random}
+experiments:
+  - name: a
+    repetitions: two
+    leaderbord: {rank_by: param_error}
+    figures: [{metric: param_error, logy: true}]
+    reference: {source: x, claims: [{text: t, better: gd, than: em, metric: x, iteraton: 1}]}
+    datasets: [{name: symmoline, model: {nam: x}}]
+    algorithms:
+      - {name: gd, budget: {timout: 3}}
+  - name: b
+    quick: {repetition: 2}
+    datasets: [{name: symmoline}]
+    algorithms: [{name: gd, lable: x}]
+"""
+
+
+def test_every_misspelt_key_at_any_depth_is_listed_at_once_with_the_keys_valid_there():
+    with pytest.raises(SuiteError) as info:
+        parse_suite(MISSPELT_KEYS, "s.yaml")
+    found = {where.split(" ")[0]: message for where, message in info.value.problems}
+    hints = {where: message.split("; did you mean ")[1].split("?")[0]
+             for where, message in found.items() if message.startswith("unknown key")}
+    assert hints == {
+        "budgett": "'budget'", "init.schem": "'scheme'", "experiments[0].leaderbord":
+        "'leaderboard'", "experiments[0].figures[0].logy": "'log_y'",
+        "experiments[0].reference.claims[0].iteraton": "'iteration'",
+        "experiments[0].datasets[0].model.nam": "'name'",
+        "experiments[0].algorithms[0].budget.timout": "'timeout'",
+        "experiments[1].quick.repetition": "'repetitions'",
+        "experiments[1].algorithms[0].lable": "'label'"}
+    assert found["experiments[0].repetitions"].startswith("Input should be a valid integer")
+    assert found["experiments[0].figures[0].logy"].endswith("(valid: metric, title, log_y)")
+    assert found["experiments[1].quick.repetition"].endswith("(valid: repetitions, budget)")
+    assert found["experiments[0].datasets[0].model.nam"].endswith("(valid: name, params)")
+    assert found["experiments[0].leaderbord"].endswith(
+        "(valid: name, description, reference, figures, datasets, algorithms, quick, "
+        "repetitions, budget, init, metrics, leaderboard)")
+    assert len(found) == 10
+
+
+def test_a_key_without_a_close_match_lists_the_valid_ones():
+    with pytest.raises(SuiteError) as info:
+        parse_suite(GOOD.replace("max_iter: 5", "zzz: 5"), "s.yaml")
+    assert info.value.problems == [("budget.zzz (line 5)", "unknown key 'zzz'; valid: "
+                                    "max_iter, timeout, clock, wall_timeout")]
+
+
+def test_keys_at_walks_the_schema_and_knows_where_it_cannot():
+    assert keys_at(("experiments", 3, "algorithms", 0)) == ["name", "label", "params", "grid",
+                                                             "quick", "budget"]
+    assert keys_at(("datasets", 1, "model")) == ["name", "params"]
+    assert keys_at(("experiments", 0, "reference", "values", 2)) == [
+        "dataset", "algorithm", "metric", "mean", "std", "iteration"]
+    assert keys_at(("quick", "budget")) == ["max_iter", "timeout", "clock", "wall_timeout"]
+    for nowhere in [("algorithms", 0, "params"), ("nope",), ("experiments", "a"),
+                    ("seed",), ("budget", 0)]:
+        assert keys_at(nowhere) is None, nowhere
+    assert unknown_key("zzz", None) == "unknown key 'zzz' (check its spelling)"
+
+
+def test_a_schema_error_does_not_hide_that_the_suite_has_no_experiments():
+    """pydantic checks a suite's form only once every field is valid: the loader asks too."""
+    with pytest.raises(SuiteError) as info:
+        parse_suite("name: x\nbudgett: {max_iter: 5}\n", "s.yaml")
+    assert [where for where, _ in info.value.problems] == ["budgett (line 2)",
+                                                          "(top level) (line 1)"]
+    assert info.value.problems[1][1] == ("Value error, a suite needs datasets and algorithms, "
+                                         "or experiments")
+    with pytest.raises(SuiteError) as info:
+        parse_suite(GOOD.replace("budget:", "budgt:").split("algorithms:")[0], "s.yaml")
+    assert info.value.problems[1] == ("(top level) (line 2)", "Value error, algorithms is "
+                                      "missing")
 
 
 def test_unknown_algorithm_lists_valid_names(fresh_plugins):

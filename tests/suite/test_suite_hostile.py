@@ -173,9 +173,10 @@ def test_deep_nesting_is_refused_with_line_and_column(style, depth):
 @pytest.mark.parametrize("style", ["flow-seq", "flow-map", "block-map", "block-seq"])
 def test_nesting_within_the_limit_is_not_refused(style):
     # The document root is level 1 and "x" level 2, leaving MAX_YAML_DEPTH - 2 nested levels.
-    text = "name: x\n" + _nested(style, MAX_YAML_DEPTH - 3)
+    text = ("name: x\ndatasets: [{name: a}]\nalgorithms: [{name: b}]\n"
+            + _nested(style, MAX_YAML_DEPTH - 3))
     where, message = refused(text)
-    assert message == "unknown key (check its spelling)" and where.startswith("x (line 2)")
+    assert message.startswith("unknown key 'x'; valid: name, ") and where.startswith("x (line 4)")
 
 
 def test_nesting_through_aliases_counts_the_expanded_depth():
@@ -261,7 +262,8 @@ def test_utf8_with_a_bom_and_non_ascii_text_is_fine(tmp_path, fresh_plugins):
      "!!python/object:os.system 1", "!!set {a: 1}"],
 )
 def test_values_yaml_cannot_build_are_refused_with_their_line(value):
-    text = f"name: x\nseed: 1\ndescription: >\n  text\nrepetitions: {value}\n"
+    text = (f"name: x\nseed: 1\ndescription: >\n  text\nrepetitions: {value}\n"
+            "datasets: [{name: a}]\nalgorithms: [{name: b}]\n")
     try:
         parse_suite(text, "s.yaml")
     except SuiteError as exc:

@@ -355,7 +355,8 @@ def box_figure(results: pd.DataFrame, experiment: str, dataset: str, metric: str
         traces.append(_paper_marks(paper, order))
         layout["title"]["text"] = figure_title(layout["title"]["text"],
                                                "black: the paper's value ± its std")
-        layout["legend"].update({"x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"})
+        layout["legend"].update({"x": 1, "xanchor": "right", "y": 1.0, "yref": "paper",
+                                 "yanchor": "bottom"})
     long_labels = len(order) > 4 or max(len(a) for a in order) > 14
     layout["xaxis"].update({"tickmode": "array", "tickvals": list(range(len(order))),
                             "ticktext": order, "range": [-0.6, len(order) - 0.4],

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -280,9 +281,13 @@ def _click(tools: DevTools, selector: str) -> None:
 def _screenshot(tools: DevTools, path: Path, selector: str | None) -> Path:
     if selector:
         # below the page's sticky navigation bar, which would cover the element's top
-        tools.evaluate(f"(() => {{ document.querySelector({json.dumps(selector)})"
-                       ".scrollIntoView(); const nav = document.querySelector('nav');"
-                       " window.scrollBy(0, -(nav ? nav.offsetHeight + 8 : 0)); })()")
+        found = tools.evaluate(f"(() => {{ const el = document.querySelector("
+                               f"{json.dumps(selector)}); if (!el) {{ return false; }}"
+                               " el.scrollIntoView(); const nav = document.querySelector('nav');"
+                               " window.scrollBy(0, -(nav ? nav.offsetHeight + 8 : 0));"
+                               " return true; })()")
+        if not found:
+            raise ValueError(f"no element of the page matches {selector!r} (for {path.name})")
     else:
         tools.evaluate("window.scrollTo(0, 0)")
     tools.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)))")
@@ -414,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME.png=CSS-SELECTOR (repeatable; default: top and first plots)")
     args = parser.parse_args(argv)
     shots = [tuple(s.split("=", 1)) if "=" in s else (s, None) for s in args.shot] or None
-    result = check_report(args.html, args.screenshots, shots)
+    try:
+        result = check_report(args.html, args.screenshots, shots)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sorting = {True: "works", False: "FAILED", None: "not checked (no sortable table)"}
     print(f"{result.plots} plots rendered; sorting {sorting[result.sorted_ok]}")
     for path in result.screenshots:

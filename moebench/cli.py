@@ -366,10 +366,7 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
         print_leaderboard(leaderboard_of(loaded))
     finals = results[results["record"] == "final"]
     counts = finals["status"].value_counts().to_dict()
-    headline = run_headline(loaded)
-    if headline:  # first: the line a researcher runs the paper suite for
-        console.print(f"[bold]reproduction:[/bold] {escape(headline)}", highlight=False,
-                      soft_wrap=True)
+    print_headline(run_headline(loaded))  # first: the line a researcher runs the paper suite for
     for line in summary_lines(loaded):
         console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(f"results in {escape(str(directory))}  "
@@ -398,6 +395,14 @@ def print_outcome(directory: Path, *, tables: bool = False, strict: bool = False
             err_console.print(f"[red]--strict:[/red] {int(failed.sum())} cell(s) errored, "
                               "crashed or missed their data", highlight=False)
             sys.exit(EXIT_STRICT)
+
+
+def print_headline(headline: str | None) -> None:
+    """``reproduction: 13 of 14 paper values consistent, ...``: the verdict on the papers'
+    numbers (:func:`moebench.reports.analysis.run_headline`), when the suite has any."""
+    if headline:
+        console.print(f"[bold]reproduction:[/bold] {escape(headline)}", highlight=False,
+                      soft_wrap=True)
 
 
 def print_time_accounting(manifest: dict[str, Any]) -> None:
@@ -540,19 +545,23 @@ def availability_text(name: str, available: bool, reason: str) -> str:
 @click.option("--no-html", is_flag=True, help="write REPRODUCTION.md only")
 def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
     """Write report.html (interactive, offline) and REPRODUCTION.md (measurements beside the
-    papers' numbers, with figures)."""
+    papers' numbers, with figures) for RESULTS_DIR; print the reproduction headline first,
+    then where the files are."""
     from .reports import RunResults, write_html, write_reproduction
+    from .reports.analysis import run_headline
 
     try:
         run = RunResults.load(results_dir)
+        print_headline(run_headline(run))  # first, as after moebench run
         paths = [write_reproduction(run, to)]
         if not no_html:
             paths.append(write_html(run, to))
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(1)
     for path in paths:
-        console.print(f"wrote {escape(str(path))}", highlight=False)
+        console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @main.command("leaderboard",
@@ -565,7 +574,8 @@ def leaderboard_cmd(results_dir: Path) -> None:
     try:
         board = write_leaderboards(results_dir)
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(1)
     print_leaderboard(board)
 
@@ -664,7 +674,8 @@ def data_fetch(name: str, force: bool) -> None:
     try:
         root = fetch(source, force=force)
     except (OSError, MoebenchError) as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(1)
     st = status(source, root)
     console.print(f"{source.name}: {st.present}/{st.total} files in {root}, verified: "
@@ -863,7 +874,7 @@ def history_cmd(history_dir: Path | None, out: Path, machine: str | None, suite:
         for warning in caught:
             err_console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}",
                               highlight=False, soft_wrap=True)
-    console.print(f"wrote {escape(str(page))}", highlight=False)
+    console.print(f"wrote {escape(str(page))}", highlight=False, soft_wrap=True)
 
 
 @main.command("init-plugin", short_help="Write a pip-installable plugin package to start from.")
@@ -880,10 +891,12 @@ def init_plugin_cmd(name: str, kind: str, directory: Path) -> None:
     try:
         root = init_plugin(name, kind, directory)  # type: ignore[arg-type]
     except MoebenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     console.print(f"wrote {escape(str(root))}\n  pip install -e {escape(str(root))}\n"
-                  f"  moebench plugins\n  pytest {escape(str(root / 'tests'))}", highlight=False)
+                  f"  moebench plugins\n  pytest {escape(str(root / 'tests'))}", highlight=False,
+                  soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -158,3 +158,42 @@ def test_every_command_summary_is_a_complete_short_sentence():
         listing = invoke(*args).output.split("Commands:")[1]
         assert "..." not in listing
         assert all(len(line) <= 80 for line in listing.splitlines()), listing  # one line each
+
+
+PAPER_SUITE = """
+name: headline
+seed: 1
+repetitions: 2
+budget: {max_iter: 5}
+experiments:
+  - name: tiny
+    metrics: [param_error, train_nll]
+    reference:
+      source: A paper
+      values:
+        - {dataset: synthetic-moe, algorithm: joint-em, metric: param_error, mean: 1.0e-6}
+      claims:
+        - {text: EM beats GD, better: joint-em, than: gd, metric: train_nll}
+    datasets:
+      - name: synthetic-moe
+        params: {n: 300, n_test: 60, d: 3, k: 2, sigma: 0.3}
+    algorithms:
+      - name: joint-em
+      - name: gd
+        params: {lr: 0.01}
+"""
+
+
+def test_report_prints_the_headline_first_then_where_it_wrote(fresh_plugins, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(PAPER_SUITE)
+    done = invoke("run", str(suite), "--out", str(tmp_path), "--no-report", "--progress",
+                  "none")
+    assert done.exit_code == 0, done.output
+    headline = done.stdout.splitlines()[0]
+    assert headline.startswith("reproduction: ") and "claim" in headline
+    result = invoke("report", str(tmp_path / "headline"), "--no-html")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == headline  # the same line as after the run
+    assert lines[1:] == [f"wrote {tmp_path / 'headline' / 'REPRODUCTION.md'}"]

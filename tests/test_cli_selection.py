@@ -15,6 +15,7 @@ from moebench.suite import (
     SelectionError,
     load_suite,
     parse_selector,
+    parse_suite,
     resolve,
     select,
     with_suggestions,
@@ -192,3 +193,30 @@ def test_a_parameter_fixed_on_the_command_line_shows_in_the_label(fresh_plugins)
                             source=PAPER), PAPER, quick=True)
     assert [a.id for a in exp.algorithms] == ["em[eta=0.5]"]  # not "em": it is not EM
     assert exp.reference is None or not exp.reference.claims  # claims about "em" dropped
+
+
+def test_a_fixed_parameter_beside_a_swept_one_shares_its_bracket(fresh_plugins):
+    """``-a 'gd[lr=[0.1,0.5],optimizer=adam]'``: one bracket per variant, the swept keys
+    first whatever the order they are typed in; one fixed parameter alone reads as before."""
+    for selector in ("gd[lr=[0.1,0.5],optimizer=adam]", "gd[optimizer=adam,lr=[0.1,0.5]]"):
+        out = " ".join(run(SMOKE, "--dry-run", "-e", "fruytier", "-a", selector).output.split())
+        assert "algorithms: gd[lr=0.1,optimizer=adam], gd[lr=0.5,optimizer=adam] " in out, out
+    suite = load_suite(PAPER)  # its gd sweeps lr: a key fixed on the command line joins it
+    (exp,) = resolve(select(suite, ["fruytier-synthetic"], ["gd[optimizer=adam]", "gd", "em"],
+                            ["symmoline"], source=PAPER), PAPER, quick=True)
+    ids = [a.id for a in exp.algorithms]
+    assert ids == ["gd[lr=0.3,optimizer=adam]", "gd[lr=1.0,optimizer=adam]",
+                   "gd[lr=3.0,optimizer=adam]", "gd[lr=0.3]", "gd[lr=1.0]", "gd[lr=3.0]", "em"]
+    assert exp.algorithms[1].params["optimizer"] == "adam" and exp.algorithms[1].params["lr"] \
+        == 1.0 and "optimizer" not in exp.algorithms[4].params
+    # the paper's claims about its gd variants stay with them, not with the adam ones
+    assert exp.reference.claims and {c.than for c in exp.reference.claims} <= {"gd[lr=0.3]",
+                                                                             "gd[lr=1.0]"}
+
+
+def test_a_key_the_suite_sweeps_keeps_its_place_when_the_command_line_sweeps_it(fresh_plugins):
+    text = ("name: s\ndatasets: [{name: symmoline}]\nalgorithms:\n"
+            "  - {name: gd, grid: {lr: [0.1, 0.5], batch_size: [10, 20]}}\n")
+    (exp,) = resolve(select(parse_suite(text), algorithms=["gd[lr=[1.0],tol=0.001]"]))
+    assert [a.id for a in exp.algorithms] == ["gd[lr=1.0,batch_size=10,tol=0.001]",
+                                              "gd[lr=1.0,batch_size=20,tol=0.001]"]

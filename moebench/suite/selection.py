@@ -110,27 +110,32 @@ def parse_selector(text: str) -> Selector:
 
 
 def _override(entry: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
-    """The entry with the selector's values: one value fixes a parameter (and, where it
-    changes the entry's own value, names it in the label: ``gd[lr=0.1]``, not ``gd``), several
-    sweep it."""
+    """The entry with the selector's values: one value fixes a parameter, several sweep it.
+
+    A fixed value that changes the entry's own is named in its ids (``gd[lr=0.1]``, not
+    ``gd``: it is not the suite's gd). Beside a swept parameter it joins the grid with its one
+    value, after the swept keys, so that each variant has one bracket:
+    ``gd[lr=0.1,optimizer=adam]``, not ``gd[optimizer=adam][lr=0.1]``.
+    """
     entry = {**entry, "params": dict(entry.get("params") or {}),
              "grid": dict(entry.get("grid") or {})}
-    fixed: dict[str, Any] = {}
+    fixed: list[str] = []
     for key, vals in values.items():
-        swept = key in entry["grid"]
         before = entry["params"].pop(key, _UNSET)
-        entry["grid"].pop(key, None)
-        if len(vals) == 1 and not swept:
+        if len(vals) == 1 and key not in entry["grid"]:
             entry["params"][key] = vals[0]
             if before is _UNSET or before != vals[0]:
-                fixed[key] = vals[0]
-        else:  # a swept parameter stays in the grid: its variant ids keep their [key=value]
+                fixed.append(key)
+        else:  # swept: a key the suite sweeps keeps its place, and its ids their [key=value]
             entry["grid"][key] = vals
-    if not entry["grid"]:
+    if entry["grid"]:
+        for key in fixed:
+            entry["grid"][key] = [entry["params"].pop(key)]
+    else:
         entry.pop("grid")
-    if fixed:
-        base = Component.model_construct(name=entry["name"], label=entry.get("label"))
-        entry["label"] = variant_id(base, fixed)
+        if fixed:
+            base = Component.model_construct(name=entry["name"], label=entry.get("label"))
+            entry["label"] = variant_id(base, {key: entry["params"][key] for key in fixed})
     return entry
 
 

@@ -19,9 +19,16 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .schema import Suite
+from .schema import EXTENSION_PREFIX, Suite
 
 START, END = "<!-- suite-keys:start -->", "<!-- suite-keys:end -->"
+
+#: Said under the top-level keys: the keys the schema ignores there.
+EXTENSION_KEYS = (
+    f"Top-level keys starting with `{EXTENSION_PREFIX}` are ignored: a home for the YAML "
+    "anchors that experiments share ([Sharing settings with YAML anchors]"
+    "(suites.md#sharing-settings-with-yaml-anchors))."
+)
 
 #: What a field means where its model gives no description.
 NOTES = {
@@ -165,6 +172,8 @@ def suite_keys_markdown() -> str:
             note = _md(_note(model, name, field)).replace("|", "\\|").replace("\n", " ")
             parts.append(f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
                          f"{' '.join(note.split())} |")
+        if model is Suite:
+            parts += ["", EXTENSION_KEYS]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 

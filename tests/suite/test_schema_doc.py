@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from moebench.suite import Suite
+from moebench.suite.schema import EXTENSION_PREFIX
 from moebench.suite.schema_doc import END, START, replace_block, suite_keys_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,3 +52,14 @@ def test_every_model_and_field_is_documented():
         assert f"**`{model}`**" in block
     rows = [line for line in block.splitlines() if line.startswith("| `")]
     assert all(not line.rstrip().endswith("|  |") for line in rows), "a key without meaning"
+
+
+def test_the_reference_says_that_x_keys_are_ignored_and_links_to_the_anchors_section():
+    block = suite_keys_markdown()
+    top = block.split("**`")[0]  # the top level's table and what follows it
+    assert f"Top-level keys starting with `{EXTENSION_PREFIX}` are ignored" in top
+    assert "(suites.md#sharing-settings-with-yaml-anchors)" in top
+    assert "\n### Sharing settings with YAML anchors\n" in (ROOT / "docs" / "suites.md").read_text()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri=_hooks().SUITE_REFERENCE))
+    rendered = _hooks().on_page_markdown(REFERENCE.read_text(), page, None, None)
+    assert f"keys starting with `{EXTENSION_PREFIX}` are ignored" in rendered

@@ -5,6 +5,11 @@ cell's variant, hands it the unit's data and initial point and a callback, and o
 stops the clock, evaluates the metrics, writes an ``iteration`` row and decides whether the
 algorithm goes on (budget, divergence, deadline). When ``fit`` returns (or raises), it writes
 the ``final`` row with the status, the message and the metrics of the returned parameters.
+
+The budget's timeout counts on the CPU clock by default, so an algorithm that sleeps, waits or
+goes on after the stop spends wall time no timeout sees: the final row then records
+``wall_over_budget`` (:func:`~moebench.cell.rows.wall_over_budget`), ``time_after_stop`` and a
+sentence in the message (:func:`over_budget_note`); the leaderboards mark its score.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import torch
 
 from .. import plugins
 from ..algorithm import Algorithm, Iterate, Problem
-from ..clock import AlgorithmClock, default_clock
+from ..clock import AlgorithmClock, ClockName, default_clock
 from ..errors import UnsupportedProblem, describe_error
 from ..metric import EvalContext
 from ..model import Model, ParamDict
 from ..seeding import torch_generator
 from .rows import (
+    WALL_OVER_GRACE,
     as_scalar,
     is_out_of_memory,
     iteration_row,
     out_of_memory_message,
     result_row,
+    wall_over_budget,
 )
 from .spec import CellSpec, cell_fields, json_text
 from .unit import PreparedUnit
@@ -94,6 +101,47 @@ def returned_problem(params: Any, model: Model) -> str | None:
     return None
 
 
+def over_budget_note(wall: float, cpu: float, after_stop: float, timeout: float,
+                     clock: ClockName) -> str:
+    """The sentence of a cell whose wall time is far beyond its budget: how far, and where the
+    time went (waiting the CPU clock does not count, reporting late, running after the stop).
+
+    Parameters
+    ----------
+    wall, cpu
+        The algorithm's wall time (the time after the stop included) and its CPU time.
+    after_stop
+        Wall seconds ``fit`` ran after the runner told it to stop (0 if never told).
+    timeout
+        The budget's ``timeout`` in seconds.
+    clock
+        The clock the timeout counts.
+    """
+    ratio = wall / timeout
+    times = f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+    before = wall - after_stop
+    if clock == "cpu":
+        head = (f"wall time {wall:.3g} s is {times} the {timeout:g} s budget, which counts CPU "
+                f"time ({cpu:.3g} s)")
+    else:
+        head = f"wall time {wall:.3g} s is {times} the {timeout:g} s budget (wall clock)"
+    spent = cpu if clock == "cpu" else before
+    why = []
+    if spent - timeout > WALL_OVER_GRACE:
+        why.append(f"it went {spent - timeout:.3g} s of {clock} time past the budget without "
+                   "reporting an iteration (the budget is checked at each report)")
+    if clock == "cpu" and before - cpu > WALL_OVER_GRACE:
+        why.append(f"it waited {before - cpu:.3g} s that the CPU clock does not count (sleep, "
+                   "I/O, another process, or a busy machine)")
+    if after_stop > WALL_OVER_GRACE:
+        why.append(f"it ran {after_stop:.3g} s after the runner told it to stop (it ignored "
+                   "the stop)")
+    reasons = ", and ".join(why) or "it waited, reported late or ignored the stop"
+    return (f"{head}: {reasons}; its times are not comparable with a cell that kept to its "
+            "budget, and only the hard wall-clock limit (budget.wall_timeout, or moebench run "
+            "--timeout) caps such a cell")
+
+
 def run_cell(spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
              deadline: float | None = None,
              on_report: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
@@ -126,7 +174,8 @@ class CellRun:
 
     The attributes are the cell's state between the algorithm's reports: ``status`` and
     ``message`` once it must stop, ``last`` (iteration, metrics) of the last report, ``next``
-    the iteration number expected next, ``ignored`` reports after a stop.
+    the iteration number expected next, ``ignored`` reports after a stop, ``stopped_at`` (the
+    ``time.perf_counter()`` of the stop) and ``after_stop`` (wall seconds ``fit`` ran after it).
     """
 
     def __init__(self, spec: CellSpec, unit: PreparedUnit, memory: int | None = None,
@@ -147,6 +196,9 @@ class CellRun:
         self.last_params: ParamDict | None = None
         self.objective0: float | None = None
         self.ignored = 0
+        self.stopped_at: float | None = None
+        self.after_stop: float | None = None
+        self.over_budget = False
         self.next = 0
         self.metrics_time = 0.0
         self.clock = AlgorithmClock()
@@ -173,10 +225,12 @@ class CellRun:
         for row in self.rows:
             row["status"] = self.status
         last_iter = self.last[0] if self.last else 0
+        after = {} if self.after_stop is None else {"time_after_stop": self.after_stop}
         self.rows.append(result_row(
             self.fields, values, status=self.status, message=self.message, iteration=last_iter,
             time=self.clock.wall, cpu_time=self.clock.cpu, clock=self.clock_name,
-            time_metrics=self.metrics_time, time_compile=self.clock.compile, **self.last_extras))
+            time_metrics=self.metrics_time, time_compile=self.clock.compile,
+            wall_over_budget=self.over_budget, **after, **self.last_extras))
         return self.rows
 
     def _fit(self, algorithm: Algorithm) -> Any:
@@ -210,6 +264,8 @@ class CellRun:
             else:
                 self.status = "error"
                 self.message = f"{describe_error(exc)}\n{traceback.format_exc(limit=6)}"
+        if self.stopped_at is not None:  # wall time the algorithm ignored the stop for
+            self.after_stop = max(0.0, time.perf_counter() - self.stopped_at)
         return final_params
 
     def _returned(self) -> None:
@@ -233,6 +289,7 @@ class CellRun:
         go_on = self._record(it)
         if not go_on:  # kept in case the algorithm ignores the stop and must be aborted
             self.last_params = {k: v.detach().clone() for k, v in it.params.items()}
+            self.stopped_at = time.perf_counter()
         return go_on
 
     def _record(self, it: Iterate) -> bool:
@@ -326,9 +383,14 @@ class CellRun:
         return values
 
     def _add_notes(self, algorithm: Algorithm) -> None:
-        """Append what else the cell's message must say (ignored stop, no test split, the
-        algorithm's own notes)."""
+        """Append what else the cell's message must say (wall time far beyond the budget,
+        ignored stop, no test split, the algorithm's own notes)."""
         notes: list[str] = []
+        wall, timeout = self.clock.wall + (self.after_stop or 0.0), self.budget.timeout
+        if timeout is not None and wall_over_budget(wall, timeout):
+            self.over_budget = True
+            notes.append(over_budget_note(wall, self.clock.cpu, self.after_stop or 0.0,
+                                          timeout, self.clock_name))
         if self.ignored:
             notes.append("the algorithm reported another iteration after the runner said stop; "
                          "it was stopped by an exception raised in its callback (final metrics: "

@@ -88,6 +88,29 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+#: A cell's final row is flagged ``wall_over_budget`` when its algorithm's wall time exceeds
+#: this multiple of ``budget.timeout`` (a CPU-clock budget absorbs a machine loaded up to about
+#: this factor; the default hard limit's factor is the same) ...
+WALL_OVER_FACTOR = 3.0
+#: ... and exceeds it by more than this many seconds (a tiny budget is not flagged for a moment
+#: of scheduling jitter).
+WALL_OVER_GRACE = 1.0
+
+
+def wall_over_budget(wall: float, timeout: float | None) -> bool:
+    """Whether ``wall`` seconds of an algorithm are far beyond its ``budget.timeout``: more
+    than :data:`WALL_OVER_FACTOR` times it and more than :data:`WALL_OVER_GRACE` seconds over
+    it (never without a timeout).
+
+    The budget counts on the CPU clock by default: an algorithm that sleeps, waits for I/O or
+    another process, or keeps running after it was told to stop, spends wall time that no
+    timeout stops before the hard wall-clock limit (``budget.wall_timeout``).
+    """
+    if timeout is None or not math.isfinite(wall):
+        return False
+    return wall > WALL_OVER_FACTOR * timeout and wall - timeout > WALL_OVER_GRACE
+
+
 def iteration_row(fields: dict[str, Any], iteration: int, *, time: float, cpu_time: float,
                   objective: float | None, values: dict[str, Any],
                   extras: dict[str, Any]) -> dict[str, Any]:
@@ -121,11 +144,14 @@ def with_accounting(rows: list[dict[str, Any]], data_time: float,
 
 
 def killed_rows(spec: CellSpec, wall: float) -> list[dict[str, Any]]:
-    """The cell's worker was killed at the hard wall-clock limit."""
+    """The cell's worker was killed at the hard wall-clock limit (flagged
+    ``wall_over_budget`` when that limit is far beyond the budget's timeout)."""
+    timeout = spec.experiment.budget_for(spec.algorithm).timeout
     return [final_row(spec, "timeout",
                       f"killed after {wall:.4g} s of wall clock (hard limit): the algorithm "
                       "did not report an iteration in time; raise budget.wall_timeout or "
-                      "--timeout if it needs longer", time=float(wall))]
+                      "--timeout if it needs longer", time=float(wall),
+                      wall_over_budget=wall_over_budget(float(wall), timeout))]
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cell.rows import WALL_OVER_FACTOR, WALL_OVER_GRACE
 from .results import SUCCESS, RunResults, metric_direction
 
 COLUMNS = [
@@ -33,6 +34,7 @@ COLUMNS = [
     "statuses",
     "cut_short",
     "phase_skipped",
+    "over_budget",
 ]
 
 #: Marks a score some of whose seeds were cut short by the timeout (status ``timeout``).
@@ -45,6 +47,10 @@ TIE_RTOL = 1e-9
 #: Marks a score some of whose seeds skipped a phase of a multi-phase algorithm (reported as
 #: the extra ``joint = 0``: ``tensor-em`` with ``refine`` whose joint EM never started).
 PHASE_MARK = "‡"
+#: Marks a score some of whose seeds ran far beyond their time budget in wall time (the final
+#: row's ``wall_over_budget``: slept, waited or ignored the stop while the budget counted CPU
+#: time): their times are not comparable.
+OVER_BUDGET_MARK = "◊"
 
 
 def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
@@ -67,7 +73,9 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
     pandas.DataFrame
         One row per (experiment, dataset, algorithm) with mean and std of the metric over
         successful cells (``std`` with ddof 0: the population std of the seeds run), its
-        median, median time and iterations, success rate and status counts.
+        median, median time and iterations, success rate and status counts, and the
+        successful seeds cut short by the timeout (``cut_short``), that skipped a phase
+        (``phase_skipped``) or ran far beyond their time budget in wall time (``over_budget``).
         Skipped cells do not count towards the success rate; algorithms some of whose seeds
         diverged or failed rank after those whose seeds all succeeded, and algorithms without
         a finite mean rank last, unranked.
@@ -101,6 +109,8 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
                     "cut_short": int((ok["status"] == "timeout").sum()),
                     "phase_skipped": int((ok["extra.joint"] == 0).sum())
                     if "extra.joint" in ok else 0,
+                    "over_budget": int((ok["wall_over_budget"] == 1).sum())
+                    if "wall_over_budget" in ok else 0,
                 }
             )
         rows += _ranked(block, metric, directions)
@@ -179,6 +189,8 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
             score += f" {CUT_SHORT_MARK}"
         if getattr(r, "phase_skipped", 0) and score != "-":
             score += f" {PHASE_MARK}"
+        if getattr(r, "over_budget", 0) and score != "-":
+            score += f" {OVER_BUDGET_MARK}"
         if score != "-" and _incomplete({"success_rate": r.success_rate}):
             score += f" {INCOMPLETE_MARK}"
         out.append(
@@ -234,6 +246,13 @@ def mark_legend(group: pd.DataFrame) -> list[str]:
         lines.append(f"{PHASE_MARK} in some seeds a phase of the algorithm did not run "
                      "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "
                      "cells' messages).")
+    if "over_budget" in group and group["over_budget"].fillna(0).astype(int).any():
+        lines.append(f"{OVER_BUDGET_MARK} some seeds ran far beyond their time budget in wall "
+                     f"time (over {WALL_OVER_FACTOR:g} x `budget.timeout` and "
+                     f"{WALL_OVER_GRACE:g} s past it; the budget counts CPU time by "
+                     "default): the algorithm slept, waited for I/O or another process, or "
+                     "ignored the stop, so its times are not comparable (see the cells' "
+                     "messages and `wall_over_budget`).")
     return lines
 
 

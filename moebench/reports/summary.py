@@ -2,7 +2,8 @@
 
 ``failures.md`` (in the results folder) lists every cell that did not succeed, with its
 experiment, dataset, algorithm, seed, status and full message; the console shows one line per
-experiment (winner, counts by status) and where the full tables are.
+experiment (winner, counts by status, cells that ran far beyond their time budget in wall time)
+and where the full tables are.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .leaderboard import leaderboard_of
+from .leaderboard import OVER_BUDGET_MARK, leaderboard_of
 from .results import SUCCESS, RunResults, name_cells
 
 FAILURES_FILE = "failures.md"
@@ -77,6 +78,8 @@ class ExperimentSummary:
     winner: str | None
     score: str
     counts: dict[str, int]
+    #: Cells whose wall time was far beyond their time budget (``wall_over_budget``).
+    over_budget: int = 0
 
 
 def summarize(run: RunResults | str | Path) -> list[ExperimentSummary]:
@@ -92,6 +95,7 @@ def summarize(run: RunResults | str | Path) -> list[ExperimentSummary]:
     out = []
     for exp, group in finals.groupby("experiment", sort=False):
         counts = {str(k): int(v) for k, v in group["status"].value_counts().items()}
+        over = int((group["wall_over_budget"] == 1).sum()) if "wall_over_budget" in group else 0
         metric, winner, score = ranks.get(exp), None, "-"
         if not board.empty:
             firsts = board[(board["experiment"] == exp) & (board["rank"] == 1)
@@ -103,10 +107,12 @@ def summarize(run: RunResults | str | Path) -> list[ExperimentSummary]:
                 if n_configs == 1:
                     row = firsts.iloc[0]
                     score = f"{metric} {row['mean']:.4g} ± {row['std']:.2g}"
+                    if row.get("over_budget", 0):
+                        score += f" {OVER_BUDGET_MARK}"
                 else:
                     score = (f"first on {int(wins.iloc[0])} of {n_configs} dataset "
                              "configurations")
-        out.append(ExperimentSummary(str(exp), metric, winner, score, counts))
+        out.append(ExperimentSummary(str(exp), metric, winner, score, counts, over))
     return out
 
 
@@ -122,7 +128,10 @@ def summary_lines(run: RunResults | str | Path) -> list[str]:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
         best = f"best {s.winner} ({s.score}{arrow})" if s.winner else "no successful cell"
         ranked = f" (ranked by {s.metric})" if s.metric else ""
-        lines.append(f"{s.experiment}{ranked}: {best}; cells: {counts}")
+        over = (f"; {s.over_budget} cell{'s' if s.over_budget != 1 else ''} ran far beyond "
+                f"the time budget in wall time {OVER_BUDGET_MARK} (see the messages)"
+                if s.over_budget else "")
+        lines.append(f"{s.experiment}{ranked}: {best}; cells: {counts}{over}")
     return lines
 
 

@@ -7,9 +7,50 @@ and ``moebench list`` documents them from the same declaration.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args, get_origin
+import types
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def _takes_int_not_float(annotation: Any) -> bool:
+    """Whether a field of type ``annotation`` takes integers but not floats (``int``,
+    ``int | None``, ``int | str``)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        options = get_args(annotation)
+    else:
+        options = (annotation,)
+    return int in options and float not in options
+
+
+def whole_floats_as_ints(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with every float that is a whole number given for an integer field of
+    ``model`` as that integer (``n: 1e4`` is ``n: 10000``).
+
+    YAML reads ``1e4`` as a float; the integer field then takes it, and its bounds judge the
+    integer (``max_iter: 1e30`` is "at most 10^9", not "not an integer"). A float with a
+    fraction, ``inf``, ``nan``, a string and a bool are left for the field to refuse.
+
+    Parameters
+    ----------
+    model
+        The pydantic model about to validate ``data``.
+    data
+        Its input: a mapping of field names to values (anything else is returned as is).
+
+    Returns
+    -------
+    Any
+        ``data``, or a copy of it with those floats replaced.
+    """
+    if not isinstance(data, dict):
+        return data
+    whole = {name for name, value in data.items()
+             if isinstance(value, float) and value.is_integer() and name in model.model_fields
+             and _takes_int_not_float(model.model_fields[name].annotation)}
+    if not whole:
+        return data
+    return {name: int(value) if name in whole else value for name, value in data.items()}
 
 
 class Params(BaseModel):
@@ -21,6 +62,11 @@ class Params(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        return whole_floats_as_ints(cls, data)
 
 
 class NoParams(Params):

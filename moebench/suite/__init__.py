@@ -31,6 +31,7 @@ from .problems import MAX_REPORTED_PROBLEMS
 from .resolution import DEFAULT_METRICS, resolve
 from .resolved import ResolvedExperiment, Variant, variant_id
 from .schema import (
+    MAX_ITER,
     MAX_REPETITIONS,
     AlgorithmEntry,
     Budget,
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "MAX_CELLS",
     "MAX_CELLS_WITHOUT_CONFIRMATION",
+    "MAX_ITER",
     "MAX_REPETITIONS",
     "MAX_REPORTED_PROBLEMS",
     "MAX_YAML_ALIASES",

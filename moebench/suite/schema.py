@@ -24,12 +24,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..model import InitSpec
+from ..params import whole_floats_as_ints
 from .sizes import parse_size
 
 GridValues = Annotated[list[Any], Field(min_length=1)]
 
 #: Upper bound of ``repetitions`` (and of ``quick.repetitions``).
 MAX_REPETITIONS = 1_000_000
+#: Upper bound of ``budget.max_iter`` (and of the iterations references and claims name).
+#: Every iteration is a row of the results, its metrics kept in memory until the cell ends, so
+#: no cell gets near 10^9 iterations: a bigger number is a typo (``1e30``), not a budget.
+MAX_ITER = 10**9
 
 _SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SUITE_NAME_LENGTH = 100
@@ -38,11 +43,21 @@ _SUITE_NAME_LENGTH = 100
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        # max_iter: 1e4 is 10000, and max_iter: 1e30 beyond the bound rather than a non-integer
+        return whole_floats_as_ints(cls, data)
+
 
 class Budget(_Strict):
     """Per-cell budget: a cell stops its algorithm when either is reached."""
 
-    max_iter: int = Field(100, ge=0, description="iterations after the initial point")
+    max_iter: int = Field(
+        100, ge=0, le=MAX_ITER, description="iterations after the initial point, at most "
+        "10^9: every iteration is a row of the results (its metrics kept in memory until the "
+        "cell ends), so a bigger number is a typo, not a budget"
+    )
     timeout: float | None = Field(
         300.0, gt=0, description="seconds of algorithm time (metrics excluded)"
     )
@@ -124,7 +139,8 @@ class ReferenceValue(_Strict):
     metric: str
     mean: float
     std: float | None = None
-    iteration: int | None = Field(None, ge=0, description="at this iteration (default: final)")
+    iteration: int | None = Field(None, ge=0, le=MAX_ITER,
+                                  description="at this iteration (default: final)")
 
 
 class Claim(_Strict):
@@ -134,8 +150,8 @@ class Claim(_Strict):
     better: str = Field(description="algorithm variant id that should win")
     than: str = Field(description="algorithm variant id that should lose")
     metric: str
-    iteration: int | None = Field(None, ge=0, description="compare at this iteration "
-                                  "(default: final values)")
+    iteration: int | None = Field(None, ge=0, le=MAX_ITER, description="compare at this "
+                                  "iteration (default: final values)")
 
 
 class Reference(_Strict):

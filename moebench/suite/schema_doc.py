@@ -41,7 +41,7 @@ NOTES = {
     ("Suite", "experiments"): "named experiments, each with its own datasets and algorithms; "
                               "top-level settings are their defaults",
     ("_Settings", "quick"): "overrides under `moebench run --quick` (a smoke run)",
-    ("_Settings", "repetitions"): "seeds per cell (`--seeds` overrides)",
+    ("_Settings", "repetitions"): "seeds per cell, 1 to 10^6 (`--seeds` overrides)",
     ("_Settings", "budget"): "per-cell budget (a whole block replaces the one above it)",
     ("_Settings", "init"): "initialisation of every algorithm (the same for all)",
     ("_Settings", "metrics"): "metric plugins evaluated every iteration "
@@ -76,7 +76,7 @@ NOTES = {
                                "± 5 % of the mean when absent)",
     ("Claim", "text"): "the claim, as the paper states it",
     ("Claim", "metric"): "metric the claim is about",
-    ("Quick", "repetitions"): "seeds per cell under `--quick`",
+    ("Quick", "repetitions"): "seeds per cell under `--quick`, 1 to 10^6",
     ("Quick", "budget"): "budget under `--quick`",
     ("InitSpec", "scheme"): "`random` (Gaussian entries), `unit-rows`, or `near-truth` "
                             "(needs ground truth)",

@@ -38,6 +38,18 @@ KIND_CHOICES = ["algorithms", "datasets", "devices", "metrics", "models"]
 @click.version_option(__version__, prog_name="moebench")
 def main() -> None:
     """Benchmark algorithms that learn Mixture-of-Experts models."""
+    warnings.formatwarning = _warning_line
+
+
+_python_warning_format = warnings.formatwarning
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A ``UserWarning`` (moebench telling its user something: a rebuilt table, a skipped
+    line) as one ``warning: ...`` line; other warnings as Python shows them."""
+    if issubclass(category, UserWarning):
+        return f"warning: {message}\n"
+    return _python_warning_format(message, category, filename, lineno, line)
 
 
 class JobsType(click.ParamType):

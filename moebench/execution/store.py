@@ -108,6 +108,22 @@ def latest_cells(cells: Iterable[list[dict[str, Any]]]) -> dict[str, list[dict[s
     return found
 
 
+def table_cells(cells: Iterable[list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The cells of a ``cells.jsonl`` as the folder's table holds them: the last line of each
+    key (:func:`latest_cells`), and of several keys at the same coordinates (the same cell
+    computed under another configuration) the one whose first line comes later.
+
+    Returns
+    -------
+    dict
+        Cell key -> rows, in the order of their first lines.
+    """
+    latest = latest_cells(cells)
+    at = {cell_coordinates(rows): identity for identity, rows in latest.items()}
+    keep = set(at.values())
+    return {identity: rows for identity, rows in latest.items() if identity in keep}
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -136,6 +152,27 @@ def _check_writable(directory: Path) -> None:
     except OSError as exc:
         raise MoebenchError(f"cannot write results to {directory}: {exc.strerror or exc}; "
                             "choose another --out or fix its permissions") from None
+
+
+def write_results_table(directory: Path, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` to ``directory/results.parquet`` atomically (temporary file + rename).
+
+    A column that mixes types is stored as text (with a warning) rather than losing the table.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    path = Path(directory) / RESULTS_FILE
+    try:
+        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        frame[mixed] = frame[mixed].astype("string")
+        warnings.warn(f"results.parquet: columns {mixed} stored as text ({exc})", stacklevel=2)
+        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
 
 
 class ResultStore:
@@ -267,19 +304,7 @@ class ResultStore:
     def write_table(self, frame: pd.DataFrame | None = None) -> Path:
         """Write ``results.parquet`` from the folder's cells (:meth:`frame`, atomically);
         ``frame``: that table when the caller has it already."""
-        path = self.directory / RESULTS_FILE
-        frame = self.frame() if frame is None else frame
-        try:
-            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
-            # a column mixing types that slipped through: store it as text rather than lose
-            # the table
-            mixed = [c for c in frame.columns if frame[c].dtype == object]
-            frame[mixed] = frame[mixed].astype("string")
-            warnings.warn(f"results.parquet: columns {mixed} stored as text ({exc})",
-                          stacklevel=2)
-            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        return path
+        return write_results_table(self.directory, self.frame() if frame is None else frame)
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         """Write ``manifest.json`` atomically."""

@@ -12,6 +12,22 @@ Layout of ``<out>/<suite>/`` (written by :mod:`moebench.execution.store`):
 
 A folder is loaded once into a :class:`RunResults`; everything that ranks, colours or decides
 "wins" reads the metric directions recorded there, never the installed plugins.
+
+A damaged folder is read as far as it can be, and otherwise refused in one line
+(:class:`~moebench.errors.MoebenchError`), never with a parser's traceback:
+
+- ``results.parquet`` that cannot be read (truncated, overwritten, not Parquet) is rebuilt
+  from ``cells.jsonl``, the source of truth it was written from, and rewritten, with one
+  :class:`ResultsRebuilt` warning; without cells to rebuild it from, an error names the file
+  and what to do (restore it, or run the suite again with ``--overwrite``).
+- ``manifest.json`` that is not a JSON object (or whose ``metric_directions``, ``rank_by``,
+  ``metrics``, ``experiments`` or ``runs`` have the wrong type) is an error: it alone records
+  which way each metric is better, which every leaderboard, report and comparison ranks by.
+  ``cells.jsonl`` holds the cells, not the directions, and reading results never asks the
+  installed plugins, so nothing is produced from guessed directions (that could rank the worst
+  algorithm first). ``moebench run SUITE --resume`` into the same ``--out`` writes a new
+  manifest and keeps every finished cell. A folder without a manifest (written before
+  moebench wrote one) is read with :class:`UnrecordedDirection` warnings instead.
 """
 
 from __future__ import annotations
@@ -26,18 +42,20 @@ from typing import Any
 import pandas as pd
 
 from ..cell.rows import rows_to_frame
-from ..errors import MoebenchError
+from ..errors import MoebenchError, describe_error
 from ..execution.store import (
     MANIFEST_FILE,
     PARTIAL_FILE,
     RESULTS_FILE,
-    latest_cells,
     read_cell_lines,
+    table_cells,
+    write_results_table,
 )
 
-__all__ = ["MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS", "RunResults",
-           "UnrecordedDirection", "describe_commit", "describe_runs", "metric_direction",
-           "read_manifest", "read_results", "unsuccessful_cells"]
+__all__ = ["MANIFEST_FILE", "PARTIAL_FILE", "RESULTS_FILE", "STATUSES", "SUCCESS",
+           "ResultsRebuilt", "RunResults", "UnrecordedDirection", "describe_commit",
+           "describe_runs", "metric_direction", "read_manifest", "read_results",
+           "unsuccessful_cells"]
 
 #: Statuses of a cell; the first three count as a success on leaderboards.
 STATUSES = ("done", "max_iter", "timeout", "diverged", "error", "crashed", "skipped")
@@ -51,16 +69,74 @@ class UnrecordedDirection(UserWarning):
     ``metric_directions`` was recorded in ``manifest.json``)."""
 
 
+class ResultsRebuilt(UserWarning):
+    """``results.parquet`` could not be read and was rebuilt from ``cells.jsonl``."""
+
+
+#: Parts of a manifest that readers use, and the JSON type each must have.
+MANIFEST_PARTS = {"metric_directions": dict, "rank_by": dict, "metrics": dict,
+                  "experiments": list, "runs": list}
+
+
+def _cells_frame(directory: Path) -> tuple[pd.DataFrame | None, int]:
+    """The table of the cells in ``cells.jsonl`` (as the run writes ``results.parquet``: the
+    last line of each key, one cell per coordinates) and their number; ``(None, 0)`` when it
+    holds none."""
+    path = directory / PARTIAL_FILE
+    try:
+        cells, _ = read_cell_lines(path)
+    except OSError as exc:
+        raise MoebenchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not cells:
+        return None, 0
+    kept = table_cells(cells)
+    return rows_to_frame([r for rows in kept.values() for r in rows]), len(kept)
+
+
+def _rebuilt_table(directory: Path, reason: str) -> pd.DataFrame:
+    """``results.parquet`` that could not be read (``reason``), rebuilt from ``cells.jsonl``
+    and rewritten, with one :class:`ResultsRebuilt` warning."""
+    table = directory / RESULTS_FILE
+    frame, count = _cells_frame(directory)
+    if frame is None:
+        raise MoebenchError(
+            f"cannot read {table} ({reason}) and there is no {PARTIAL_FILE} with finished "
+            f"cells beside it to rebuild it from: restore the file, or run the suite again "
+            f"into this folder with --overwrite")
+    try:
+        write_results_table(directory, frame)
+        rewritten = "and rewritten"
+    except Exception as exc:  # a read-only folder: the rebuilt table still serves this read
+        rewritten = f"(not rewritten: {describe_error(exc)})"
+    warnings.warn(f"{table} could not be read ({reason}); rebuilt from {PARTIAL_FILE} "
+                  f"({count} cells) {rewritten}", ResultsRebuilt, stacklevel=3)
+    return frame
+
+
 def read_results(directory: str | Path) -> pd.DataFrame:
-    """Load a results folder: ``results.parquet``, or the cells of a run that did not finish
-    (the last line of each cell key; a partial last line is ignored)."""
+    """Load a results folder's table.
+
+    ``results.parquet``; for a run that did not finish, the cells of ``cells.jsonl`` (the last
+    line of each cell key, one cell per experiment, dataset, algorithm and repetition; a
+    partial last line is ignored). A ``results.parquet`` that cannot be read is rebuilt from
+    ``cells.jsonl`` and rewritten (a :class:`ResultsRebuilt` warning says so).
+
+    Raises
+    ------
+    MoebenchError
+        The folder holds no results, or ``results.parquet`` cannot be read and there are no
+        cells to rebuild it from: one line naming the file and what to do.
+    """
     directory = Path(directory)
     table = directory / RESULTS_FILE
     if table.is_file():
-        return pd.read_parquet(table)
-    cells, _ = read_cell_lines(directory / PARTIAL_FILE)
-    if cells:
-        return rows_to_frame([r for rows in latest_cells(cells).values() for r in rows])
+        try:
+            return pd.read_parquet(table)
+        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ... for a damaged file
+            return _rebuilt_table(directory, " ".join(describe_error(exc).split()))
+    frame, _ = _cells_frame(directory)
+    if frame is not None:
+        return frame
     inside = sorted(p.parent.name for p in directory.glob(f"*/{MANIFEST_FILE}")) \
         if directory.is_dir() else []
     hint = f"; did you mean {directory / inside[0]}?" if inside else ""
@@ -71,9 +147,41 @@ def read_results(directory: str | Path) -> pd.DataFrame:
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The ``manifest.json`` of a results folder (``{}`` when there is none)."""
+    """The ``manifest.json`` of a results folder (``{}`` when there is none).
+
+    Raises
+    ------
+    MoebenchError
+        The manifest is not a JSON object, or a part that readers use has the wrong type: one
+        line naming it and what to do. It is not rebuilt from ``cells.jsonl``, which does not
+        record which way each metric is better (see the module docstring).
+    """
     path = Path(directory) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    advice = ("it records which way each metric is better, which cells.jsonl does not; run "
+              "the suite again into the same --out with --resume to rewrite it (finished "
+              "cells are kept, not recomputed), or restore the file")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
+        raise MoebenchError(f"cannot read {path} ({reason}): {advice}") from None
+    if not isinstance(manifest, dict):
+        raise MoebenchError(f"cannot read {path}: it holds a JSON {type(manifest).__name__}, "
+                            f"not an object: {advice}")
+    for part, kind in MANIFEST_PARTS.items():
+        value = manifest.get(part)
+        if value is not None and not isinstance(value, kind):
+            wanted = "an object" if kind is dict else "a list"
+            raise MoebenchError(f"cannot read {path}: its {part!r} is a JSON "
+                                f"{type(value).__name__}, not {wanted}: {advice}")
+    bad = [m for m, d in (manifest.get("metric_directions") or {}).items()
+           if d not in ("min", "max")]
+    if bad:
+        raise MoebenchError(f"cannot read {path}: the direction of metric {bad[0]!r} is not "
+                            f"'min' or 'max': {advice}")
+    return manifest
 
 
 def name_cells(cells: pd.DataFrame, most: int = 3) -> str:
@@ -190,9 +298,11 @@ class RunResults:
 
     @classmethod
     def load(cls, directory: str | Path) -> RunResults:
-        """Read ``results.parquet`` (or the cells of an unfinished run) and ``manifest.json``."""
+        """Read ``manifest.json`` and ``results.parquet`` (or the cells of an unfinished run;
+        see :func:`read_results` and :func:`read_manifest` for damaged files)."""
         directory = Path(directory)
-        return cls(directory, read_results(directory), read_manifest(directory))
+        manifest = read_manifest(directory)  # first: a damaged manifest stops before any rebuild
+        return cls(directory, read_results(directory), manifest)
 
     @classmethod
     def of(cls, source: RunResults | str | Path) -> RunResults:

@@ -146,6 +146,7 @@ def test_a_damaged_entry_is_skipped_with_a_warning(history, tmp_path):
     store.record(directory, machine=MACHINE, commit=sha, commit_time=1_700_300_000,
                  subject="broken", options=[])
     (directory / "results.parquet").write_bytes(b"not a parquet file")
+    (directory / "cells.jsonl").unlink()  # else the table is rebuilt from the cells
     with pytest.warns(DamagedEntry, match=r"d4d4d4d4.*delete that folder") as caught:
         page = publish(store, tmp_path)  # a folder: history.html in it
     assert str(directory) in str(caught[0].message)

@@ -7,6 +7,7 @@ The commands import what they run inside their functions, so that ``moebench --h
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import warnings
@@ -94,6 +95,34 @@ class RoundType(click.ParamType):
         return round_
 
 
+class SecondsType(click.ParamType):
+    """``--timeout``, ``--budget-timeout``: a positive, finite number of seconds (``inf`` and
+    ``nan`` are refused: leave the option out for the suite's own limit)."""
+
+    name = "SECONDS"
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        return seconds
+
+
+class FolderType(click.Path):
+    """``--out``: a folder; an empty name is refused (it would mean the current folder)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value, param, ctx) -> Path:
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"{value!r} names no folder (give '.' for the current one)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def print_leaderboard(board) -> None:
     from .reports.leaderboard import HEADERS, format_rows
 
@@ -143,7 +172,7 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
 @main.command(short_help="Run a suite; write results, leaderboards and reports.")
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", default="results", show_default=True,
-              type=click.Path(path_type=Path), help="parent results folder")
+              type=FolderType(), help="parent results folder")
 @click.option("--device", default=None, help="override the suite's device (cpu, cuda, ...)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="override the number of repetitions (seeds) of every experiment")
@@ -157,7 +186,7 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
               help="keep the finished cells of OUT/<suite> (done, max_iter, timeout, skipped "
                    "with the same configuration) and run the others")
 @click.option("--overwrite", is_flag=True, help="discard the results already in OUT/<suite>")
-@click.option("--timeout", "wall_timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout", "wall_timeout", type=SecondsType(),
               default=None, help="hard wall-clock limit per cell in seconds: its worker is "
                                  "killed and the cell recorded 'timeout' (default: the suite's "
                                  "budget.wall_timeout, else 3 x budget.timeout + 120 s)")
@@ -176,8 +205,7 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
                    "NAME[lr=0.1] fixes a parameter, NAME[lr=[0.1,0.5]] sweeps it")
 @click.option("-d", "--dataset", "datasets", multiple=True, metavar="NAME[p=v,...]",
               help="run only this dataset entry (repeatable), with parameters as for -a")
-@click.option("--budget-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="SECONDS",
+@click.option("--budget-timeout", type=SecondsType(), default=None,
               help="override budget.timeout: seconds of algorithm time per cell, after which "
                    "the runner stops the algorithm (--timeout is the hard wall-clock limit)")
 @click.option("--dry-run", is_flag=True,

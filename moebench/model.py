@@ -24,7 +24,7 @@ class InitSpec(BaseModel):
     (needs a dataset with known truth).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     scheme: Literal["random", "unit-rows", "near-truth"] = "random"
     scale: float = Field(1.0, gt=0, description="scale of random/unit-rows initialisations")

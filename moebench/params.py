@@ -54,14 +54,19 @@ def whole_floats_as_ints(model: type[BaseModel], data: Any) -> Any:
 
 
 class Params(BaseModel):
-    """Base class of a component's parameters: strict about unknown keys, immutable.
+    """Base class of a component's parameters: strict about unknown keys and types, immutable.
 
     Floats must be finite: ``inf`` and ``nan`` (``.inf``, ``.nan`` in YAML) are rejected for
     every float field, so a noise level or step size cannot silently be infinite. A parameter
     that needs "no limit" should be ``float | None`` with ``None`` meaning unbounded.
+
+    Types are strict (pydantic's strict mode): a string is not a number (``lr: '0.1'`` and
+    ``n: '100'`` are refused: quoted in YAML, they were meant as something else), nor is a bool,
+    and a number is not a bool. An integer is a float (``lr: 1``) and a whole float an integer
+    (``n: 1e4``, see :func:`whole_floats_as_ints`).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from moebench.cli import main
@@ -132,3 +133,40 @@ def test_jobs_auto_uses_one_worker_per_usable_core_without_oversubscribing(fresh
     assert manifest["jobs"] * manifest["worker_threads"] <= cores
     bad = CliRunner().invoke(main, ["run", str(suite), "--out", str(tmp_path), "--jobs", "0"])
     assert bad.exit_code == 2 and "neither a positive number of workers nor 'auto'" in bad.output
+
+
+TINY_SUITE = ("name: tiny\nrepetitions: 1\nbudget: {max_iter: 2}\n"
+              "datasets:\n  - name: synthetic-moe\n    params: {n: 60, n_test: 20, d: 3, k: 2}\n"
+              "algorithms:\n  - name: gd\n")
+
+
+def test_an_empty_out_is_refused_in_one_line_and_writes_nothing(fresh_plugins, tmp_path,
+                                                                 monkeypatch):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", " "):
+        result = CliRunner().invoke(main, ["run", "tiny.yaml", "--out", empty, "--no-report"])
+        assert result.exit_code == 2, result.output
+        (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert error == (f"Error: Invalid value for '--out': {empty!r} names no folder "
+                         "(give '.' for the current one)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--budget-timeout"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "0", "-1", "soon"])
+def test_time_limits_must_be_positive_and_finite(option, value, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "tiny.yaml"), "--out",
+                                       str(tmp_path), "--dry-run", option, value])
+    assert result.exit_code == 2
+    assert (f"Error: Invalid value for '{option}': '{value}' is not a positive, finite number "
+            "of seconds") in result.output
+
+
+def test_finite_time_limits_are_accepted(fresh_plugins, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "tiny.yaml"), "--out",
+                                       str(tmp_path), "--dry-run", "--timeout", "1e3",
+                                       "--budget-timeout", "2.5"])
+    assert result.exit_code == 0, result.output

@@ -8,6 +8,7 @@ the line where the suite uses a value, and the anchor it comes from), for error 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -53,6 +54,9 @@ class BoundedLoader(yaml.SafeLoader):
     Values that the safe constructor cannot build (a date ``2001-13-45``, an integer of
     thousands of digits) become a ``ConstructorError`` with their position instead of a
     ``ValueError``.
+
+    Numbers with an exponent are floats as in YAML 1.2 (:data:`EXPONENT_FLOAT`): ``1e-6`` and
+    ``1.5e3``, which YAML 1.1 (PyYAML) reads as strings, are the floats a suite's author means.
     """
 
     def __init__(self, stream: str):
@@ -165,6 +169,25 @@ class BoundedLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read the value{text}: {exc}", node.start_mark
             ) from None
+
+
+#: Floats with an exponent that YAML 1.1 reads as strings but YAML 1.2 as floats: no dot
+#: (``1e-6``, ``2E5``) or no sign in the exponent (``1.5e3``). Anything else resolves as before.
+EXPONENT_FLOAT = re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"
+)
+BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT,
+                                    list("-+0123456789."))
+
+
+def load_value(text: str) -> Any:
+    """One YAML value (``0.1``, ``1e-3``, ``[1, 2]``) read as a suite file's values are
+    (:class:`BoundedLoader`), e.g. a parameter given on the command line."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _place(text_line: int, through: tuple[Alias, ...]) -> Place:

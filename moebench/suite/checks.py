@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from .. import plugins
 from ..errors import PluginError
-from .problems import Problems, unknown_parameter
+from .problems import Problems, unknown_parameter, validation_message
 from .resolved import Variant
 from .schema import Experiment, ModelChoice
 
@@ -61,7 +61,7 @@ def check_model_choice(choice: ModelChoice, loc: tuple[Any, ...], problems: Prob
         problems.add(loc + ("params",), plugin_failure(first))
         return
     for err in first.errors():
-        msg = err["msg"]
+        msg = validation_message(err)
         if err["type"] == "extra_forbidden":
             valid = sorted({f for cls in families.values() for f in cls.Params.model_fields})
             msg = unknown_parameter(err["loc"][-1] if err["loc"] else "?",

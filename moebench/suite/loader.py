@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ..errors import SuiteError
 from .bounded_yaml import YamlRefused, load_yaml
-from .problems import Problems, unknown_key
+from .problems import Problems, unknown_key, validation_message
 from .schema import EXTENSION_PREFIX, Suite, form_problem, keys_at
 
 
@@ -94,7 +94,7 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
         return suite
     except ValidationError as exc:
         for err in exc.errors():
-            msg = err["msg"]
+            msg = validation_message(err)
             if err["type"] == "extra_forbidden":
                 msg = _unknown_key(tuple(err["loc"]))
             elif err["type"] == "missing":

@@ -54,6 +54,35 @@ def unknown_key(name: Any, valid: list[str] | None, note: str = "") -> str:
     return _with_valid(f"unknown key {str(name)!r}", name, valid, note)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validation_message(error: dict[str, Any]) -> str:
+    """The message of one pydantic error of a suite value (an item of ``errors()``).
+
+    Types are strict, so a quoted number (``lr: '0.1'``) is a string: the message then says
+    so (``Input should be a valid number, not the string '0.1': write numbers without
+    quotes``); of a word (``lr: fast``) it says that it is no number. Other errors keep
+    pydantic's message.
+    """
+    message, value = error["msg"], error.get("input")
+    if isinstance(value, str) and error["type"] in ("int_type", "float_type"):
+        if not _is_number(value):  # 'fast': what pydantic says of it without strict types
+            what = "an integer" if error["type"] == "int_type" else "a number"
+            return f"{message}, unable to parse string as {what}"
+        return f"{message}, not the string {value!r}: write numbers without quotes"
+    if isinstance(value, str) and error["type"] == "bool_type":
+        return f"{message}, not the string {value!r}: write true or false without quotes"
+    if isinstance(value, bool) and error["type"] in ("int_type", "float_type"):
+        return f"{message}, not {str(value).lower()}"
+    return message
+
+
 def format_loc(loc: tuple[Any, ...]) -> str:
     """A YAML path as text: ``experiments[0].algorithms[2].params`` (``(top level)`` if empty).
 

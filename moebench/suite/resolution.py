@@ -25,7 +25,7 @@ from .checks import (
     validate_params,
 )
 from .counting import check_size, quick_settings, repetitions, suite_experiments
-from .problems import Problems, unknown_parameter
+from .problems import Problems, unknown_parameter, validation_message
 from .resolved import ResolvedExperiment, Variant, variant_id
 from .schema import AlgorithmEntry, Budget, Component, DatasetEntry, Experiment, Suite
 
@@ -36,7 +36,11 @@ def _expand(
     entry: Component, kind: str, loc: tuple[Any, ...], problems: Problems, quick: bool = False
 ) -> list[Variant]:
     """The variants of one suite entry (at YAML path ``loc``) whose parameters its plugin
-    accepts; each rejected grid point is recorded in ``problems`` with its path."""
+    accepts; each rejected grid point is recorded in ``problems`` with its path.
+
+    The entry's ``quick`` values are checked too when ``quick`` is false (what ``--quick``
+    would run): a typo there is found now, not in the smoke run.
+    """
     if isinstance(entry, DatasetEntry) and entry.model is not None:
         check_model_choice(entry.model, loc + ("model",), problems)
     try:
@@ -53,31 +57,53 @@ def _expand(
         if quick:
             merged.update(entry.quick)
         exc = validate_params(cls, merged)
-        if exc is not None and not isinstance(exc, ValidationError):
-            problems.add(loc + ("params",), plugin_failure(exc))
-            continue
+        _param_problems(exc, cls, entry, kind, loc, point, position, quick, problems)
+        if entry.quick and not quick:  # what --quick would run
+            _param_problems(validate_params(cls, {**merged, **entry.quick}), cls, entry, kind,
+                            loc, point, position, True, problems, only_quick=exc is not None)
         if exc is not None:
-            for err in exc.errors():
-                field = err["loc"][0] if err["loc"] else None
-                if quick and field in entry.quick:
-                    where = loc + ("quick", field)
-                elif field in point and err["type"] == "extra_forbidden":
-                    where = loc + ("grid", field)  # the name is wrong, whatever the value
-                elif field in point:
-                    where = loc + ("grid", field, position[field])
-                else:
-                    where = loc + ("params",) + tuple(err["loc"])
-                msg = err["msg"]
-                if err["type"] == "extra_forbidden":
-                    msg = unknown_parameter(err["loc"][-1] if err["loc"] else "?",
-                                            f"{kind[:-1]} {entry.name!r}",
-                                            list(cls.Params.model_fields))
-                problems.add(where, msg)
             continue
         model = entry.model if isinstance(entry, DatasetEntry) else None
         own = entry.budget if isinstance(entry, AlgorithmEntry) else None
         variants.append(Variant(variant_id(entry, point), entry.name, merged, model, own))
     return variants
+
+
+def _param_problems(
+    exc: Exception | None, cls: type, entry: Component, kind: str, loc: tuple[Any, ...],
+    point: dict[str, Any], position: dict[str, int], quick: bool, problems: Problems,
+    only_quick: bool = False
+) -> None:
+    """Record what the plugin's parameter check ``exc`` says of one grid ``point`` of
+    ``entry``, each at the YAML path of the value it blames.
+
+    With ``quick`` the entry's quick values were applied; with ``only_quick`` as well, only
+    the problems of those values are recorded (the others were, without them).
+    """
+    if exc is None:
+        return
+    if not isinstance(exc, ValidationError):
+        if not only_quick:
+            problems.add(loc + ("params",), plugin_failure(exc))
+        return
+    for err in exc.errors():
+        field = err["loc"][0] if err["loc"] else None
+        if only_quick and not (quick and field in entry.quick):
+            continue
+        if quick and field in entry.quick:
+            where = loc + ("quick", field)
+        elif field in point and err["type"] == "extra_forbidden":
+            where = loc + ("grid", field)  # the name is wrong, whatever the value
+        elif field in point:
+            where = loc + ("grid", field, position[field])
+        else:
+            where = loc + ("params",) + tuple(err["loc"])
+        msg = validation_message(err)
+        if err["type"] == "extra_forbidden":
+            msg = unknown_parameter(err["loc"][-1] if err["loc"] else "?",
+                                    f"{kind[:-1]} {entry.name!r}",
+                                    list(cls.Params.model_fields))
+        problems.add(where, msg)
 
 
 def _with_budget(variant: Variant, base: Budget, own: bool = True) -> Variant:

@@ -3,7 +3,8 @@
 A suite is either one experiment (``datasets`` and ``algorithms`` at the top level) or a list
 of named ``experiments``; settings given at the top level (budget, metrics, init, ...) are
 defaults that each experiment may override. Unknown keys and wrong types are refused
-(:func:`moebench.suite.parse_suite` reports each with its YAML path and line).
+(:func:`moebench.suite.parse_suite` reports each with its YAML path and line); types are strict:
+a quoted number is a string, not a number (an integer is a float, a whole float an integer).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ _SUITE_NAME_LENGTH = 100
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict types: max_iter: '3' or timeout: '5' (a string) is refused, not read as a number
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     @model_validator(mode="before")
     @classmethod

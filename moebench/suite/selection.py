@@ -9,8 +9,9 @@
   added to every selected experiment;
 - ``-d NAME[...]`` does the same for datasets.
 
-Values are read as YAML (``1e-3``, ``true``, ``[1, 2]``, ``adam``). The selected suite is then
-validated exactly like a suite file (unknown parameters and bad values name the entry).
+Values are read as YAML, as a suite file's are (``1e-3``, ``true``, ``[1, 2]``, ``adam``). The
+selected suite is then validated exactly like a suite file (unknown parameters and bad values
+name the entry).
 Misspelt names get a "did you mean".
 """
 
@@ -26,7 +27,8 @@ from pydantic import ValidationError
 
 from .. import plugins
 from ..errors import MoebenchError, SuiteError
-from .problems import did_you_mean
+from .bounded_yaml import YamlRefused, load_value
+from .problems import did_you_mean, validation_message
 from .resolved import ResolvedExperiment, variant_id
 from .schema import Component, Suite
 
@@ -99,8 +101,8 @@ def parse_selector(text: str) -> Selector:
             raise SelectionError(f"cannot read {part!r} in {text!r}: expected param=value")
         key, raw = (s.strip() for s in part.split("=", 1))
         try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
+            value = load_value(raw) if raw else None
+        except (yaml.YAMLError, YamlRefused):
             raise SelectionError(f"cannot read the value {raw!r} of {key!r} in {text!r}") \
                 from None
         selector.values[key] = value if isinstance(value, list) else [value]
@@ -287,7 +289,7 @@ def select(suite: Suite, experiments: list[str] | tuple[str, ...] = (),
         return Suite.model_validate(data)
     except ValidationError as exc:  # say it in suite terms
         raise SuiteError([(".".join(str(p) for p in err["loc"]) or "(top level)",
-                           err["msg"]) for err in exc.errors()],
+                           validation_message(err)) for err in exc.errors()],
                          f"{source} (as selected on the command line)") from None
 
 

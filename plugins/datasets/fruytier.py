@@ -16,10 +16,10 @@ All randomness comes from ``np.random.default_rng(seed)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
 
@@ -45,6 +45,15 @@ class _SymmetricParams(Params):
     n_test: int = Field(1000, ge=1, description="number of test samples")
     d: int = Field(10, ge=1, description="input dimension")
     r: float = Field(4.0, ge=0, description="norm of the true parameters, ||beta*|| = ||w*|| = r")
+
+    @model_validator(mode="after")
+    def _more_samples_than_experts(self) -> Self:
+        if self.n <= 2:
+            raise ValueError(
+                f"n={self.n} training samples for the 2 experts of a symmetric mixture: n must "
+                "be larger than 2 (each expert is fitted on the samples it draws); raise n"
+            )
+        return self
 
 
 class _SymmetricData(Dataset):

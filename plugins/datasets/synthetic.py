@@ -95,6 +95,15 @@ class SyntheticMoE(Dataset):
         )
 
         @model_validator(mode="after")
+        def _more_samples_than_experts(self) -> Self:
+            if self.n <= self.k:
+                raise ValueError(
+                    f"n={self.n} training samples for k={self.k} experts: n must be larger than "
+                    "k (each expert is fitted on the samples it draws); raise n or lower k"
+                )
+            return self
+
+        @model_validator(mode="after")
         def _check_dimension(self) -> Self:
             if self.gating == "orthogonal" and self.d < 2 * self.k - 1:
                 raise ValueError(

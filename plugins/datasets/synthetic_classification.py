@@ -9,9 +9,10 @@ of logistic experts of Fruytier et al. (2025).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Self
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
 
@@ -49,6 +50,15 @@ class SyntheticLogisticMoE(Dataset):
         gate_norm: float = Field(
             4.0, ge=0, description="norm of each free gate vector (4 in Fruytier et al.)"
         )
+
+        @model_validator(mode="after")
+        def _more_samples_than_experts(self) -> Self:
+            if self.n <= self.k:
+                raise ValueError(
+                    f"n={self.n} training samples for k={self.k} experts: n must be larger than "
+                    "k (each expert is fitted on the samples it draws); raise n or lower k"
+                )
+            return self
 
     def generate(self, seed: int) -> dict[str, np.ndarray]:
         """Draw parameters and ``n + n_test`` samples with ``np.random.default_rng(seed)``.

@@ -95,3 +95,157 @@ def test_a_whole_number_written_as_a_float_is_an_integer():
     assert isinstance(exp.algorithms[0].budget.max_iter, int)
     ((loc, msg),) = problems(suite(algorithm="budget: {max_iter: 10.5}"))
     assert loc.startswith("algorithms[0].budget.max_iter") and "integer" in msg
+
+
+# -- item 9: strings are not numbers ---------------------------------------------------------
+
+STRING_NUMBERS = [
+    # (suite text, the YAML path refused)
+    (suite().replace("max_iter: 5", "max_iter: '3'"), "budget.max_iter"),
+    (suite().replace("timeout: 10", "timeout: '5'"), "budget.timeout"),
+    (suite().replace("repetitions: 1", "repetitions: '2'"), "repetitions"),
+    (suite(top="seed: '7'\n"), "seed"),
+    (suite(top="init: {scale: '2'}\n"), "init.scale"),
+    (suite(algorithm="params: {lr: '0.1'}"), "algorithms[0].params.lr"),
+    (suite(algorithm="grid: {lr: [0.1, '0.5']}"), "algorithms[0].grid.lr[1]"),
+    (suite(dataset=", n_test: '100'"), "datasets[0].params.n_test"),
+    (suite(dataset=", sigma: '0.3'"), "datasets[0].params.sigma"),
+    (suite(algorithm="params: {lr: true}"), "algorithms[0].params.lr"),
+    ("name: e\nexperiments:\n  - name: one\n    figures: [{metric: param_error, log_y: 'yes'}]"
+     "\n    datasets: [{name: synthetic-moe}]\n    algorithms: [{name: gd}]\n",
+     "experiments[0].figures[0].log_y"),
+]
+
+
+@pytest.mark.parametrize("source, where", STRING_NUMBERS)
+def test_a_quoted_number_is_a_string_and_refused_naming_the_field(source, where):
+    found = problems(source)
+    assert [loc.split(" (line")[0] for loc, _ in found] == [where]
+    ((_, msg),) = found
+    assert "not the string" in msg or msg.endswith(", not true")
+
+
+def test_the_refusal_of_a_quoted_number_says_to_drop_the_quotes():
+    ((_, msg),) = problems(suite(algorithm="params: {lr: '0.1'}"))
+    assert msg == ("Input should be a valid number, not the string '0.1': write numbers "
+                   "without quotes")
+
+
+def test_plugin_parameters_refuse_strings_for_numbers_and_numbers_for_bools():
+    from moebench import plugins
+
+    gd = plugins.get("algorithms", "gd")
+    with pytest.raises(ValueError, match="valid number"):
+        gd.Params.model_validate({"lr": "0.1"})
+    table = plugins.get("datasets", "table")
+    with pytest.raises(ValueError, match="valid boolean"):
+        table.Params.model_validate({"path": "x.csv", "target": "y", "standardize": 1})
+
+
+@pytest.mark.parametrize("written, value", [
+    ("1", 1.0), ("1e-3", 1e-3), ("1E-3", 1e-3), ("2.5e-2", 0.025), ("1.0e-3", 1e-3),
+    (".5", 0.5), ("3e0", 3.0),
+])
+def test_yaml_numbers_keep_working_for_float_parameters(written, value):
+    from moebench import plugins
+
+    (exp,) = accepted(suite(algorithm=f"params: {{lr: {written}, tol: {written}}}"))
+    params = plugins.get("algorithms", "gd").Params.model_validate(exp.algorithms[0].params)
+    assert params.lr == pytest.approx(value) and isinstance(params.lr, float)
+    assert params.tol == pytest.approx(value)
+
+
+def test_exponents_without_a_dot_are_floats_in_grids_and_ids_too():
+    (exp,) = accepted(suite(algorithm="grid: {lr: [1e-3, 1e-2]}"))
+    assert [v.params["lr"] for v in exp.algorithms] == [0.001, 0.01]
+    assert [v.id for v in exp.algorithms] == ["gd[lr=0.001]", "gd[lr=0.01]"]
+
+
+def test_a_whole_float_is_an_integer_plugin_parameter():
+    from moebench import plugins
+
+    (exp,) = accepted(suite(dataset=", n_test: 1e3"))
+    params = plugins.get("datasets", "synthetic-moe").Params.model_validate(
+        exp.datasets[0].params)
+    assert params.n_test == 1000 and isinstance(params.n_test, int)
+    assert ["datasets[0].params.n_test"] == [
+        loc.split(" (line")[0] for loc, _ in problems(suite(dataset=", n_test: 100.5"))]
+
+
+def test_command_line_values_are_read_as_the_suite_reads_them():
+    from moebench.suite import parse_selector
+
+    assert parse_selector("gd[lr=1e-3]").values == {"lr": [0.001]}
+    assert parse_selector("gd[lr=[1e-3,2E-2]]").values == {"lr": [0.001, 0.02]}
+
+
+# -- item 9: quick blocks are checked without --quick ------------------------------------------
+
+@pytest.mark.parametrize("quick_block, where, words", [
+    ("quick: {nn: 50}", "datasets[0].quick.nn", "unknown parameter 'nn'"),
+    ("quick: {n: '50'}", "datasets[0].quick.n", "not the string '50'"),
+    ("quick: {n: 0}", "datasets[0].quick.n", "greater than or equal to 1"),
+])
+@pytest.mark.parametrize("quick", [False, True])
+def test_an_entry_quick_block_is_checked_with_and_without_quick(quick_block, where, words,
+                                                                quick):
+    source = suite().replace("    params: {n: 200", f"    {quick_block}\n    params: {{n: 200")
+    ((loc, msg),) = problems(source, quick=quick)
+    assert loc.split(" (line")[0] == where and words in msg
+
+
+def test_an_algorithm_quick_block_is_checked_without_quick():
+    ((loc, msg),) = problems(suite(algorithm="params: {lr: 0.1}\n    quick: {lrr: 0.5}"))
+    assert loc.split(" (line")[0] == "algorithms[0].quick.lrr"
+    assert "did you mean 'lr'" in msg
+
+
+def test_a_valid_quick_block_changes_nothing_without_quick():
+    source = suite().replace("    params: {n: 200", "    quick: {n: 50}\n    params: {n: 200")
+    (exp,) = accepted(source)
+    assert exp.datasets[0].params["n"] == 200
+    (fast,) = accepted(source, quick=True)
+    assert fast.datasets[0].params["n"] == 50
+
+
+# -- item 9: n <= k fails before running ----------------------------------------------------
+
+@pytest.mark.parametrize("dataset, params", [
+    ("synthetic-moe", "{n: 2, k: 2}"),
+    ("synthetic-moe", "{n: 3, k: 5, d: 10}"),
+    ("synthetic-logistic-moe", "{n: 4, k: 4}"),
+    ("synthetic-logistic-moe", "{n: 1, k: 2}"),
+])
+def test_a_synthetic_dataset_with_no_more_samples_than_experts_is_refused(dataset, params):
+    source = f"""\
+name: few
+datasets: [{{name: {dataset}, params: {params}}}]
+algorithms: [{{name: gd}}]
+"""
+    ((loc, msg),) = problems(source)
+    assert loc.startswith("datasets[0].params")
+    assert "n must be larger than k" in msg and "n=" in msg and "k=" in msg
+
+
+@pytest.mark.parametrize("dataset", ["symmoline", "symmologe"])
+def test_a_symmetric_mixture_needs_more_than_two_samples(dataset):
+    source = f"name: few\ndatasets: [{{name: {dataset}, params: {{n: 2}}}}]\n" \
+             "algorithms: [{name: joint-em}]\n"
+    ((loc, msg),) = problems(source)
+    assert loc.startswith("datasets[0].params") and "n must be larger than 2" in msg
+    accepted(source.replace("n: 2", "n: 3"))
+
+
+def test_a_grid_of_k_names_the_point_with_too_few_samples():
+    source = """\
+name: few
+datasets:
+  - name: synthetic-moe
+    params: {n: 5, d: 9}
+    grid: {k: [2, 5]}
+algorithms: [{name: gd}]
+"""
+    ((loc, msg),) = problems(source)
+    assert loc.startswith("datasets[0].params")
+    assert msg.endswith("n=5 training samples for k=5 experts: n must be larger than k (each "
+                        "expert is fitted on the samples it draws); raise n or lower k")

@@ -344,14 +344,17 @@ def _selected_suite(suite_file: Path, device: str | None, experiments: tuple[str
 def _run_with_progress(suite: Suite, resolved: list[ResolvedExperiment], out: Path,
                        suite_file: Path, progress_mode: str, **options: Any) -> Path:
     """:func:`moebench.runner.run_suite` under the progress display."""
+    from .execution.lock import FolderLock
     from .progress import RunProgress
     from .runner import run_suite
 
     j, k = options.get("repetition_round") or (0, 1)
     plan = [(e.name, d.id, a.id) for e in resolved for d in e.datasets
             for _ in range(j, e.repetitions, k) for a in e.algorithms]
-    with RunProgress(plan, err_console, jobs=options["jobs"], mode=progress_mode,
-                     title=suite.name, run_folder=out / suite.name) as shown:
+    # the folder's lock before the display starts: a second run is refused in one line
+    with FolderLock(out / suite.name), RunProgress(
+            plan, err_console, jobs=options["jobs"], mode=progress_mode, title=suite.name,
+            run_folder=out / suite.name) as shown:
         return run_suite(suite, out, suite_path=str(suite_file), progress=shown.progress,
                          on_cell=shown.on_cell, experiments=resolved, **options)
 

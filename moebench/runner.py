@@ -6,7 +6,8 @@ Dask), writes every finished cell to the result store as it is reported, and at 
 the table, the leaderboards and the reports (:mod:`moebench.reports`) from one loaded copy of
 the results: those of the whole folder, earlier runs' cells that this run did not select
 included (see :meth:`moebench.execution.store.ResultStore.folder_cells`). What one cell computes
-is :mod:`moebench.cell`'s business.
+is :mod:`moebench.cell`'s business. A run holds the results folder's lock from before it touches
+the folder to the end (:mod:`moebench.execution.lock`): a second run into it stops at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .execution.heartbeat import inflight_folder
 from .execution.interrupts import StopRequest
 from .execution.limits import Limits, default_wall, worker_threads
 from .execution.local import LocalExecutor
+from .execution.lock import FolderLock
 from .execution.manifest import (
     describe_experiment,
     finish_manifest,
@@ -145,28 +147,28 @@ def run_suite(
     if experiments is None:
         experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
                               max_cells=max_cells)
-    run = SuiteRun(suite, experiments, Path(out), jobs=jobs, mode=mode, suite_path=suite_path,
-                   quick=quick, executor=executor, on_cell=on_cell, progress=progress,
-                   repetition_round=repetition_round)
-    run.store.write_manifest(run.manifest)
-    todo = run.cells_to_run(wall_timeout)
-    stop = StopRequest()
-    state = "interrupted"
-    try:
-        with stop.installed():
-            pool = _executor(executor, jobs, run.threads, scheduler, run.store.directory)
-            pool.run(todo, run.report, stop)
-        if not stop.requested:
-            state = "complete"
-    finally:
-        # a further Ctrl-C while the outputs are written must not cost them; after SIGTERM or
-        # a second Ctrl-C the slow reports are left out (table, leaderboards, manifest written)
-        with stop.installed():
-            run.finish(state, html_report=html_report and not stop.forced,
-                       slow_reports=not stop.forced)
-    if stop.requested:
-        raise Interrupted(run.store.directory, stop.signum or signal.SIGINT)
-    return run.store.directory
+    with SuiteRun(suite, experiments, Path(out), jobs=jobs, mode=mode, suite_path=suite_path,
+                  quick=quick, executor=executor, on_cell=on_cell, progress=progress,
+                  repetition_round=repetition_round) as run:
+        run.store.write_manifest(run.manifest)
+        todo = run.cells_to_run(wall_timeout)
+        stop = StopRequest()
+        state = "interrupted"
+        try:
+            with stop.installed():
+                pool = _executor(executor, jobs, run.threads, scheduler, run.store.directory)
+                pool.run(todo, run.report, stop)
+            if not stop.requested:
+                state = "complete"
+        finally:
+            # a further Ctrl-C must not cost the outputs; after SIGTERM or a second Ctrl-C the
+            # slow reports are left out (table, leaderboards, manifest written)
+            with stop.installed():
+                run.finish(state, html_report=html_report and not stop.forced,
+                           slow_reports=not stop.forced)
+        if stop.requested:
+            raise Interrupted(run.store.directory, stop.signum or signal.SIGINT)
+        return run.store.directory
 
 
 class SuiteRun:
@@ -186,7 +188,13 @@ class SuiteRun:
         self.round = repetition_round
         self.total = sum(len(e.datasets) * len(e.algorithms) * len(self._repetitions(e))
                          for e in experiments)
-        self.store = ResultStore(out / suite.name, mode)
+        # the folder's lock before the store reads or cleans the folder; released by __exit__
+        self.lock = FolderLock(out / suite.name).acquire()
+        try:
+            self.store = ResultStore(out / suite.name, mode)
+        except BaseException:
+            self.lock.release()
+            raise
         self.memory = suite.memory_limit_bytes()
         self.threads = worker_threads(jobs)
         # a resumed folder's outputs describe its earlier cells too: what the earlier manifest
@@ -208,6 +216,12 @@ class SuiteRun:
         self.manifest["runs"] = [run_entry(self.manifest)]
         merge_recorded(self.manifest, recorded)
         self.done = 0
+
+    def __enter__(self) -> SuiteRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
     def _repetitions(self, experiment: ResolvedExperiment) -> range:
         """The repetitions of ``experiment`` this run computes (all, or this round's)."""

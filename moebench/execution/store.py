@@ -139,8 +139,14 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _check_writable(directory: Path) -> None:
-    """Create ``directory`` or say clearly why it cannot be written."""
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` or say clearly why it cannot be written.
+
+    Raises
+    ------
+    MoebenchError
+        A parent is a file, or the folder cannot be created or written.
+    """
     for parent in (directory, *directory.parents):
         if parent.exists() and not parent.is_dir():
             raise MoebenchError(f"cannot write results to {directory}: {parent} is a file, not a "
@@ -189,7 +195,7 @@ class ResultStore:
 
     def __init__(self, directory: str | Path, mode: Mode = "new"):
         self.directory = Path(directory)
-        _check_writable(self.directory)
+        check_writable(self.directory)
         self.partial = self.directory / PARTIAL_FILE
         self.manifest_path = self.directory / MANIFEST_FILE
         previous, good = read_cell_lines(self.partial)

@@ -5,20 +5,55 @@ written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import fake_distribution
 
+from moebench import plugins
 from moebench.cli import main
+from moebench.execution.lock import LOCK_FILE, FolderInUse, FolderLock
 from moebench.reports.results import ResultsRebuilt
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NAP = '''
+    import time
+
+    from pydantic import Field
+
+    from moebench import Algorithm, Params, hookimpl
+    from moebench.algorithm import Iterate
+
+
+    class Nap(Algorithm):
+        """Reports once, then sleeps: a cell that takes a while."""
+        name = "nap"
+
+        class Params(Params):
+            seconds: float = Field(60.0, description="how long to sleep")
+
+        def fit(self, problem, init, callback):
+            callback(Iterate(0, init, objective=1.0))
+            time.sleep(self.params.seconds)
+            return init
+
+
+    @hookimpl
+    def register_algorithms(register):
+        register(Nap)
+'''
 
 SUITE = """
 name: folder-test
@@ -116,3 +151,69 @@ def test_resume_rewrites_a_damaged_manifest_without_recomputing(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["reused_cells"] == 2 and manifest["state"] == "complete"
     assert manifest["metric_directions"] == {"param_error": "min", "train_nll": "min"}
+
+
+# -- item 7: two runs into one folder ---------------------------------------------------------
+
+@pytest.fixture
+def nap_plugin(tmp_path, monkeypatch, fresh_plugins) -> Path:
+    """A fake installed distribution with the ``nap`` algorithm (here and in subprocesses)."""
+    site = fake_distribution(tmp_path / "site", "mb-nap", {"mb_nap": NAP}, {"nap": "mb_nap"})
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset_plugins()
+    return site
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"moebench exited early ({proc.returncode}): {proc.stdout.read()}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_second_run_into_a_locked_folder_stops_naming_the_holder(nap_plugin, tmp_path):
+    suite_file = tmp_path / "nap.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE).replace("  - name: joint-em\n", "")
+                          + "  - {name: nap, params: {seconds: 120}}\n")
+    out, folder = tmp_path / "out", tmp_path / "out" / "folder-test"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(nap_plugin), str(ROOT)])}
+    first = subprocess.Popen([sys.executable, "-m", "moebench.cli", "run", str(suite_file),
+                              "--out", str(out), "--progress", "none", "--no-report"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True, env=env)
+    try:
+        cells = folder / "cells.jsonl"
+        _wait_for(lambda: cells.is_file() and cells.read_text().count("\n") >= 1, first,
+                  "the first cell")  # gd is done, nap sleeps
+        lines = cells.read_bytes()
+        second = CliRunner().invoke(main, ["run", str(suite_file), "--out", str(out),
+                                           "--resume", "--progress", "none"])
+        assert second.exit_code == 1, second.output
+        line = _one_line(second.output)
+        assert line.startswith(f"error: {folder} is in use by another moebench run (pid "
+                               f"{first.pid} on ")
+        assert "moebench.cli run" in line or "cli.py run" in line
+        assert cells.read_bytes() == lines  # the second run touched nothing
+        # reading the folder while a run holds it needs no lock
+        board = CliRunner().invoke(main, ["leaderboard", str(folder)])
+        assert board.exit_code == 0 and "gd" in board.output
+        with pytest.raises(FolderInUse, match=f"pid {first.pid}"):
+            FolderLock(folder).acquire()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert json.loads((folder / LOCK_FILE).read_text())["pid"] == first.pid  # stale file
+    with FolderLock(folder) as lock:  # the OS released the dead run's lock
+        assert lock.held
+        assert json.loads((folder / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (folder / LOCK_FILE).exists()
+
+
+def test_a_finished_run_leaves_the_folder_unlocked(finished):
+    assert not (finished / LOCK_FILE).exists()
+    with FolderLock(finished) as lock:
+        assert lock.held

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MoebenchError
-from .store import check_writable
+from .store import check_writable, refuse_links
 
 try:
     import fcntl
@@ -95,13 +95,15 @@ class FolderLock:
             Another process holds the lock: the message says which (pid, host, start time,
             command line).
         MoebenchError
-            The folder cannot be written, or ``.lock`` is a symbolic link.
+            The folder cannot be written, or ``.lock`` or a file a run writes there is a
+            symbolic link (:func:`moebench.execution.store.refuse_links`).
         """
         if fcntl is None:
             warnings.warn(f"results folders cannot be locked on this platform: do not start a "
                           f"second run into {self.directory} before this one ends", stacklevel=2)
             return self
         check_writable(self.directory)
+        refuse_links(self.directory)  # before anything shows that a run started
         outer = _HELD.get(self.directory.resolve())
         if outer is not None and outer.held:
             self._nested = True

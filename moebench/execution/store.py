@@ -21,6 +21,11 @@ own cells, plus every finished cell of the earlier runs that it did not select (
 
 A folder that already holds results is never replaced silently: :class:`ResultStore` raises
 :class:`ResultsExist` unless the caller resumes or overwrites.
+
+moebench never writes through a symbolic link in the folder: a run stops before anything runs
+when any of the files and folders it writes there (:data:`WRITTEN`) is a link, which would
+have it append cells to, or replace, whatever the link points at (:func:`refuse_links`). The
+results folder itself may be a link (results kept on another disk).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..cell.rows import clean_rows, rows_to_frame
 from ..errors import MoebenchError
+from .heartbeat import INFLIGHT_FOLDER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +52,10 @@ MANIFEST_FILE = "manifest.json"
 #: Files and folders computed from the cells at the end of a run.
 DERIVED = ("results.parquet", "leaderboard.csv", "leaderboard.md", "REPRODUCTION.md",
            "failures.md", "figures", "report.html")
+
+#: Everything a run writes in the results folder (the lock file is
+#: :data:`moebench.execution.lock.LOCK_FILE`, which refuses a link itself).
+WRITTEN = (PARTIAL_FILE, MANIFEST_FILE, *DERIVED, INFLIGHT_FOLDER)
 
 #: Statuses of a cell that ``--resume`` keeps; ``error``, ``diverged`` and ``crashed`` cells
 #: are run again.
@@ -181,6 +191,23 @@ def write_results_table(directory: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
+def refuse_links(directory: Path) -> None:
+    """Stop when a file or folder a run writes in ``directory`` (:data:`WRITTEN`) is a
+    symbolic link.
+
+    Raises
+    ------
+    MoebenchError
+        One line naming the link and where it points.
+    """
+    for name in WRITTEN:
+        path = Path(directory) / name
+        if path.is_symlink():
+            raise MoebenchError(
+                f"{path} is a symbolic link (to {os.readlink(path)}): moebench does not write "
+                "through links in a results folder; remove the link or choose another --out")
+
+
 class ResultStore:
     """Append-only store of one suite's results in ``directory``.
 
@@ -196,6 +223,7 @@ class ResultStore:
     def __init__(self, directory: str | Path, mode: Mode = "new"):
         self.directory = Path(directory)
         check_writable(self.directory)
+        refuse_links(self.directory)
         self.partial = self.directory / PARTIAL_FILE
         self.manifest_path = self.directory / MANIFEST_FILE
         previous, good = read_cell_lines(self.partial)

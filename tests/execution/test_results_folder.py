@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,9 @@ from conftest import fake_distribution
 
 from moebench import plugins
 from moebench.cli import main
+from moebench.errors import MoebenchError
 from moebench.execution.lock import LOCK_FILE, FolderInUse, FolderLock
+from moebench.execution.store import ResultStore
 from moebench.reports.results import ResultsRebuilt
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
@@ -217,3 +220,58 @@ def test_a_finished_run_leaves_the_folder_unlocked(finished):
     assert not (finished / LOCK_FILE).exists()
     with FolderLock(finished) as lock:
         assert lock.held
+
+
+# -- item 10: links in the results folder ------------------------------------------------------
+
+def test_a_run_refuses_a_linked_cells_jsonl_before_anything_runs(tmp_path):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("my notes\nline two\n")
+    folder = tmp_path / "out" / "folder-test"
+    folder.mkdir(parents=True)
+    (folder / "cells.jsonl").symlink_to(victim)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning about the lines of the linked file
+        result = CliRunner().invoke(main, ["run", str(suite_file), "--out", str(tmp_path / "out"),
+                                           "--progress", "lines"])
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.output)  # not even 'folder-test: started'
+    assert line == (f"error: {folder / 'cells.jsonl'} is a symbolic link (to {victim}): moebench "
+                    "does not write through links in a results folder; remove the link or "
+                    "choose another --out")
+    assert victim.read_text() == "my notes\nline two\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["cells.jsonl"]  # nothing written
+
+
+@pytest.mark.parametrize("name", ["cells.jsonl", "manifest.json", "results.parquet",
+                                  "leaderboard.md", "report.html", "figures", ".inflight"])
+@pytest.mark.parametrize("mode", ["new", "resume", "overwrite"])
+def test_the_store_refuses_every_link_it_would_write_through(tmp_path, name, mode):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / name).symlink_to(target)
+    with pytest.raises(MoebenchError, match=f"{name} is a symbolic link .*remove the link"):
+        ResultStore(folder, mode)
+    assert (folder / name).is_symlink() and target.is_dir()
+
+
+def test_a_linked_lock_file_is_refused(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / LOCK_FILE).symlink_to(tmp_path / "other")
+    with pytest.raises(MoebenchError, match=r"\.lock is a symbolic link"):
+        FolderLock(folder).acquire()
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_linked_results_folder_is_fine(finished, tmp_path):
+    real = Path(shutil.copytree(finished, tmp_path / "real"))
+    link = tmp_path / "linked"
+    link.symlink_to(real, target_is_directory=True)
+    with FolderLock(link) as lock:
+        assert lock.held
+        assert len(ResultStore(link, "resume").previous) == 2

@@ -28,6 +28,7 @@ from .analysis import (
 )
 from .figures import Styles, log_ticks
 from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
+from .markdown_text import markdown_cell
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
 REPORT_FILE = "REPRODUCTION.md"
@@ -196,6 +197,18 @@ def _plot(path: Path, curves: list[Curve], metric: str, title: str, log_y: bool,
     fig.savefig(path, dpi=FIGURE_DPI)
 
 
+def _table_row(cells: list[str]) -> str:
+    """One row of a Markdown table, each cell escaped (:func:`markdown_cell`): a label with
+    ``|``, ``<`` or a newline stays in its cell."""
+    return "| " + " | ".join(markdown_cell(str(c)) for c in cells) + " |"
+
+
+def _alt_text(text: str) -> str:
+    """``text`` as an image's alt text: a table cell's escapes, and brackets that would end
+    the ``![...]`` early."""
+    return markdown_cell(text).replace("[", "\\[").replace("]", "\\]")
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -268,7 +281,7 @@ def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path,
                         styles: Styles) -> list[str]:
     name = exp["name"]
     results = run.frame
-    lines = [f"## {name}", ""]
+    lines = [f"## {markdown_cell(name)}", ""]
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
     budget, init = exp["budget"], dict(exp["init"])
@@ -279,23 +292,23 @@ def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path,
               f"iterations, {budget['timeout']} s per cell; initialisation "
               + ", ".join(f"{k} {v}" for k, v in init.items()) + ".", ""]
     problems = unsuccessful_cells(results[results["experiment"] == name])
-    lines += [f"- {n} cell{'s' if n != 1 else ''} {status}: {reason}"
+    lines += [f"- {n} cell{'s' if n != 1 else ''} {status}: {markdown_cell(reason)}"
               for status, reason, n in problems]
     if problems:
         lines.append("")
     ref = exp.get("reference")
     refs = reference_rows(exp, results, run.directions) if ref else []
     if ref:
-        lines += [f"**Source:** {ref['source']}." + (f" {ref['note']}" if ref.get("note")
-                                                     else ""), ""]
+        note = f" {markdown_cell(ref['note'])}" if ref.get("note") else ""
+        lines += [f"**Source:** {markdown_cell(ref['source'])}.{note}", ""]
         lines += _reference_table(refs)
         lines += _claim_table(claim_rows(exp, results, run.directions))
     lines += _figures(exp, run, out, styles, refs)
     board = experiment_board(run, name, exp["rank_by"])
     for (_, dataset), group in board.groupby(["experiment", "dataset"], sort=False):
-        lines += [f"**Leaderboard {dataset}** (ranked by `{exp['rank_by']}`)", "",
-                  "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-        lines += ["| " + " | ".join(row) + " |" for row in format_rows(group)]
+        lines += [f"**Leaderboard {markdown_cell(dataset)}** (ranked by `{exp['rank_by']}`)",
+                  "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        lines += [_table_row(row) for row in format_rows(group)]
         lines += [x for line in mark_legend(group) for x in ("", line)]
         lines.append("")
     return lines
@@ -319,8 +332,8 @@ def _reference_table(rows: list[dict[str, Any]]) -> list[str]:
         else:
             ours, spread, ci, word = "not run", "-", "-", "-"
         at = f" @ it {r['iteration']}" if r["iteration"] is not None else ""
-        lines.append(f"| {r['dataset']} | {r['algorithm']} | {r['metric']}{at} | "
-                     f"{paper} | {ours} | {spread} | {ci} | {word} |")
+        lines.append(_table_row([r["dataset"], r["algorithm"], f"{r['metric']}{at}", paper,
+                                 ours, spread, ci, word]))
     lines.append("")
     return lines
 
@@ -332,16 +345,15 @@ def _claim_table(claims: list[dict[str, Any]]) -> list[str]:
     lines = ["| claim | dataset | measured | verdict |", "|---|---|---|---|"]
     for c in claims:
         if c["mean_better"] is None:
-            lines.append(f"| {c['text']} | {c['dataset']} | not run | - |")
+            lines.append(_table_row([c["text"], c["dataset"], "not run", "-"]))
             continue
         at = f" at iteration {c['iteration']}" if c["iteration"] is not None else ""
         word = c["verdict"]
         if c["cut_short"]:
             word += f" (judged on {c['cut_short']} cell(s) cut short by the timeout)"
-        lines.append(
-            f"| {c['text']} | {c['dataset']} | {c['metric']}{at}: {c['better']} "
-            f"{_fmt(c['mean_better'])} vs {c['than']} {_fmt(c['mean_than'])} | "
-            f"{word} |")
+        measured = (f"{c['metric']}{at}: {c['better']} {_fmt(c['mean_better'])} vs "
+                    f"{c['than']} {_fmt(c['mean_than'])}")
+        lines.append(_table_row([c["text"], c["dataset"], measured, word]))
     lines.append("")
     return lines
 
@@ -361,5 +373,5 @@ def _figures(exp: dict[str, Any], run: RunResults, out: Path, styles: Styles,
             _plot(out / FIGURE_DIR / file, tables, fig["metric"], f"{title}\n{dataset}",
                   fig.get("log_y", False), run.direction(fig["metric"]), styles,
                   [r for r in refs if r["dataset"] == dataset])
-            lines += [f"![{title}: {dataset}]({FIGURE_DIR}/{file})", ""]
+            lines += [f"![{_alt_text(f'{title}: {dataset}')}]({FIGURE_DIR}/{file})", ""]
     return lines

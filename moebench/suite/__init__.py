@@ -11,6 +11,7 @@ Modules, each importing only modules listed above it (and nothing from the cells
 execution, the runner, the reports or the CLI):
 
 - ``sizes``: memory sizes (``parse_size``, ``format_size``);
+- ``labels``: the text a suite shows (``Label``, ``Text``): no control or format characters;
 - ``schema``: the strict pydantic models of a suite file (``Suite``, ``Experiment``, ...);
 - ``problems``: mistakes gathered with their YAML path and line into one ``SuiteError``;
 - ``bounded_yaml``: the YAML loader with limits for untrusted files;

@@ -25,6 +25,7 @@ from .checks import (
     validate_params,
 )
 from .counting import check_size, quick_settings, repetitions, suite_experiments
+from .labels import unprintable
 from .problems import Problems, unknown_parameter, validation_message
 from .resolved import ResolvedExperiment, Variant, variant_id
 from .schema import AlgorithmEntry, Budget, Component, DatasetEntry, Experiment, Suite
@@ -48,6 +49,7 @@ def _expand(
     except PluginError as exc:
         problems.add(loc + ("name",), str(exc))
         return []
+    _check_grid_text(entry, loc, problems)
     keys = list(entry.grid)
     variants = []
     for indices in itertools.product(*(range(len(entry.grid[k])) for k in keys)):
@@ -67,6 +69,19 @@ def _expand(
         own = entry.budget if isinstance(entry, AlgorithmEntry) else None
         variants.append(Variant(variant_id(entry, point), entry.name, merged, model, own))
     return variants
+
+
+def _check_grid_text(entry: Component, loc: tuple[Any, ...], problems: Problems) -> None:
+    """A string a grid sweeps becomes part of its variants' ids (``table[target=price]``): it
+    must not hold what a label must not (:func:`~moebench.suite.labels.unprintable`)."""
+    for key, values in entry.grid.items():
+        for i, value in enumerate(values):
+            found = unprintable(value) if isinstance(value, str) else None
+            if found:
+                problems.add(loc + ("grid", key, i),
+                             f"{found}: a grid value names its variants on leaderboards, so it "
+                             "must not hold control or format characters (newlines, NUL, "
+                             "direction overrides)")
 
 
 def _param_problems(

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from ..model import InitSpec
 from ..params import whole_floats_as_ints
+from .labels import Label, Text
 from .sizes import parse_size
 
 GridValues = Annotated[list[Any], Field(min_length=1)]
@@ -90,7 +91,7 @@ class Component(_Strict):
     """
 
     name: str
-    label: str | None = Field(None, description="id on leaderboards (default: name + grid)")
+    label: Label | None = Field(None, description="id on leaderboards (default: name + grid)")
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, GridValues] = Field(default_factory=dict)
     quick: dict[str, Any] = Field(default_factory=dict)
@@ -148,7 +149,7 @@ class ReferenceValue(_Strict):
 class Claim(_Strict):
     """A qualitative claim of a paper: ``better`` beats ``than`` on ``metric``."""
 
-    text: str
+    text: Label
     better: str = Field(description="algorithm variant id that should win")
     than: str = Field(description="algorithm variant id that should lose")
     metric: str
@@ -159,8 +160,8 @@ class Claim(_Strict):
 class Reference(_Strict):
     """What the source paper reports for an experiment."""
 
-    source: str = Field(description="e.g. 'Makkuva et al. 2019, Table 1'")
-    note: str = ""
+    source: Label = Field(description="e.g. 'Makkuva et al. 2019, Table 1'")
+    note: Text = ""
     values: list[ReferenceValue] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)
 
@@ -169,7 +170,7 @@ class Figure(_Strict):
     """A convergence plot: a metric against iterations, mean and spread over seeds."""
 
     metric: str
-    title: str | None = None
+    title: Label | None = None
     log_y: bool = False
 
 
@@ -183,8 +184,8 @@ class _Settings(_Strict):
 
 
 class Experiment(_Settings):
-    name: str
-    description: str = ""
+    name: Label
+    description: Text = ""
     reference: Reference | None = None
     figures: list[Figure] = Field(default_factory=list)
     datasets: list[DatasetEntry] = Field(min_length=1)
@@ -197,7 +198,7 @@ EXTENSION_PREFIX = "x-"
 
 class Suite(_Settings):
     name: str = Field(description="names the results folder <out>/<name>/")
-    description: str = ""
+    description: Text = ""
     seed: int = 0
     device: str = "cpu"
     dtype: Literal["float32", "float64"] | None = None

@@ -249,3 +249,75 @@ algorithms: [{name: gd}]
     assert loc.startswith("datasets[0].params")
     assert msg.endswith("n=5 training samples for k=5 experts: n must be larger than k (each "
                         "expert is fitted on the samples it draws); raise n or lower k")
+
+
+# -- item 11: labels without control or format characters -----------------------------------
+
+BAD_CHARACTERS = {
+    "\\0": "U+0000 (NUL)",
+    "\\n": "U+000A (newline)",
+    "\\e": "U+001B (escape)",
+    "\\u202e": "U+202E (RIGHT-TO-LEFT OVERRIDE)",
+    "\\u2066": "U+2066 (LEFT-TO-RIGHT ISOLATE)",
+    "\\u200b": "U+200B (ZERO WIDTH SPACE)",
+}
+
+LABELLED = """\
+name: labels
+experiments:
+  - name: {name}
+    reference:
+      source: {source}
+      claims: [{{text: {claim}, better: gd, than: gd, metric: param_error}}]
+    figures: [{{metric: param_error, title: {title}}}]
+    datasets: [{{name: synthetic-moe, label: {dataset}}}]
+    algorithms: [{{name: gd, label: {algorithm}}}]
+"""
+LABEL_FIELDS = {"name": "experiments[0].name",
+                "source": "experiments[0].reference.source",
+                "claim": "experiments[0].reference.claims[0].text",
+                "title": "experiments[0].figures[0].title",
+                "dataset": "experiments[0].datasets[0].label",
+                "algorithm": "experiments[0].algorithms[0].label"}
+
+
+def labelled(**bad: str) -> str:
+    values = {"name": "e", "source": "paper", "claim": "c", "title": "t", "dataset": "data",
+              "algorithm": "gd", **bad}
+    return LABELLED.format(**values).replace("better: gd, than: gd",
+                                             f"better: {values['algorithm']}, "
+                                             f"than: {values['algorithm']}")
+
+
+@pytest.mark.parametrize("escape, described", BAD_CHARACTERS.items())
+@pytest.mark.parametrize("field", LABEL_FIELDS)
+def test_a_label_with_a_control_or_format_character_is_refused(field, escape, described):
+    found = problems(labelled(**{field: f'"a{escape}b"'}))
+    assert [loc.split(" (line")[0] for loc, _ in found] == [LABEL_FIELDS[field]]
+    ((_, msg),) = found
+    assert msg.startswith(f"{described} at position 2: a label must not hold control or "
+                          "format characters")
+
+
+def test_labels_with_punctuation_and_other_scripts_are_accepted():
+    (exp,) = accepted(labelled(algorithm='"gd | <b>fast</b> é 学习 😀"'))
+    assert exp.algorithms[0].id == "gd | <b>fast</b> é 学习 😀"
+
+
+@pytest.mark.parametrize("escape", ["\\0", "\\e", "\\u202e", "\\u2067"])
+def test_descriptions_refuse_control_characters_and_direction_overrides(escape):
+    found = problems(suite(top=f'description: "one{escape}two"\n'))
+    assert [loc.split(" (line")[0] for loc, _ in found] == ["description"]
+
+
+def test_descriptions_keep_their_lines_and_tabs():
+    (exp,) = accepted(suite(top='description: "line one\\nline two\\twith a tab\\u00ad"\n'))
+    assert exp.description == "line one\nline two\twith a tab\u00ad"
+
+
+def test_a_grid_string_in_an_id_is_checked_like_a_label():
+    source = suite(dataset="").replace("name: gd\n", "name: gd\n    grid: {optimizer: [adam, "
+                                       "\"sgd\\u202e\"]}\n").replace("params: {lr: 0.1}", "")
+    found = problems(source)
+    assert found[0][0].split(" (line")[0] == "algorithms[0].grid.optimizer[1]"
+    assert found[0][1].startswith("U+202E (RIGHT-TO-LEFT OVERRIDE) at position 4: a grid value")

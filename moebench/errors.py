@@ -43,3 +43,7 @@ class DataUnavailable(MoebenchError):
 
 class UnsupportedProblem(MoebenchError):
     """An algorithm cannot fit the requested model family; its cells are skipped (reason)."""
+
+
+class SchedulerError(MoebenchError):
+    """``--scheduler`` names no Dask scheduler address, or no scheduler answers there."""

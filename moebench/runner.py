@@ -21,7 +21,7 @@ from typing import Any, Literal
 from . import plugins
 from .cell.spec import CellSpec, expand_cells
 from .errors import MoebenchError
-from .execution.dask import DaskExecutor
+from .execution.dask import DaskExecutor, reachable_scheduler
 from .execution.heartbeat import inflight_folder
 from .execution.interrupts import StopRequest
 from .execution.limits import Limits, default_wall, worker_threads
@@ -147,6 +147,7 @@ def run_suite(
     if experiments is None:
         experiments = resolve(suite, suite_path or "<suite>", quick=quick, seeds=seeds,
                               max_cells=max_cells)
+    scheduler = reachable_scheduler(scheduler) if executor == "dask" and scheduler else None
     with SuiteRun(suite, experiments, Path(out), jobs=jobs, mode=mode, suite_path=suite_path,
                   quick=quick, executor=executor, on_cell=on_cell, progress=progress,
                   repetition_round=repetition_round) as run:

@@ -14,10 +14,18 @@ that to 1 for the ``LocalCluster`` it starts (a cell is retried once, then recor
 
 Results reach the store in the client process as each task finishes, so resume, keys and the
 tables are those of the local executor.
+
+``--scheduler`` takes ``tcp://HOST:PORT`` (or another of Dask's protocols), ``HOST:PORT``, or the
+scheduler file that ``dask scheduler --scheduler-file FILE`` writes; :func:`reachable_scheduler`
+checks it before a run writes anything.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +33,7 @@ from typing import Any
 
 from ..cell.rows import crashed_rows
 from ..cell.spec import CellSpec
-from ..errors import MoebenchError, describe_error
+from ..errors import MoebenchError, SchedulerError, describe_error
 from .heartbeat import heartbeat_file, heartbeat_folder, remove_heartbeat
 from .interrupts import StopRequest
 from .limits import Limits
@@ -40,6 +48,116 @@ CLUSTER_CONFIG = {
 }
 
 
+#: Seconds to wait for an existing scheduler to answer before the run stops.
+CONNECT_TIMEOUT = 30.0
+
+#: The protocols of Dask's comms that reach a scheduler on another process or machine.
+PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+
+EXPECTED_ADDRESS = ("expected tcp://HOST:PORT, HOST:PORT or a scheduler file (the JSON that "
+                    "'dask scheduler --scheduler-file FILE' writes)")
+
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?")
+
+
+def _address_problem(address: str) -> str | None:
+    """What is wrong with ``address`` as ``[PROTOCOL://]HOST:PORT``; ``None``: nothing."""
+    protocol, scheme, rest = address.rpartition("://")
+    if scheme and protocol not in PROTOCOLS:
+        return f"unknown protocol {protocol!r} (Dask's are {', '.join(PROTOCOLS)})"
+    host, colon, port = rest.rpartition(":")
+    if not colon:
+        return "no :PORT" if scheme else "not HOST:PORT, and no scheduler file of that name"
+    if not host:
+        return "no HOST before the :PORT"
+    if not _HOST.fullmatch(host):
+        return f"{host!r} is not a host name or IP address (IPv6 in brackets: [::1])"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
+
+
+def _bad_address(value: str, problem: str) -> SchedulerError:
+    return SchedulerError(f"--scheduler {value!r}: {problem}; {EXPECTED_ADDRESS}")
+
+
+def scheduler_address(value: str) -> str:
+    """The address of the Dask scheduler that ``--scheduler VALUE`` names.
+
+    Parameters
+    ----------
+    value
+        ``tcp://HOST:PORT`` (or ``tls://``, ``ws://``, ``wss://``, ``ucx://``), ``HOST:PORT``
+        (TCP), or the path of a scheduler file: JSON whose ``address`` is such an address.
+
+    Returns
+    -------
+    str
+        The address to connect to (that of the file for a scheduler file).
+
+    Raises
+    ------
+    SchedulerError
+        ``--scheduler 'VALUE': what is wrong; expected ...``, in one line.
+    """
+    text = value.strip()
+    if not text:
+        raise _bad_address(value, "empty")
+    if "://" not in text and Path(text).is_file():
+        try:
+            address = json.loads(Path(text).read_text(encoding="utf-8"))["address"]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise _bad_address(value, f"a file, but not a scheduler file ({describe_error(exc)})"
+                               ) from None
+        if not isinstance(address, str) or _address_problem(address) is not None:
+            raise _bad_address(value, f"the scheduler file's address {address!r} is not one")
+        return address
+    problem = _address_problem(text)
+    if problem is not None:
+        raise _bad_address(value, problem)
+    return text
+
+
+def reachable_scheduler(value: str, timeout: float | None = None) -> str:
+    """:func:`scheduler_address`, checked to accept connections within ``timeout`` seconds.
+
+    A run calls it before it writes anything, so that a scheduler nobody runs at that address
+    costs no results folder. Protocols over TCP (all but ``ucx``) get a plain TCP connection,
+    closed at once; the Dask handshake follows when the run connects.
+
+    Parameters
+    ----------
+    value
+        What ``--scheduler`` was given.
+    timeout
+        Seconds to wait for the connection (default :data:`CONNECT_TIMEOUT`).
+
+    Returns
+    -------
+    str
+        The scheduler's address.
+
+    Raises
+    ------
+    SchedulerError
+        A malformed address, or nothing accepting connections there, in one line.
+    """
+    address = scheduler_address(value)
+    protocol, scheme, rest = address.rpartition("://")
+    if scheme and protocol == "ucx":
+        return address
+    host, _, port = rest.rpartition(":")
+    wait = CONNECT_TIMEOUT if timeout is None else timeout
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=wait).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise SchedulerError(f"--scheduler {value!r}: cannot reach a Dask scheduler at "
+                             f"{address}: {reason} (waited up to {wait:g} s); is 'dask "
+                             "scheduler' running there?") from None
+    return address
+
+
 def run_cell_on_worker(spec: CellSpec, limits: Limits, threads: int,
                        heartbeat: str | None = None) -> list[dict[str, Any]]:
     """The Dask task of one cell: run it in this Dask worker's pool of one killable process
@@ -50,6 +168,42 @@ def run_cell_on_worker(spec: CellSpec, limits: Limits, threads: int,
         return resolve_future(spec, limits, future)
     finally:
         remove_heartbeat(heartbeat)
+
+
+def connect_client(distributed: Any, address: str, timeout: float | None = None) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``address``, or an error within about twice
+    ``timeout`` seconds (default :data:`CONNECT_TIMEOUT`).
+
+    ``Client(address, timeout=...)`` bounds the TCP connection, but not the wait for the
+    scheduler's handshake: a listener that accepts and never speaks Dask would hold the run
+    forever. The client is made in a helper thread; one that has not answered in time is left
+    to it (it holds no result) and the run stops.
+
+    Raises
+    ------
+    SchedulerError
+        The scheduler could not be reached, or did not answer in time.
+    """
+    wait = CONNECT_TIMEOUT if timeout is None else timeout
+    made: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = distributed.Client(address, timeout=wait)
+        except BaseException as exc:  # handed to the caller's thread
+            made["error"] = exc
+
+    thread = threading.Thread(target=connect, name="moebench-dask-connect", daemon=True)
+    thread.start()
+    thread.join(2 * wait)
+    if "client" in made:
+        return made["client"]
+    if "error" in made:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {address}: "
+                             f"{made['error']}") from None
+    raise SchedulerError(f"cannot reach the Dask scheduler at {address}: no Dask handshake "
+                         f"within {2 * wait:g} s (is a Dask scheduler of a compatible version "
+                         "listening there?)")
 
 
 def _import_distributed():
@@ -72,16 +226,22 @@ class DaskExecutor:
     threads
         Torch threads of each cell's process.
     scheduler
-        Address of an existing scheduler (``tcp://host:8786``); ``None`` starts a
-        ``LocalCluster`` on this machine.
+        Address of an existing scheduler (``tcp://host:8786``) or its scheduler file
+        (:func:`scheduler_address`); ``None`` starts a ``LocalCluster`` on this machine.
     heartbeats
         Folder of the running cells' heartbeats (:mod:`.heartbeat`; written by workers that
         see it: a ``LocalCluster``, a shared file system); ``None``: none.
+
+    Raises
+    ------
+    SchedulerError
+        ``scheduler`` is no scheduler address.
     """
 
     def __init__(self, jobs: int = 1, threads: int = 1, scheduler: str | None = None,
                  heartbeats: Path | None = None):
-        self.jobs, self.threads, self.scheduler = max(1, jobs), max(1, threads), scheduler
+        self.jobs, self.threads = max(1, jobs), max(1, threads)
+        self.scheduler = None if scheduler is None else scheduler_address(scheduler)
         self.heartbeats = heartbeats
 
     def run(self, cells: list[tuple[CellSpec, Limits]], report: Report,
@@ -98,11 +258,7 @@ class DaskExecutor:
                     )
                     client = distributed.Client(cluster)
                 else:
-                    try:
-                        client = distributed.Client(self.scheduler, timeout=30)
-                    except OSError as exc:
-                        raise MoebenchError(f"cannot reach the Dask scheduler at "
-                                            f"{self.scheduler}: {exc}") from None
+                    client = connect_client(distributed, self.scheduler)
                 try:
                     with heartbeat_folder(self.heartbeats) as folder:
                         self._run(client, distributed, cells, report, stop, folder)

@@ -170,3 +170,11 @@ def test_finite_time_limits_are_accepted(fresh_plugins, tmp_path):
                                        str(tmp_path), "--dry-run", "--timeout", "1e3",
                                        "--budget-timeout", "2.5"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_a_suite_path_that_is_a_device_says_so_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["run", "/dev/zero", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output == ("error: invalid suite /dev/zero:\n"
+                             "  (file): /dev/zero is not a regular file: a character device\n")

@@ -7,6 +7,8 @@ not UTF-8, malformed YAML, YAML beyond the loader's limits, unknown keys, wrong 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -109,6 +111,26 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
         raise
 
 
+#: What a path that is not a regular file is, by the test of :mod:`stat` that says so.
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a suite file without opening it, or ``None``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"no such suite file: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    return f"{path} is not a regular file: {kind}"
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and parse a suite file; the error says which file is missing or unreadable.
 
@@ -125,11 +147,13 @@ def load_suite(path: str | Path) -> Suite:
     Raises
     ------
     SuiteError
-        If the file is missing, unreadable, not UTF-8 or not a valid suite.
+        If the file is missing, not a regular file (a folder, a device, a FIFO: said without
+        opening it, which could wait forever), unreadable, not UTF-8 or not a valid suite.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SuiteError([("(file)", f"no such suite file: {path}")], str(path))
+    kind = _not_a_regular_file(path)
+    if kind:
+        raise SuiteError([("(file)", kind)], str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:

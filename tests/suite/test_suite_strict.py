@@ -7,6 +7,10 @@ suite paths that are not regular files.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from moebench.errors import SuiteError
@@ -321,3 +325,41 @@ def test_a_grid_string_in_an_id_is_checked_like_a_label():
     found = problems(source)
     assert found[0][0].split(" (line")[0] == "algorithms[0].grid.optimizer[1]"
     assert found[0][1].startswith("U+202E (RIGHT-TO-LEFT OVERRIDE) at position 4: a grid value")
+
+
+# -- item 14: suite paths that are not regular files -----------------------------------------
+
+def load_problems(path) -> list[tuple[str, str]]:
+    from moebench.suite import load_suite
+
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    return info.value.problems
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_a_character_device_is_named_as_such():
+    assert load_problems("/dev/zero") == [
+        ("(file)", "/dev/zero is not a regular file: a character device")]
+
+
+def test_a_folder_is_named_as_such(tmp_path):
+    assert load_problems(tmp_path) == [("(file)", f"{tmp_path} is not a regular file: a folder")]
+
+
+def test_a_missing_file_is_still_no_such_file(tmp_path):
+    assert load_problems(tmp_path / "nope.yaml") == [
+        ("(file)", f"no such suite file: {tmp_path / 'nope.yaml'}")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_named_as_such_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "suite.yaml"
+    os.mkfifo(fifo)
+    # in a child process: opening a FIFO without a writer would block this one forever
+    code = ("from moebench.errors import SuiteError\nfrom moebench.suite import load_suite\n"
+            f"try:\n    load_suite({str(fifo)!r})\nexcept SuiteError as exc:\n"
+            "    print(exc.problems[0][1])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == f"{fifo} is not a regular file: a FIFO (named pipe)"

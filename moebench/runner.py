@@ -24,7 +24,7 @@ from .errors import MoebenchError
 from .execution.dask import DaskExecutor, reachable_scheduler
 from .execution.heartbeat import inflight_folder
 from .execution.interrupts import StopRequest
-from .execution.limits import Limits, default_wall, worker_threads
+from .execution.limits import Limits, check_memory_limit, default_wall, worker_threads
 from .execution.local import LocalExecutor
 from .execution.lock import FolderLock
 from .execution.manifest import (
@@ -184,6 +184,7 @@ class SuiteRun:
         device = plugins.get("devices", suite.device)()
         if not device.is_available():
             raise MoebenchError(device.unavailable_reason())
+        check_memory_limit(suite.memory_limit_bytes(), suite_path or "<suite>")  # before the lock
         self.suite, self.experiments, self.mode = suite, experiments, mode
         self.on_cell, self.progress = on_cell, progress
         self.round = repetition_round

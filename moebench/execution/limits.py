@@ -12,7 +12,12 @@ Two budgets stop a cell:
 
 An optional ``memory_limit`` caps the address space a cell may add to its worker
 (``RLIMIT_AS`` on Linux), so that one cell with a huge ``n`` fails alone with ``crashed``
-instead of taking the machine.
+instead of taking the machine. The worker itself (interpreter, torch, the plugins: about 1 GiB
+of address space) is not counted, but even the smallest cell adds some to start: about
+:data:`CELL_START_ADDRESS_SPACE`. A limit below :data:`MIN_MEMORY_LIMIT` is refused when the run
+starts; a worker that dies under a limit says so in its cell's message
+(:func:`memory_limit_note`): a native library (OpenBLAS) that cannot allocate within the limit
+ends the worker (exit code 1) instead of raising ``MemoryError``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 
 from .. import plugins
 from ..datafiles import cache_dir
+from ..errors import SuiteError
+from ..suite.sizes import format_size
 
 #: Default hard limit: this multiple of the algorithm-clock timeout ...
 WALL_FACTOR = 3.0
@@ -53,6 +60,51 @@ class Limits:
 def default_wall(timeout: float | None) -> float | None:
     """The default hard limit for an algorithm-clock ``timeout`` (``None`` without one)."""
     return None if timeout is None else WALL_FACTOR * timeout + WALL_GRACE
+
+
+#: Address space the smallest cell adds to a started worker: measured with the smoke suite's
+#: first cell (n = 4000, d = 6, k = 2; Linux x86-64, Python 3.11, torch 2.13 CPU, NumPy with
+#: OpenBLAS 0.3.31): VmPeak grows by 100 MiB over the worker's VmSize (/proc/self/status) with
+#: one or two torch threads; under memory_limit the cell runs at 128 MiB and fails at 96 MiB
+#: (OpenBLAS cannot map its 32 MiB buffer and exits the worker with code 1) and at 64 MiB
+#: (MemoryError).
+CELL_START_ADDRESS_SPACE = 128 * 2**20
+
+#: The smallest ``memory_limit`` a run accepts: twice :data:`CELL_START_ADDRESS_SPACE`, the
+#: margin for other libraries, versions and thread counts.
+MIN_MEMORY_LIMIT = 2 * CELL_START_ADDRESS_SPACE
+
+
+def check_memory_limit(size: int | None, source: str = "<suite>") -> None:
+    """Refuse a ``memory_limit`` (bytes; ``None``: none) under which no cell can start.
+
+    Parameters
+    ----------
+    size
+        The suite's ``memory_limit`` in bytes.
+    source
+        The suite file, for the message.
+
+    Raises
+    ------
+    SuiteError
+        ``size`` is below :data:`MIN_MEMORY_LIMIT`; the message names ``memory_limit``, the
+        floor and why.
+    """
+    if size is not None and size < MIN_MEMORY_LIMIT:
+        raise SuiteError([("memory_limit", (
+            f"{format_size(size)} is below {format_size(MIN_MEMORY_LIMIT)}, the least a cell "
+            f"can run under: a cell adds about {format_size(CELL_START_ADDRESS_SPACE)} to its "
+            "worker's address space just to start (torch, its data, BLAS buffers); set "
+            f"memory_limit to at least {format_size(MIN_MEMORY_LIMIT).replace(' ', '')}"))],
+            source)
+
+
+def memory_limit_note(size: int) -> str:
+    """What the message of a cell whose worker died under ``memory_limit`` (``size`` bytes)
+    adds: the limit, and that it may be the cause."""
+    return (f"under memory_limit {format_size(size)} (RLIMIT_AS): a native library that cannot "
+            "allocate within it ends the worker; raise memory_limit if the cell needs more")
 
 
 def _address_space() -> int | None:

@@ -33,7 +33,7 @@ from ..cell.spec import CellSpec
 from ..errors import describe_error
 from .heartbeat import heartbeat_file, heartbeat_folder, remove_heartbeat
 from .interrupts import StopRequest
-from .limits import Limits, worker_init
+from .limits import Limits, memory_limit_note, worker_init
 from .worker import execute_cell
 
 Report = Callable[[list[dict[str, Any]]], None]
@@ -138,8 +138,9 @@ def resolve_future(spec: CellSpec, limits: Limits, future: Future) -> list[dict[
         return future.result()
     except FutureTimeout:
         return killed_rows(spec, limits.wall or 0.0)
-    except ProcessExpired as exc:
-        return crashed_rows(spec, exc.exitcode)
+    except ProcessExpired as exc:  # under a memory limit, perhaps its cause: say so
+        return crashed_rows(spec, exc.exitcode,
+                            memory_limit_note(limits.memory) if limits.memory else "")
     except BaseException as exc:  # the pool could not run or return it (e.g. unpicklable)
         return crashed_rows(spec, None, describe_error(exc))
 

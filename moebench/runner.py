@@ -36,7 +36,7 @@ from .execution.manifest import (
     run_entry,
 )
 from .execution.store import Mode, ResultStore
-from .reports import write_run_outputs
+from .reports.outputs import finish_outputs
 from .suite import ResolvedExperiment, Suite, resolve
 
 Executor = Literal["local", "dask"]
@@ -265,7 +265,8 @@ class SuiteRun:
 
     def finish(self, state: str, html_report: bool = True, slow_reports: bool = True) -> None:
         """Write the manifest, table, leaderboards and reports; one failing never costs the
-        others (their errors are listed in the manifest's ``output_errors``)."""
+        others (the manifest says ``outputs: failed`` and lists them in ``output_errors``;
+        a complete run then raises :class:`~moebench.reports.outputs.OutputsFailed`)."""
         finish_manifest(self.manifest, self.store, state)
         self.store.write_manifest(self.manifest)
         if not self.manifest.get("cells_in_folder"):
@@ -273,8 +274,5 @@ class SuiteRun:
         # the folder's experiments, earlier runs' included
         with_reproduction = slow_reports and any(e.get("reference") or e.get("figures")
                                                  for e in self.manifest["experiments"])
-        problems = write_run_outputs(self.store, self.manifest, reproduction=with_reproduction,
-                                     html=html_report)
-        if problems:
-            self.manifest["output_errors"] = problems
-            self.store.write_manifest(self.manifest)
+        finish_outputs(self.store, self.manifest, complete=state == "complete",
+                       reproduction=with_reproduction, html=html_report)

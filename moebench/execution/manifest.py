@@ -12,6 +12,14 @@ references that this run's selection leaves out (:func:`merge_recorded`; this ru
 win), and lists every run that wrote into the folder (``runs``). Counts: ``cells`` and
 ``status_counts`` are this run's selection; ``cells_in_folder``, ``earlier_cells`` and
 ``folder_status_counts`` what the folder's outputs describe.
+
+Two fields say how far a run got: ``state`` is about its cells (``running``, then
+``complete`` when every cell ran, or ``interrupted``), ``outputs`` about the files computed
+from them (:data:`OUTPUT_STATES`): ``writing`` from the end of the cells until the outputs
+are written (what a manifest still says when the run died, or the disk was too full to
+rewrite it, while they were written), then ``written``, or ``failed`` with ``output_errors``
+(``"<output>: <error>"``); ``none`` when the folder holds no cell. A complete run whose
+outputs failed is ``state: complete, outputs: failed``: its cells need not run again.
 """
 
 from __future__ import annotations
@@ -209,6 +217,20 @@ def merge_recorded(manifest: dict[str, Any], recorded: dict[str, Any]) -> None:
                                                                          or [])
 
 
+#: Values of a manifest's ``outputs`` (see the module docstring).
+OUTPUT_STATES = ("none", "writing", "written", "failed")
+
+
+def record_outputs(manifest: dict[str, Any], problems: list[str]) -> None:
+    """Record in ``manifest`` whether the outputs of the run were written: ``outputs:
+    written``, or ``failed`` with ``output_errors`` (``problems``)."""
+    manifest["outputs"] = "failed" if problems else "written"
+    if problems:
+        manifest["output_errors"] = list(problems)
+    else:
+        manifest.pop("output_errors", None)
+
+
 #: Columns of a cell's final row summed by :func:`time_accounting`, and their names there.
 ACCOUNTED = {"time": "algorithm_wall", "cpu_time": "algorithm_cpu", "time_metrics": "metrics",
              "time_data": "data", "time_compile": "compilation",
@@ -247,7 +269,9 @@ def finish_manifest(manifest: dict[str, Any], store: ResultStore, state: str) ->
     ``status_counts``: over this run's cells (the selection's cells it computed or kept);
     ``cells_in_folder``, ``earlier_cells`` (those of earlier runs outside this run) and
     ``folder_status_counts``: over every cell the folder's outputs describe
-    (:meth:`.store.ResultStore.folder_cells`); ``time_accounting``: the cells this run computed.
+    (:meth:`.store.ResultStore.folder_cells`); ``time_accounting``: the cells this run computed;
+    ``outputs``: ``writing`` (``none`` when the folder holds no cell) until
+    :func:`record_outputs` says how writing them went.
     The last ``runs`` entry gets the end, state and counts of this run; descriptions of
     earlier experiments that the folder holds no cell of are dropped.
     """
@@ -260,6 +284,7 @@ def finish_manifest(manifest: dict[str, Any], store: ResultStore, state: str) ->
     manifest["cells_in_folder"] = len(folder)
     manifest["earlier_cells"] = len(folder) - len(finals)
     manifest["folder_status_counts"] = _status_counts(folder)
+    manifest["outputs"] = "writing" if folder else "none"
     runs = manifest.get("runs")
     if not runs:
         return

@@ -4,6 +4,7 @@ written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,8 +24,10 @@ from conftest import fake_distribution
 from moebench import plugins
 from moebench.cli import main
 from moebench.errors import MoebenchError
+from moebench.execution import store as store_module
 from moebench.execution.lock import LOCK_FILE, FolderInUse, FolderLock
 from moebench.execution.store import ResultStore
+from moebench.reports import outputs
 from moebench.reports.results import ResultsRebuilt
 from moebench.runner import run_suite
 from moebench.suite import parse_suite
@@ -275,3 +278,75 @@ def test_a_linked_results_folder_is_fine(finished, tmp_path):
     with FolderLock(link) as lock:
         assert lock.held
         assert len(ResultStore(link, "resume").previous) == 2
+
+
+# -- item 13: the disk fills while the outputs are written ------------------------------------
+
+def _full_disk(monkeypatch, folder: Path, manifest_fails: bool = False) -> None:
+    """The disk fills while report.html is written: the writer leaves a partial temporary
+    file and fails with ENOSPC, and nothing else fits until that file is gone (with
+    ``manifest_fails``: the manifest never fits again)."""
+    leftover = folder / ".report.html.tmp"
+
+    def write_html(run, *args, **kwargs):
+        leftover.write_text("<html>" + "x" * 10_000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    atomic_write = store_module._atomic_write
+
+    def full(path, write):
+        if leftover.exists() or (manifest_fails and path.name == "manifest.json"
+                                 and json.loads((folder / "manifest.json").read_text())
+                                 .get("outputs") == "writing"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        atomic_write(path, write)
+
+    monkeypatch.setattr(outputs, "write_html", write_html)
+    monkeypatch.setattr(store_module, "_atomic_write", full)
+
+
+def _resume(folder: Path, tmp_path: Path):
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(textwrap.dedent(SUITE))
+    return CliRunner().invoke(main, ["run", str(suite_file), "--out", str(folder.parent),
+                                     "--resume", "--progress", "none"])
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_the_manifest_says_so(folder, tmp_path,
+                                                                       monkeypatch):
+    cells = (folder / "cells.jsonl").read_bytes()
+    _full_disk(monkeypatch, folder)
+    result = _resume(folder, tmp_path)
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.output)
+    assert line == (f"error: the finished cells are kept in {folder}, but outputs could not be "
+                    "written: report.html: OSError: [Errno 28] No space left on device; fix "
+                    "that (a full disk: free space), then run the suite again with --resume to "
+                    "write them (no cell is computed again)")
+    assert not list(folder.glob(".*tmp")) and not (folder / "report.html").exists()
+    assert (folder / "cells.jsonl").read_bytes() == cells
+    assert (folder / "results.parquet").is_file() and (folder / "leaderboard.md").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["state"] == "complete"  # every cell ran ...
+    assert manifest["outputs"] == "failed"  # ... but not every output was written
+    assert manifest["output_errors"] == ["report.html: OSError: [Errno 28] No space left on "
+                                         "device"]
+
+
+def test_a_manifest_that_no_longer_fits_still_says_the_outputs_were_being_written(
+        folder, tmp_path, monkeypatch):
+    _full_disk(monkeypatch, folder, manifest_fails=True)
+    result = _resume(folder, tmp_path)
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.output)
+    assert "report.html: OSError: [Errno 28]" in line
+    assert "manifest.json: OSError: [Errno 28]" in line
+    assert not list(folder.glob(".*tmp"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["state"] == "complete" and manifest["outputs"] == "writing"
+
+
+def test_written_outputs_are_recorded(finished):
+    manifest = json.loads((finished / "manifest.json").read_text())
+    assert manifest["state"] == "complete" and manifest["outputs"] == "written"
+    assert "output_errors" not in manifest

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..cell.rows import WALL_OVER_FACTOR, WALL_OVER_GRACE
+from .markdown_text import markdown_cell
 from .results import SUCCESS, RunResults, metric_direction
 
 COLUMNS = [
@@ -220,11 +221,13 @@ def to_markdown(board: pd.DataFrame, directions: Mapping[str, str] | None = None
         metric = group["metric"].iloc[0]
         better = metric is not None and metric_direction(directions, metric) == "max"
         arrow = "higher is better" if better else "lower is better"
-        parts.append(f"### {exp} — {ds}\n\nranked by `{metric}` ({arrow})\n")
+        # labels and ids come from suite files: escaped, so that none breaks the table
+        parts.append(f"### {markdown_cell(exp)} — {markdown_cell(ds)}\n\nranked by "
+                     f"`{metric}` ({arrow})\n")
         parts.append("| " + " | ".join(HEADERS) + " |")
         parts.append("|" + "---|" * len(HEADERS))
         for row in format_rows(group):
-            parts.append("| " + " | ".join(row) + " |")
+            parts.append("| " + " | ".join(markdown_cell(cell) for cell in row) + " |")
         parts += [f"\n{line}" for line in mark_legend(group)]
         parts.append("")
     return "\n".join(parts)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .leaderboard import OVER_BUDGET_MARK, leaderboard_of
+from .markdown_text import markdown_cell
 from .results import SUCCESS, RunResults, name_cells
 
 FAILURES_FILE = "failures.md"
@@ -51,17 +52,19 @@ def write_failures(run: RunResults | str | Path) -> Path:
         lines += [f"{len(bad)} cell(s) did not succeed ("
                   + ", ".join(f"{s}: {n}" for s, n in counts.items()) + ").", ""]
         for exp, group in bad.groupby("experiment", sort=False):
-            lines += [f"## {exp}", "", "| dataset | algorithm | seed | status | message |",
-                      "|---|---|---|---|---|"]
+            lines += [f"## {markdown_cell(exp)}", "",
+                      "| dataset | algorithm | seed | status | message |", "|---|---|---|---|---|"]
             details = []
             for r in group.itertuples(index=False):
                 message = "" if pd.isna(r.message) else str(r.message)
-                first = message.split("\n")[0].replace("|", "\\|")
-                lines.append(f"| {r.dataset} | {r.algorithm} | {r.repetition} | {r.status} | "
-                             f"{first} |")
-                if "\n" in message.strip():
-                    details += [f"<details><summary>{r.dataset} / {r.algorithm} / seed "
-                                f"{r.repetition}</summary>", "", "```", message.strip(), "```",
+                ds, alg = markdown_cell(r.dataset), markdown_cell(r.algorithm)
+                lines.append(f"| {ds} | {alg} | {r.repetition} | {r.status} | "
+                             f"{markdown_cell(message.split(chr(10))[0])} |")
+                if "\n" in message.strip():  # a fence longer than any backtick run inside
+                    fence = "`" * max(3, 1 + max((len(m) for m in
+                                                  re.findall("`+", message)), default=0))
+                    details += [f"<details><summary>{ds} / {alg} / seed "
+                                f"{r.repetition}</summary>", "", fence, message.strip(), fence,
                                 "", "</details>", ""]
             lines += ["", *details]
     path = run.directory / FAILURES_FILE

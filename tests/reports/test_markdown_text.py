@@ -72,3 +72,22 @@ def test_reproduction_keeps_hostile_labels_in_their_cells(fresh_plugins, tmp_pat
         assert rows and all(row.count("<td>") == head.count("<th>") for row in rows)
     assert "<td>gd | &lt;b&gt;fast&lt;/b&gt;</td>" in html
     assert "<td>&lt;b&gt;a&lt;/b&gt; | beats b</td>" in html
+
+
+def test_leaderboard_and_failures_keep_hostile_labels_in_their_cells(fresh_plugins, tmp_path):
+    """leaderboard.md and failures.md take the same labels: no tag, no broken row."""
+    text = textwrap.dedent(SUITE).replace("params: {n: 60, n_test: 20, d: 3, k: 2}",
+                                          "params: {n: 60, n_test: 20, d: 3, k: 2}\n"
+                                          "      - name: table\n"
+                                          "        label: \"missing | <b>file</b>\"\n"
+                                          "        params: {path: /nonexistent.csv, target: y}")
+    directory = run_suite(parse_suite(text), tmp_path)
+    for name, least in (("leaderboard.md", 2), ("failures.md", 1)):
+        html = MarkdownIt("commonmark").enable("table").render((directory / name).read_text())
+        assert "<b>" not in html and "<i>" not in html and "<u>" not in html, name
+        tables = html.split("<table>")[1:]
+        assert len(tables) >= least, name
+        for table in tables:
+            head, *rows = table.split("<tr>")[1:]
+            assert rows and all(row.count("<td>") == head.count("<th>") for row in rows), name
+        assert "missing | &lt;b&gt;file&lt;/b&gt;" in html, name

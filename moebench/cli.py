@@ -39,7 +39,9 @@ KIND_CHOICES = ["algorithms", "datasets", "devices", "metrics", "models"]
 @click.version_option(__version__, prog_name="moebench")
 def main() -> None:
     """Benchmark algorithms that learn Mixture-of-Experts models."""
-    warnings.formatwarning = _warning_line
+    previous, warnings.formatwarning = warnings.formatwarning, _warning_line
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning",
+                                                              previous))
 
 
 _python_warning_format = warnings.formatwarning

@@ -211,7 +211,7 @@ def test_a_second_run_into_a_locked_folder_stops_naming_the_holder(nap_plugin, t
             FolderLock(folder).acquire()
     finally:
         os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        first.communicate()
     assert json.loads((folder / LOCK_FILE).read_text())["pid"] == first.pid  # stale file
     with FolderLock(folder) as lock:  # the OS released the dead run's lock
         assert lock.held

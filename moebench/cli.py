@@ -253,6 +253,12 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         if dry_run:
             print_grid(resolved, repetition_round)
             return
+        if not scheduler:  # workers on this machine: no more than its cores and memory hold
+            from .execution.limits import cap_jobs
+
+            jobs, note = cap_jobs(jobs)
+            if note:
+                err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         directory = _run_with_progress(
             suite, resolved, out, suite_file, progress_mode, jobs=jobs, quick=quick,
             seeds=seeds, mode=mode, executor=executor, scheduler=scheduler,

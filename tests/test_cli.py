@@ -135,6 +135,41 @@ def test_jobs_auto_uses_one_worker_per_usable_core_without_oversubscribing(fresh
     assert bad.exit_code == 2 and "neither a positive number of workers nor 'auto'" in bad.output
 
 
+def test_jobs_beyond_the_machine_are_capped_in_one_line(fresh_plugins, tmp_path):
+    """--jobs 100000 used to start hundreds of ~330 MiB workers: it gets one per usable core
+    (and no more than memory holds), and says so."""
+    import os
+
+    from moebench.execution.limits import WORKER_MEMORY, cap_jobs
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("name: tiny\nrepetitions: 1\nbudget: {max_iter: 2}\n"
+                     "datasets:\n  - name: synthetic-moe\n    params: {n: 60, n_test: 20, d: 3, "
+                     "k: 2}\nalgorithms:\n  - name: gd\n")
+    result = invoke("run", str(suite), "--out", str(tmp_path), "--jobs", "100000",
+                    "--no-report", "--progress", "none")
+    assert result.exit_code == 0, result.output
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    assert manifest["jobs"] <= cores
+    notes = [line for line in result.output.splitlines() if "--jobs 100000 capped at" in line]
+    assert notes == [f"note: --jobs 100000 capped at {manifest['jobs']} worker(s): {cores} "
+                     f"usable core(s), one worker each"
+                     + notes[0].split("one worker each")[1]]
+    # memory caps too, and a request the machine holds is left alone
+    import moebench.execution.limits as limits
+
+    original = limits.available_memory
+    try:
+        limits.available_memory = lambda: 3 * WORKER_MEMORY
+        assert cap_jobs(10**5)[0] == min(cores, 3)
+        limits.available_memory = lambda: WORKER_MEMORY // 2
+        assert cap_jobs(10**5)[0] == 1
+    finally:
+        limits.available_memory = original
+    assert cap_jobs(1) == (1, None)
+
+
 TINY_SUITE = ("name: tiny\nrepetitions: 1\nbudget: {max_iter: 2}\n"
               "datasets:\n  - name: synthetic-moe\n    params: {n: 60, n_test: 20, d: 3, k: 2}\n"
               "algorithms:\n  - name: gd\n")

@@ -97,6 +97,22 @@ class RoundType(click.ParamType):
         return round_
 
 
+class FactorType(click.ParamType):
+    """``--factor``, ``--time-factor``: a finite ratio of at least 1."""
+
+    name = "FACTOR"
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            factor = float(value)
+        except (TypeError, ValueError):
+            factor = math.nan
+        if not (math.isfinite(factor) and factor >= 1.0):
+            self.fail(f"{value!r} is not a finite ratio of at least 1 (e.g. 1.1 for 10 %)",
+                      param, ctx)
+        return factor
+
+
 class SecondsType(click.ParamType):
     """``--timeout``, ``--budget-timeout``: a positive, finite number of seconds (``inf`` and
     ``nan`` are refused: leave the option out for the suite's own limit)."""
@@ -591,25 +607,34 @@ def availability_text(name: str, available: bool, reason: str) -> str:
 @main.command("report",
               short_help="Write report.html and REPRODUCTION.md for a results folder.")
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--to", "to", type=FolderType(), default=None,
               help="write report.html, REPRODUCTION.md and figures/ here (default: RESULTS_DIR)")
 @click.option("--no-html", is_flag=True, help="write REPRODUCTION.md only")
 def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
     """Write report.html (interactive, offline) and REPRODUCTION.md (measurements beside the
     papers' numbers, with figures) for RESULTS_DIR; print the reproduction headline first,
     then where the files are."""
+    from .execution.store import refuse_links
     from .reports import RunResults, write_html, write_reproduction
     from .reports.analysis import run_headline
 
+    target = to if to is not None else results_dir
     try:
         run = RunResults.load(results_dir)
         print_headline(run_headline(run))  # first, as after moebench run
+        refuse_links(target)
         paths = [write_reproduction(run, to)]
         if not no_html:
             paths.append(write_html(run, to))
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
                           soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:  # a folder that cannot be made or written, a full disk
+        err_console.print(f"[red]error:[/red] cannot write the report into "
+                          f"{escape(str(target))}: {escape(exc.strerror or str(exc))}"
+                          f"{escape(f' ({exc.filename})' if exc.filename else '')}",
+                          highlight=False, soft_wrap=True)
         sys.exit(1)
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
@@ -620,13 +645,20 @@ def report_cmd(results_dir: Path, to: Path | None, no_html: bool) -> None:
 @click.argument("results_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def leaderboard_cmd(results_dir: Path) -> None:
     """Recompute and print the leaderboards of RESULTS_DIR (also rewrites the csv/md files)."""
+    from .execution.store import refuse_links
     from .reports.leaderboard import write_leaderboards
 
     try:
+        refuse_links(results_dir)
         board = write_leaderboards(results_dir)
     except MoebenchError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
                           soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:
+        err_console.print(f"[red]error:[/red] cannot write the leaderboards into "
+                          f"{escape(str(results_dir))}: {escape(exc.strerror or str(exc))}",
+                          highlight=False, soft_wrap=True)
         sys.exit(1)
     print_leaderboard(board)
 
@@ -736,9 +768,9 @@ def data_fetch(name: str, force: bool) -> None:
 def _compare_options(command):
     """The options ``compare`` and ``compare-commits`` share."""
     options = [
-        click.option("--factor", type=click.FloatRange(min=1.0), default=1.1, show_default=True,
+        click.option("--factor", type=FactorType(), default=1.1, show_default=True,
                      help="how much worse a metric must get to count (1.1: 10 %)"),
-        click.option("--time-factor", type=click.FloatRange(min=1.0), default=1.5,
+        click.option("--time-factor", type=FactorType(), default=1.5,
                      show_default=True,
                      help="how much slower the time per iteration must get to count; times "
                           "move with the machine's state (identical code side by side on a "

@@ -197,3 +197,30 @@ def test_report_prints_the_headline_first_then_where_it_wrote(fresh_plugins, tmp
     lines = result.stdout.splitlines()
     assert lines[0] == headline  # the same line as after the run
     assert lines[1:] == [f"wrote {tmp_path / 'headline' / 'REPRODUCTION.md'}"]
+
+
+def test_report_and_leaderboard_failures_are_one_line(fresh_plugins, tmp_path):
+    """--to a folder that cannot be made, an empty --to, a link in the folder and a
+    non-finite compare factor: one line each, never a traceback (issue 21, item 4)."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(PAPER_SUITE)
+    assert invoke("run", str(suite), "--out", str(tmp_path), "--no-report", "--progress",
+                  "none").exit_code == 0
+    run = tmp_path / "headline"
+    bad = invoke("report", str(run), "--to", "/proc/moebench-cannot-be-here")
+    assert bad.exit_code == 1
+    assert "error: cannot write the report into /proc/moebench-cannot-be-here: " in bad.output
+    assert "Traceback" not in bad.output
+    empty = invoke("report", str(run), "--to", "")
+    assert empty.exit_code == 2 and "'' names no folder" in empty.output
+    victim = tmp_path / "victim.md"
+    victim.write_text("keep me\n")
+    (run / "leaderboard.md").unlink(missing_ok=True)
+    (run / "leaderboard.md").symlink_to(victim)
+    linked = invoke("leaderboard", str(run))
+    assert linked.exit_code == 1 and "is a symbolic link" in linked.output
+    assert victim.read_text() == "keep me\n"  # nothing written through the link
+    for option in ("--factor", "--time-factor"):
+        for value in ("inf", "nan", "0.5"):
+            refused = invoke("compare", str(run), str(run), option, value)
+            assert refused.exit_code == 2 and "not a finite ratio of at least 1" in refused.output

@@ -325,6 +325,10 @@ def write_html(run: RunResults | str | Path, out: str | Path | None = None) -> P
     path = out / HTML_FILE
     html = render(build_context(run))
     tmp = path.with_name(f".{HTML_FILE}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:  # a full disk: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -179,15 +179,16 @@ def check_fit_possible(data: Data, n_experts: int) -> None:
     Raises
     ------
     DataError
-        ``n_train < n_experts``; the message names both numbers and what to change.
+        ``n_train <= n_experts``; the message names both numbers and what to change.
     """
     n_train = int(data.X_train.shape[0])
-    if n_train < n_experts:
+    if n_train <= n_experts:
+        few = "fewer than" if n_train < n_experts else "as many as"
         raise DataError(
-            f"{n_train} training rows are fewer than the model's {n_experts} experts "
-            f"(n_train={n_train} < k={n_experts}): each expert needs data to be fitted; use "
-            f"more training rows (n_train, test_fraction, a larger file) or fewer experts "
-            f"(model k <= {n_train})"
+            f"{n_train} training rows are {few} the model's {n_experts} experts "
+            f"(n_train={n_train}, k={n_experts}): a mixture needs more rows than experts to "
+            f"be fitted (as the synthetic datasets' n > k); use more training rows (n_train, "
+            f"test_fraction, a larger file) or fewer experts (model k < {n_train})"
         )
 
 

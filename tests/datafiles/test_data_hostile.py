@@ -144,10 +144,11 @@ def _seed_with_test(n: int, fraction: float, row: int) -> int:
 
 @given(n_train=st.integers(2, 12), k=st.integers(1, 16))
 @settings(derandomize=True, database=None, deadline=None, max_examples=60)
-def test_check_fit_possible_needs_a_row_per_expert(n_train, k):
+def test_check_fit_possible_needs_more_rows_than_experts(n_train, k):
+    """n == k fits each expert to one row (a degenerate mixture): refused, like n < k."""
     rng = np.random.default_rng(n_train)
     data = make(rng.normal(size=(n_train, 2)), rng.normal(size=n_train))
-    if n_train >= k:
+    if n_train > k:
         check_fit_possible(data, k)
         return
     with pytest.raises(DataError) as err:

@@ -266,12 +266,17 @@ def run(suite_file: Path, out: Path, device: str | None, seeds: int | None, jobs
         suite, resolved = _selected_suite(suite_file, device, experiments, algorithms, datasets,
                                           budget_timeout, quick=quick, seeds=seeds, yes=yes)
         check_device_available(suite.device)  # before "started", and for --dry-run too
+        from .execution.limits import cap_jobs, check_memory_limit
+
+        check_memory_limit(suite.memory_limit_bytes(), str(suite_file))
         if dry_run:
             print_grid(resolved, repetition_round)
             return
-        if not scheduler:  # workers on this machine: no more than its cores and memory hold
-            from .execution.limits import cap_jobs
+        if scheduler:  # before "started" and before the results folder exists
+            from .execution.dask import reachable_scheduler
 
+            scheduler = reachable_scheduler(scheduler)
+        else:  # workers on this machine: no more than its cores and memory hold
             jobs, note = cap_jobs(jobs)
             if note:
                 err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)

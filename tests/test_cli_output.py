@@ -224,3 +224,20 @@ def test_report_and_leaderboard_failures_are_one_line(fresh_plugins, tmp_path):
         for value in ("inf", "nan", "0.5"):
             refused = invoke("compare", str(run), str(run), option, value)
             assert refused.exit_code == 2 and "not a finite ratio of at least 1" in refused.output
+
+
+def test_a_bad_memory_limit_or_scheduler_stops_before_started_and_writes_nothing(
+        fresh_plugins, tmp_path):
+    suite = tmp_path / "mem.yaml"
+    suite.write_text("name: m\nmemory_limit: 100MiB\nbudget: {max_iter: 2}\ndatasets:\n"
+                     "  - {name: synthetic-moe, params: {n: 60, n_test: 20, d: 3, k: 2}}\n"
+                     "algorithms:\n  - name: gd\n")
+    mem = invoke("run", str(suite), "--out", str(tmp_path / "a"), "--progress", "lines")
+    assert mem.exit_code == 2 and "memory_limit: 100 MiB is below 256 MiB" in mem.output
+    suite.write_text(suite.read_text().replace("memory_limit: 100MiB\n", ""))
+    sched = invoke("run", str(suite), "--out", str(tmp_path / "b"), "--scheduler",
+                   "not-an-address", "--progress", "lines")
+    assert sched.exit_code == 1 and "--scheduler 'not-an-address'" in sched.output
+    for result in (mem, sched):
+        assert "started" not in result.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

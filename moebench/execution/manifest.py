@@ -221,16 +221,6 @@ def merge_recorded(manifest: dict[str, Any], recorded: dict[str, Any]) -> None:
 OUTPUT_STATES = ("none", "writing", "written", "failed")
 
 
-def record_outputs(manifest: dict[str, Any], problems: list[str]) -> None:
-    """Record in ``manifest`` whether the outputs of the run were written: ``outputs:
-    written``, or ``failed`` with ``output_errors`` (``problems``)."""
-    manifest["outputs"] = "failed" if problems else "written"
-    if problems:
-        manifest["output_errors"] = list(problems)
-    else:
-        manifest.pop("output_errors", None)
-
-
 #: Columns of a cell's final row summed by :func:`time_accounting`, and their names there.
 ACCOUNTED = {"time": "algorithm_wall", "cpu_time": "algorithm_cpu", "time_metrics": "metrics",
              "time_data": "data", "time_compile": "compilation",
@@ -271,7 +261,7 @@ def finish_manifest(manifest: dict[str, Any], store: ResultStore, state: str) ->
     ``folder_status_counts``: over every cell the folder's outputs describe
     (:meth:`.store.ResultStore.folder_cells`); ``time_accounting``: the cells this run computed;
     ``outputs``: ``writing`` (``none`` when the folder holds no cell) until
-    :func:`record_outputs` says how writing them went.
+    :func:`moebench.reports.outputs.record_outputs` says how writing them went.
     The last ``runs`` entry gets the end, state and counts of this run; descriptions of
     earlier experiments that the folder holds no cell of are dropped.
     """

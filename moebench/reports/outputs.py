@@ -9,7 +9,7 @@ files and every temporary file in the folder are removed (:func:`remove_leftover
 folder holds the outputs that were written and none that were cut short. The manifest says
 which: ``state`` is about the cells (``complete`` when every cell ran), ``outputs`` about the
 files computed from them (``writing`` while they are written, then ``written`` or ``failed``
-with ``output_errors``; see :func:`moebench.execution.manifest.record_outputs`).
+with ``output_errors``; see :func:`record_outputs`).
 :func:`finish_outputs` then stops a complete run with :class:`OutputsFailed` (exit 1 on the
 command line): its cells are kept, and ``moebench run --resume`` writes the outputs again
 without recomputing a cell.
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MoebenchError, describe_error
-from ..execution.manifest import record_outputs
 from ..execution.store import MANIFEST_FILE, RESULTS_FILE, ResultStore
 from .html import HTML_FILE, write_html
 from .leaderboard import write_leaderboards
@@ -55,6 +54,16 @@ class OutputsFailed(MoebenchError):
             f"the finished cells are kept in {directory}, but outputs could not be written: "
             f"{'; '.join(problems)}; fix that (a full disk: free space), then run the suite "
             "again with --resume to write them (no cell is computed again)")
+
+
+def record_outputs(manifest: dict[str, Any], problems: list[str]) -> None:
+    """Record in ``manifest`` whether the outputs of the run were written: ``outputs:
+    written``, or ``failed`` with ``output_errors`` (``problems``)."""
+    manifest["outputs"] = "failed" if problems else "written"
+    if problems:
+        manifest["output_errors"] = list(problems)
+    else:
+        manifest.pop("output_errors", None)
 
 
 def remove_leftovers(directory: Path, failed: list[str]) -> None:
@@ -125,7 +134,7 @@ def write_run_outputs(store: ResultStore, manifest: dict[str, Any], reproduction
 def finish_outputs(store: ResultStore, manifest: dict[str, Any], *, complete: bool,
                    reproduction: bool = True, html: bool = True) -> list[str]:
     """Write a run's outputs (:func:`write_run_outputs`) and record in its manifest whether
-    they were written (:func:`~moebench.execution.manifest.record_outputs`).
+    they were written (:func:`record_outputs`).
 
     Parameters
     ----------

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .analysis import Curve, curve_stats
+from .analysis import CURVE_COLUMNS, Curve, curve_stats
 from .results import SUCCESS
 
 #: The column of the rows returned by :func:`suboptimality_rows`.
@@ -68,7 +68,11 @@ def suboptimality_rows(results: pd.DataFrame, experiment: str, dataset: str, met
         with the columns ``best`` (``f*`` of the row's seed) and :data:`COLUMN` (set on the
         iteration rows of successful cells).
     """
-    sel = results[(results["experiment"] == experiment) & (results["dataset"] == dataset)]
+    if metric not in results:
+        return results.iloc[0:0]
+    columns = [c for c in dict.fromkeys((*CURVE_COLUMNS, metric)) if c in results]
+    sel = results.loc[(results["experiment"] == experiment) & (results["dataset"] == dataset),
+                      columns]
     ok = sel[sel["status"].isin(SUCCESS)]
     if metric not in ok or not np.isfinite(ok[metric].astype(float)).any():
         return sel.iloc[0:0]
@@ -128,20 +132,22 @@ def time_to_tolerance(rows: pd.DataFrame, tolerances: tuple[float, ...] = TOLERA
     out: list[Reach] = []
     counted = rows[rows[COLUMN].notna()] if len(rows) else rows
     for algorithm, group in counted.groupby("algorithm", sort=False):
-        group = group.sort_values(["repetition", "iteration"])
-        seeds = int(group["repetition"].nunique())
-        scale = np.maximum(1.0, np.abs(group["best"].to_numpy(dtype=float)))
+        group = group.sort_values(["repetition", "iteration"], kind="stable")
+        rep = group["repetition"].to_numpy()
         gap = group[COLUMN].to_numpy(dtype=float)
+        scale = np.maximum(1.0, np.abs(group["best"].to_numpy(dtype=float)))
+        times, iterations = (group[c].to_numpy(dtype=float) for c in ("time", "iteration"))
+        next_same_seed = np.r_[rep[1:] == rep[:-1], False]
+        seeds = int(len(np.unique(rep)))
         for tol in tolerances:
-            within = pd.Series(gap <= tol * scale, index=group.index)
-            stays = within.groupby(group["repetition"]).shift(-1, fill_value=False)
+            within = gap <= tol * scale
+            stays = np.r_[within[1:], False] & next_same_seed
             # the iteration that sets f* has a gap of 0 by construction: it counts only when
             # the next one stays within the tolerance (a run ending on the best value would
             # otherwise "reach" every tolerance at its last step)
-            counts = within & ((gap > 0) | stays)
-            first = group[counts].groupby("repetition").first()
-            times, iterations = first["time"].astype(float), first["iteration"].astype(float)
+            counts = np.flatnonzero(within & ((gap > 0) | stays))
+            first = counts[np.unique(rep[counts], return_index=True)[1]]  # per seed, earliest
             out.append(Reach(str(algorithm), tol, seeds, int(len(first)),
-                             float(times.median()) if len(first) else None,
-                             float(iterations.median()) if len(first) else None))
+                             float(np.median(times[first])) if len(first) else None,
+                             float(np.median(iterations[first])) if len(first) else None))
     return out

@@ -25,7 +25,16 @@ from pydantic import Field, model_validator
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
 from moebench.density import GaussianMixtureDensity
 
-__all__ = ["SyntheticMoE", "SyntheticSample", "activation_np"]
+__all__ = ["SyntheticMoE", "SyntheticSample", "activation_np", "require_more_samples_than_experts"]
+
+
+def require_more_samples_than_experts(n: int, k: int) -> None:
+    """Refuse ``n <= k`` training samples for ``k`` experts (each expert is fitted on the
+    samples it draws), before anything runs."""
+    if n <= k:
+        raise ValueError(f"n={n} training samples for k={k} experts: n must be larger than k "
+                         "(each expert is fitted on the samples it draws); raise n or lower k")
+
 
 CITATION = (
     "A. V. Makkuva, S. Oh, S. Kannan, P. Viswanath. Breaking the gridlock in Mixture-of-Experts: "
@@ -96,11 +105,7 @@ class SyntheticMoE(Dataset):
 
         @model_validator(mode="after")
         def _more_samples_than_experts(self) -> Self:
-            if self.n <= self.k:
-                raise ValueError(
-                    f"n={self.n} training samples for k={self.k} experts: n must be larger than "
-                    "k (each expert is fitted on the samples it draws); raise n or lower k"
-                )
+            require_more_samples_than_experts(self.n, self.k)
             return self
 
         @model_validator(mode="after")

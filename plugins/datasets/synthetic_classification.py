@@ -16,6 +16,8 @@ from pydantic import Field, model_validator
 
 from moebench import Data, Dataset, ModelSpec, Params, hookimpl
 
+from .synthetic import require_more_samples_than_experts
+
 __all__ = ["SyntheticLogisticMoE"]
 
 CITATION = (
@@ -53,11 +55,7 @@ class SyntheticLogisticMoE(Dataset):
 
         @model_validator(mode="after")
         def _more_samples_than_experts(self) -> Self:
-            if self.n <= self.k:
-                raise ValueError(
-                    f"n={self.n} training samples for k={self.k} experts: n must be larger than "
-                    "k (each expert is fitted on the samples it draws); raise n or lower k"
-                )
+            require_more_samples_than_experts(self.n, self.k)
             return self
 
     def generate(self, seed: int) -> dict[str, np.ndarray]:

@@ -114,26 +114,33 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
         assert shot.stat().st_size > 20_000  # a real picture, not a blank page
 
 
+def plot_page(path, plots: dict, height: int = 440):
+    """A page of plotly plots (id -> (traces, layout)), 600 px wide, with plotly.js inlined
+    and ``window.moebenchRendered`` set once they are drawn, as report.html does."""
+    import json
+
+    from moebench.reports.html import plotly_js
+
+    divs = "".join(f'<div class="plot" id="{k}" style="width:600px;height:{height}px"></div>'
+                   for k in plots)
+    calls = ",".join(f"Plotly.newPlot('{k}', {json.dumps(t)}, {json.dumps(layout)})"
+                     for k, (t, layout) in plots.items())
+    path.write_text(f"<html><body>{divs}<script>{plotly_js()}</script><script>"
+                    f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = "
+                    f"{len(plots)}; }});</script></body></html>")
+    return path
+
+
 def test_log_axes_label_every_tick_in_full(tmp_path):
     """plotly's own log ticks label minor ticks with bare digits ("1000 5 2 100 5 2"); the
     report's log axes use explicit ticks, and the browser check flags the bare ones."""
-    import json
-
     from moebench.reports.figures import log_ticks
-    from moebench.reports.html import plotly_js
 
     ys = [12.0, 40.0, 300.0, 900.0]
     axes = {"plain": {"type": "log"}, "explicit": {"type": "log", **log_ticks(ys)}}
     assert axes["explicit"]["ticktext"][:4] == ["5", "7", "10", "15"]
-    divs = "".join(f'<div class="plot" id="{k}" style="width:600px;height:400px"></div>'
-                   for k in axes)
-    calls = ",".join(
-        f"Plotly.newPlot('{k}', [{{x: [1, 2, 3, 4], y: {json.dumps(ys)}}}], "
-        f"{{yaxis: {json.dumps(a)}}})" for k, a in axes.items())
-    page = tmp_path / "ticks.html"
-    page.write_text(f"<html><body>{divs}<script>{plotly_js()}</script><script>"
-                    f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = 2; }});"
-                    "</script></body></html>")
+    page = plot_page(tmp_path / "ticks.html", {
+        k: ([{"x": [1, 2, 3, 4], "y": ys}], {"yaxis": a}) for k, a in axes.items()}, height=400)
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
@@ -144,23 +151,13 @@ def test_log_axes_label_every_tick_in_full(tmp_path):
 
 def test_the_browser_check_sees_parts_drawn_over_each_other(tmp_path):
     """A legend over the x axis's title is flagged; the report's own layout is not."""
-    import json
 
     from moebench.reports.figures import base_layout
-    from moebench.reports.html import plotly_js
 
     good = base_layout("a title", "iteration", "metric", False)
     bad = {**good, "legend": {"orientation": "h", "x": 0, "y": -0.08, "yanchor": "top"}}
-    divs = "".join(f'<div class="plot" id="{k}" style="width:600px;height:440px"></div>'
-                   for k in ("good", "bad"))
-    traces = json.dumps([{"x": [1, 2, 3], "y": [3, 1, 2], "name": f"algorithm {i}"}
-                         for i in range(4)])
-    calls = ",".join(f"Plotly.newPlot('{k}', {traces}, {json.dumps(layout)})"
-                     for k, layout in (("good", good), ("bad", bad)))
-    page = tmp_path / "overlap.html"
-    page.write_text(f"<html><body>{divs}<script>{plotly_js()}</script><script>"
-                    f"Promise.all([{calls}]).then(() => {{ window.moebenchRendered = 2; }});"
-                    "</script></body></html>")
+    traces = [{"x": [1, 2, 3], "y": [3, 1, 2], "name": f"algorithm {i}"} for i in range(4)]
+    page = plot_page(tmp_path / "overlap.html", {"good": (traces, good), "bad": (traces, bad)})
     reason = missing_reason()
     if reason:
         pytest.skip(reason)

@@ -97,36 +97,29 @@ class RoundType(click.ParamType):
         return round_
 
 
-class FactorType(click.ParamType):
-    """``--factor``, ``--time-factor``: a finite ratio of at least 1."""
+class FiniteNumber(click.ParamType):
+    """A finite number of at least ``least`` (above it when ``strict``); ``inf`` and ``nan``
+    are refused: ``--factor`` and ``--time-factor`` (ratios of at least 1), ``--timeout`` and
+    ``--budget-timeout`` (positive seconds; leave the option out for the suite's own limit)."""
 
-    name = "FACTOR"
-
-    def convert(self, value, param, ctx) -> float:
-        try:
-            factor = float(value)
-        except (TypeError, ValueError):
-            factor = math.nan
-        if not (math.isfinite(factor) and factor >= 1.0):
-            self.fail(f"{value!r} is not a finite ratio of at least 1 (e.g. 1.1 for 10 %)",
-                      param, ctx)
-        return factor
-
-
-class SecondsType(click.ParamType):
-    """``--timeout``, ``--budget-timeout``: a positive, finite number of seconds (``inf`` and
-    ``nan`` are refused: leave the option out for the suite's own limit)."""
-
-    name = "SECONDS"
+    def __init__(self, name: str, least: float, strict: bool, what: str) -> None:
+        self.name, self.least, self.strict, self.what = name, least, strict, what
 
     def convert(self, value, param, ctx) -> float:
         try:
-            seconds = float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
-        return seconds
+            number = math.nan
+        if not (math.isfinite(number)
+                and (number > self.least if self.strict else number >= self.least)):
+            self.fail(f"{value!r} is not {self.what}", param, ctx)
+        return number
+
+
+#: ``--timeout``, ``--budget-timeout``.
+SECONDS = FiniteNumber("SECONDS", 0.0, True, "a positive, finite number of seconds")
+#: ``--factor``, ``--time-factor``.
+FACTOR = FiniteNumber("FACTOR", 1.0, False, "a finite ratio of at least 1 (e.g. 1.1 for 10 %)")
 
 
 class FolderType(click.Path):
@@ -204,7 +197,7 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
               help="keep the finished cells of OUT/<suite> (done, max_iter, timeout, skipped "
                    "with the same configuration) and run the others")
 @click.option("--overwrite", is_flag=True, help="discard the results already in OUT/<suite>")
-@click.option("--timeout", "wall_timeout", type=SecondsType(),
+@click.option("--timeout", "wall_timeout", type=SECONDS,
               default=None, help="hard wall-clock limit per cell in seconds: its worker is "
                                  "killed and the cell recorded 'timeout' (default: the suite's "
                                  "budget.wall_timeout, else 3 x budget.timeout + 120 s)")
@@ -223,7 +216,7 @@ EXIT_OK, EXIT_CANNOT_RUN, EXIT_INVALID_SUITE, EXIT_STRICT = 0, 1, 2, 3
                    "NAME[lr=0.1] fixes a parameter, NAME[lr=[0.1,0.5]] sweeps it")
 @click.option("-d", "--dataset", "datasets", multiple=True, metavar="NAME[p=v,...]",
               help="run only this dataset entry (repeatable), with parameters as for -a")
-@click.option("--budget-timeout", type=SecondsType(), default=None,
+@click.option("--budget-timeout", type=SECONDS, default=None,
               help="override budget.timeout: seconds of algorithm time per cell, after which "
                    "the runner stops the algorithm (--timeout is the hard wall-clock limit)")
 @click.option("--dry-run", is_flag=True,
@@ -773,9 +766,9 @@ def data_fetch(name: str, force: bool) -> None:
 def _compare_options(command):
     """The options ``compare`` and ``compare-commits`` share."""
     options = [
-        click.option("--factor", type=FactorType(), default=1.1, show_default=True,
+        click.option("--factor", type=FACTOR, default=1.1, show_default=True,
                      help="how much worse a metric must get to count (1.1: 10 %)"),
-        click.option("--time-factor", type=FactorType(), default=1.5,
+        click.option("--time-factor", type=FACTOR, default=1.5,
                      show_default=True,
                      help="how much slower the time per iteration must get to count; times "
                           "move with the machine's state (identical code side by side on a "

@@ -118,10 +118,10 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _incomplete(row: dict[str, Any]) -> bool:
+def _incomplete(success_rate: float) -> bool:
     """Some seeds that ran did not succeed (diverged, failed, crashed): the mean is over the
     survivors only."""
-    return not math.isnan(row["success_rate"]) and row["success_rate"] < 1.0
+    return not math.isnan(success_rate) and success_rate < 1.0
 
 
 def same_mean(a: float, b: float) -> bool:
@@ -138,12 +138,14 @@ def _ranked(block: list[dict[str, Any]], metric: str | None,
     # the direction matters (and is looked up) only when there is something to rank
     ranked = metric is not None and any(not math.isnan(r["mean"]) for r in block)
     sign = -1.0 if ranked and metric_direction(directions, metric) == "max" else 1.0
-    block.sort(key=lambda r: (math.isnan(r["mean"]), _incomplete(r), sign * r["mean"] if not
-                              math.isnan(r["mean"]) else 0.0, r["algorithm"]))
+    block.sort(key=lambda r: (math.isnan(r["mean"]), _incomplete(r["success_rate"]),
+                              sign * r["mean"] if not math.isnan(r["mean"]) else 0.0,
+                              r["algorithm"]))
     for i, r in enumerate(block, start=1):
         before = block[i - 2] if i > 1 else None
         tied = before is not None and not math.isnan(before["mean"]) \
-            and _incomplete(before) == _incomplete(r) and same_mean(r["mean"], before["mean"])
+            and _incomplete(before["success_rate"]) == _incomplete(r["success_rate"]) \
+            and same_mean(r["mean"], before["mean"])
         r["rank"] = math.nan if math.isnan(r["mean"]) else before["rank"] if tied else i
     return block
 
@@ -192,7 +194,7 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
             score += f" {PHASE_MARK}"
         if getattr(r, "over_budget", 0) and score != "-":
             score += f" {OVER_BUDGET_MARK}"
-        if score != "-" and _incomplete({"success_rate": r.success_rate}):
+        if score != "-" and _incomplete(r.success_rate):
             score += f" {INCOMPLETE_MARK}"
         out.append(
             [
@@ -240,7 +242,7 @@ def mark_legend(group: pd.DataFrame) -> list[str]:
         lines.append(f"{CUT_SHORT_MARK} some seeds were cut short by the timeout (status "
                      "`timeout`): their final values come from fewer iterations than the "
                      "budget's `max_iter`.")
-    if any(not math.isnan(r.mean) and _incomplete({"success_rate": r.success_rate})
+    if any(not math.isnan(r.mean) and _incomplete(r.success_rate)
            for r in group.itertuples(index=False)):
         lines.append(f"{INCOMPLETE_MARK} some seeds diverged or failed (success under 100 %): "
                      "the score is over the seeds that succeeded, and the algorithm ranks after "

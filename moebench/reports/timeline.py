@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .figures import SYMBOLS, Styles, base_layout, json_float, log_ticks, rgba
+from .figures import SYMBOLS, Styles, base_layout, figure_title, json_float, log_ticks, rgba
 from .html import plotly_js
 from .measures import CONFIG, TIME, Clock, clock_available, format_seconds, seed_measures
 from .results import SUCCESS, RunResults
@@ -225,8 +225,8 @@ def measure_figure(lines: list[_Line], runs: list[TimelineRun], measure: str, cl
     is_time = measure == TIME
     fmt = format_seconds if is_time else (lambda v: "-" if json_float(v) is None else f"{v:.4g}")
     name = f"time per iteration ({CLOCK_NAMES[clock]})" if is_time else measure
-    title = (f"{escape(name)}<br><sub>{_direction(runs, measure)}; median over seeds with "
-             "the 25-75 % band</sub>")
+    title = figure_title(escape(name), f"{_direction(runs, measure)}; median over seeds with "
+                         "the 25-75 % band")
     ytitle = f"seconds per iteration ({CLOCK_NAMES[clock]})" if is_time else escape(measure)
     layout = base_layout(title, "commit (oldest first)", ytitle, is_time)
     shorts = [r.short for r in runs]

@@ -4,9 +4,11 @@
 (``inputs="gmm"``, the non-Gaussian inputs of their Section 4.1 / Table 1, with ``mu_1`` and
 ``mu_2`` drawn independently and uniformly on the unit sphere); ``z ~ softmax(W x)`` with
 ``w_k = 0``; ``y = g(a_z . x) + sigma * eps``. The regressors ``a_i`` are uniform on the unit
-sphere; the free gate vectors have norm ``gate_norm`` and, with ``gating="orthogonal"``, are
-orthogonal to the span of the regressors (the setting of the paper's theory; ``"generic"`` is the
-non-orthogonal setting of their Section 4.2 / Table 2).
+sphere (``expert_cosine = 0``) or share a common direction, so that their pairwise cosine is
+about ``expert_cosine`` (less separated experts); the free gate vectors have norm
+``gate_norm`` and, with ``gating="orthogonal"``, are orthogonal to the span of the regressors
+(the setting of the paper's theory; ``"generic"`` is the non-orthogonal setting of their
+Section 4.2 / Table 2).
 
 The data carry their input density (``Data.input_density``): ``N(0, I_d)`` or the two-component
 mixture, so that score-function methods (``tensor-em``) use the right ``S_2``, ``S_3``
@@ -53,6 +55,17 @@ def activation_np(t: np.ndarray, activation: str) -> np.ndarray:
     raise ValueError(f"unknown activation {activation!r}")
 
 
+def _share_direction(V: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """Unit rows ``sqrt(c) u + sqrt(1 - c) v_i`` with ``u`` a unit direction drawn from its own
+    generator (seeded by ``(seed, 1)``) and ``v_i`` the unit rows of ``V`` made orthogonal to
+    ``u``: pairwise cosines ``c + (1 - c) cos(v_i, v_j)``."""
+    u = np.random.default_rng((seed, 1)).standard_normal(V.shape[1])
+    u /= np.linalg.norm(u)
+    V = V - np.outer(V @ u, u)
+    V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-300)
+    return np.sqrt(cosine) * u + np.sqrt(1.0 - cosine) * V
+
+
 @dataclass(frozen=True)
 class SyntheticSample:
     """Everything drawn for one seed: parameters, inputs, latent experts and targets.
@@ -94,6 +107,12 @@ class SyntheticMoE(Dataset):
             "(needs d >= 2k - 1); generic: independent random directions",
         )
         gate_norm: float = Field(1.0, ge=0, description="norm of each free gate vector")
+        expert_cosine: float = Field(
+            0.0, ge=0, lt=1,
+            description="separation of the experts: a_i = sqrt(c) u + sqrt(1 - c) v_i with u a "
+            "common unit direction and v_i the uniform draws made orthogonal to u, so that "
+            "cos(a_i, a_j) = c + (1 - c) cos(v_i, v_j), about c (0: uniform on the sphere)",
+        )
         inputs: Literal["gaussian", "gmm"] = Field(
             "gaussian",
             description="input distribution: gaussian = N(0, I_d); gmm = p N(mu1, I_d) + "
@@ -135,12 +154,17 @@ class SyntheticMoE(Dataset):
         The draws are, in order: regressors, gate directions, (GMM inputs only: the two means),
         inputs, (GMM inputs only: the components), the Gumbel noise of the gate, the output
         noise. Gaussian inputs therefore give the same arrays as before GMM inputs existed.
+        The common direction of ``expert_cosine > 0`` comes from a generator of its own, so
+        that every other draw is the same whatever ``expert_cosine`` (and ``0`` gives the
+        arrays of the generator before the parameter existed).
         """
         p = self.params
         rng = np.random.default_rng(seed)
         k, d, m = p.k, p.d, p.n + p.n_test
         A = rng.standard_normal((k, d))
         A /= np.linalg.norm(A, axis=1, keepdims=True)
+        if p.expert_cosine > 0:
+            A = _share_direction(A, p.expert_cosine, seed)
         G = rng.standard_normal((k - 1, d))
         if p.gating == "orthogonal":
             Q, _ = np.linalg.qr(A.T)  # orthonormal basis of span(a_1..a_k), shape (d, k)
@@ -186,6 +210,7 @@ class SyntheticMoE(Dataset):
                 "k": p.k,
                 "gating": p.gating,
                 "gate_norm": p.gate_norm,
+                **({"expert_cosine": p.expert_cosine} if p.expert_cosine else {}),
                 "inputs": p.inputs,
                 **({"p": p.p} if p.inputs == "gmm" else {}),
                 "task": "regression",

@@ -119,3 +119,22 @@ def test_targets_follow_the_chosen_expert(activation):
     mean = activation_np(np.einsum("nd,nd->n", s.X, s.A[s.z]), activation)
     resid = s.y - mean
     assert abs(resid.std() - 0.05) < 0.005 and abs(resid.mean()) < 0.005
+
+
+def test_expert_cosine_sets_the_separation_of_the_experts_and_nothing_else():
+    """``expert_cosine = c``: unit regressors whose pairwise cosines are about c (c + (1 - c)
+    times the cosine of independent draws); every other draw stays the default's."""
+    base = generate(7, k=8, d=10, n=50, n_test=10, gating="generic")
+    assert np.array_equal(generate(7, k=8, d=10, n=50, n_test=10, gating="generic",
+                                   expert_cosine=0.0).A, base.A)
+    for c in (0.5, 0.9):
+        s = generate(7, k=8, d=10, n=50, n_test=10, gating="generic", expert_cosine=c)
+        assert np.allclose(np.linalg.norm(s.A, axis=1), 1.0)
+        cos = (s.A @ s.A.T)[np.triu_indices(8, 1)]
+        assert abs(cos.mean() - c) < 0.15 * (1 - c) + 0.05
+        # the spread around c shrinks with 1 - c: every pair shares the common direction
+        base_cos = (base.A @ base.A.T)[np.triu_indices(8, 1)]
+        assert cos.std() < (1 - c) * base_cos.std() * 1.5
+        assert np.array_equal(s.X, base.X) and np.array_equal(s.W, base.W)
+    with pytest.raises(ValueError):
+        SyntheticMoE.Params(expert_cosine=1.0)

@@ -97,7 +97,8 @@ class Problem:
         :meth:`draw_init`, which follows this spec.
     init_truth
         Reserved for :meth:`draw_init` (the ground truth that the ``near-truth`` scheme
-        perturbs; ``None`` when the data has none). Algorithms must not read it.
+        perturbs; ``None`` when the data has none). Algorithms must not read it (the
+        one exception is the oracle reference ``mle-from-truth``, which is no competitor).
     """
 
     model: Model

@@ -97,7 +97,7 @@ def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
             name: device.tensor(getattr(data, name), dtype)
             for name in ("X_train", "y_train", "X_test", "y_test")
         }
-        truth = _truth_for(model, data)
+        truth = truth_for(model, data)
         init = model.init_params(exp.init, torch_generator(fields["init_seed"], "cpu"), truth)
         init = {k: v.to(device.torch_device()) for k, v in init.items()}
     except DataUnavailable as exc:
@@ -111,7 +111,7 @@ def prepare_unit(spec: CellSpec) -> PreparedUnit | UnitFailure:
     return PreparedUnit(device, data, model, tensors, truth, init, metrics)
 
 
-def _truth_for(model: Model, data: Data) -> ParamDict | None:
+def truth_for(model: Model, data: Data) -> ParamDict | None:
     """The ground truth when it is expressed in ``model``'s layout, else ``None``.
 
     A suite may fit another family (or another ``k``) than the one that generated the data;

@@ -16,7 +16,7 @@ from ..dataset import Data
 from ..device import Device
 from ..model import InitSpec, Model, ParamDict
 from ..seeding import torch_generator
-from .harness import build_model
+from .harness import build_model, truth_for
 
 
 @dataclass
@@ -121,7 +121,8 @@ class Fixture:
         algorithm = self.algorithm(params)
         problem = Problem(self.model, self.X, self.y,
                           torch_generator(seed, self.device.torch_device()),
-                          self.data.input_density, init_spec=InitSpec())
+                          self.data.input_density, init_spec=InitSpec(),
+                          init_truth=truth_for(self.model, self.data))  # as the runner gives it
         start = {k: v.clone() for k, v in self.init.items()}
         result = algorithm.fit(problem, start, callback)
         after = 0 if stopped["calls"] is None else self.model_calls - stopped["calls"]

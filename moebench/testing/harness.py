@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import plugins
-from ..cell.unit import build_model  # the one place the kit imports build_model from
+from ..cell.unit import build_model, truth_for  # the one place the kit imports them from
 from ..device import Device
 
 __all__ = ["DEFAULT_DATASET", "available_devices", "build_model", "component_class",
-           "component_label", "run_checks", "type_name"]
+           "component_label", "run_checks", "truth_for", "type_name"]
 
 #: ``(dataset name, params)`` of the small problem the algorithm and metric checks fit.
 DEFAULT_DATASET = ("synthetic-moe", {"n": 400, "n_test": 100, "d": 4, "k": 2, "sigma": 0.3})

@@ -1,0 +1,254 @@
+"""Online EM (Cappé & Moulines 2009) for the regression MoE with linear experts.
+
+Each mini-batch of ``batch_size`` rows gets an E-step at the current parameters; running
+averages of the experts' sufficient statistics follow it with step ``gamma_t = t^-alpha``
+(``t`` counts mini-batches, ``1/2 < alpha <= 1``), and the experts' M-step is solved from the
+averages (Cappé & Moulines, eq. 7-8: ``s_t = s_{t-1} + gamma_t (E[s | batch_t] - s_{t-1})``,
+``theta_t = argmax Q(s_t)``). The softmax gate has no finite sufficient statistics; it takes a
+Newton step on a quadratic model of the averaged gate objective, whose gradient and Hessian are
+averaged with the same steps (the gradient carried along each step: ``g <- g - H delta``).
+
+The data is read only through row slices ``X[s:e]``: a tensor (then visited in a random order
+drawn from the problem's generator), a ``numpy.memmap`` or
+:class:`~moebench_plugins.datasets.arrays.ParquetColumns` (visited in file order, one
+mini-batch in memory at a time), so that ``X`` need not fit in memory; batches are moved to the
+model's device (CPU or CUDA: the same code). One reported iteration is one pass over the data
+(contract item 2), with the number of mini-batch updates in ``extras``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Params, Problem, hookimpl
+from moebench_plugins.models.kernels import RowChunks, em_pass
+from moebench_plugins.models.regression import RegressionMoE
+
+__all__ = ["OnlineEM", "OnlineEMParams", "row_batches"]
+
+
+class OnlineEMParams(Params):
+    """Parameters of online EM."""
+
+    batch_size: int = Field(
+        5000, ge=1, description="rows per mini-batch (the memory online EM holds of the data)"
+    )
+    alpha: float = Field(
+        0.6, gt=0.5, le=1.0, description="step-size exponent: gamma_t = t^-alpha over "
+        "mini-batches t = 1, 2, ... (Cappé & Moulines: 1/2 < alpha <= 1; 1 = running mean)"
+    )
+    hessian_rows: int | None = Field(
+        1000, ge=1, description="rows of each mini-batch whose gate Hessian is averaged (the "
+        "curvature of the gate's Newton steps; its gradient uses every row); None: all rows"
+    )
+    gate_ridge: float = Field(
+        1e-6, gt=0, description="ridge on the gate's Newton steps (keeps them finite when the "
+        "posteriors are separable)"
+    )
+    shuffle: bool = Field(
+        True, description="visit the rows of in-memory data in a new random order each pass "
+        "(drawn from the problem's generator); out-of-core data is always read in file order"
+    )
+    tol: float = Field(
+        0.0, ge=0, description="stop when the relative decrease of the pass's mean NLL falls "
+        "below tol (0 disables)"
+    )
+
+
+@dataclass
+class _Averages:
+    """Running averages of the sufficient statistics and of the gate's quadratic model."""
+
+    mass: torch.Tensor  # (k,)       mean r_i
+    xx: torch.Tensor    # (k, d, d)  mean r_i x x^T
+    xy: torch.Tensor    # (k, d)     mean r_i x y
+    yy: torch.Tensor    # (k,)       mean r_i y^2
+    grad: torch.Tensor  # (k-1, d)   gradient of the mean gate objective at the current W
+    hess: torch.Tensor  # ((k-1)d, (k-1)d) its negated Hessian
+
+    def update(self, new: _Averages, gamma: float) -> None:
+        for name in ("mass", "xx", "xy", "yy", "grad", "hess"):
+            old = getattr(self, name)
+            old.add_(getattr(new, name) - old, alpha=gamma)
+
+
+def row_batches(X: Any, y: Any, batch_size: int, order: torch.Tensor | None = None
+                ) -> Iterator[tuple[Any, Any]]:
+    """Mini-batches ``(X_b, y_b)`` of a data source, as the source's own slices.
+
+    Parameters
+    ----------
+    X, y
+        Inputs ``(n, d)`` and targets ``(n,)``: tensors, numpy arrays (memory maps) or any
+        array-like with ``shape`` and row slices (:class:`ParquetColumns`).
+    batch_size
+        Rows per batch (the last one may be shorter).
+    order
+        A permutation of the rows to visit them in (tensors only); ``None``: in order.
+    """
+    n = int(X.shape[0])
+    for s in range(0, n, batch_size):
+        e = min(n, s + batch_size)
+        if order is None:
+            yield X[s:e], y[s:e]
+        else:
+            idx = order[s:e]
+            yield X.index_select(0, idx), y.index_select(0, idx)
+
+
+class OnlineEM(Algorithm):
+    """Online (stochastic) EM on mini-batches: linear experts and softmax gate."""
+
+    name = "online-em"
+    summary = "online EM on mini-batches with running sufficient statistics (Cappé & Moulines)"
+    Params = OnlineEMParams
+
+    def unsupported_reason(self, model: Model) -> str | None:
+        """Only the regression MoE with linear experts has finite sufficient statistics."""
+        if not isinstance(model, RegressionMoE):
+            return f"online-em needs the regression-moe family; {model.name!r} is not it"
+        if model.params.activation != "linear":
+            return ("online-em needs linear experts (finite sufficient statistics); "
+                    f"activation is {model.params.activation!r}")
+        return None
+
+    @torch.no_grad()
+    def fit(self, problem: Problem, init: ParamDict, callback: Callback) -> ParamDict:
+        """Pass over the data in mini-batches until ``callback`` says stop (or ``tol``).
+
+        The objective of iteration ``t >= 1`` is the mean NLL of the pass's mini-batches, each
+        at the parameters it met (progressive validation: no extra pass over the data);
+        iteration 0 reports ``None``. ``extras``: ``updates`` (mini-batches so far) and
+        ``step`` (the last ``gamma_t``).
+        """
+        model: RegressionMoE = problem.model  # type: ignore[assignment]
+        p = self.params
+        params = {k: v.detach().clone() for k, v in init.items()}
+        if not callback(Iterate(0, params)):
+            return params
+        X, y = problem.X, problem.y
+        n = int(X.shape[0])
+        stream = _Stream(model, p)
+        previous = math.inf
+        for epoch in range(1, 2**62):
+            order = None
+            if p.shuffle and isinstance(X, torch.Tensor):
+                g = problem.generator
+                order = torch.randperm(n, generator=g, device=g.device).to(X.device)
+            total = 0.0
+            for xb, yb in row_batches(X, y, p.batch_size, order):
+                params, nll_sum = stream.step(params, xb, yb)
+                total += nll_sum
+            nll = total / n
+            extras = {"updates": float(stream.t), "step": stream.gamma}
+            if not callback(Iterate(epoch, params, objective=nll, extras=extras)):
+                return params
+            if not math.isfinite(nll) or (
+                    p.tol > 0 and (previous - nll) / max(abs(previous), 1e-300) < p.tol):
+                return params
+            previous = nll
+        return params
+
+
+class _Stream:
+    """The state of online EM between mini-batches: the averages and the step counter."""
+
+    def __init__(self, model: RegressionMoE, params: OnlineEMParams) -> None:
+        self.model, self.p = model, params
+        self.avg: _Averages | None = None
+        self.t = 0
+        self.gamma = 1.0
+
+    def step(self, params: ParamDict, xb: Any, yb: Any) -> tuple[ParamDict, float]:
+        """E-step on one batch, averages updated, M-step; returns the new parameters and the
+        batch's summed NLL at the old ones.
+
+        The batch's statistics come from one fused pass of the family's kernel
+        (:func:`~moebench_plugins.models.kernels.em_pass`, as in joint EM's E-step): the
+        responsibilities, the log-likelihood, the experts' weighted Grams and the gate's
+        gradient; its Hessian, a curvature estimate only, from the first ``hessian_rows`` rows.
+        """
+        p = self.p
+        b = int(xb.shape[0])
+        h = b if p.hessian_rows is None else min(b, p.hessian_rows)
+        A, W, log_sigma = params["A"], params["W"], params["log_sigma"]
+        chunks = self._chunks(xb, yb, b)
+        st = em_pass(chunks, A, W, log_sigma, expert_stats=True, gate=True,
+                     gate_hessian=h == b)
+        hess = st.gate.neg_hessian
+        if hess is None:
+            part = self._chunks(xb[:h], yb[:h], h)
+            hess = em_pass(part, A, W, log_sigma, gate=True).gate.neg_hessian * (b / h)
+        ex = st.experts
+        batch = _Averages(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b,
+                          st.gate.grad / b, hess / b)
+        self.t += 1
+        self.gamma = self.t ** -p.alpha
+        if self.avg is None:
+            self.avg = batch
+        else:
+            self.avg.update(batch, self.gamma)
+        return self._m_step(params), -st.loglik
+
+    def _chunks(self, X: Any, y: Any, rows: int) -> RowChunks:
+        model = self.model
+        return RowChunks(X, y, chunk_size=max(1, rows), intercept=model.params.intercept,
+                         device=model.device, dtype=model.dtype)
+
+    def _m_step(self, params: ParamDict) -> ParamDict:
+        """Experts and noise from the averaged statistics, a Newton step for the gate."""
+        avg, model = self.avg, self.model
+        assert avg is not None
+        k, d = avg.xy.shape
+        eye = torch.eye(d, dtype=avg.xx.dtype, device=avg.xx.device)
+        scale = avg.xx.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
+        G = avg.xx + 1e-10 * scale[:, None, None] * eye
+        A = torch.linalg.solve(G, avg.xy.unsqueeze(-1)).squeeze(-1)
+        ok = (avg.mass > 1e-12) & torch.isfinite(A).all(dim=1)
+        A = torch.where(ok[:, None], A, params["A"])
+        log_sigma = params["log_sigma"].clone()
+        noise = model.params.noise
+        if noise != "known":
+            sse = (avg.yy - 2 * (A * avg.xy).sum(1)
+                   + torch.einsum("id,ide,ie->i", A, avg.xx, A)).clamp_min(0.0)
+            floor = 1e-12 * float(avg.yy.sum() / avg.mass.sum().clamp_min(1e-300)) + 1e-300
+            if noise == "shared":
+                s2 = (sse.sum() / avg.mass.sum()).clamp_min(floor)
+                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
+            else:
+                s2 = (sse / avg.mass.clamp_min(1e-300)).clamp_min(floor)
+                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
+        W = self._gate_step(params["W"])
+        return {"A": A, "W": W, "log_sigma": log_sigma}
+
+    def _gate_step(self, W: torch.Tensor) -> torch.Tensor:
+        """A Newton step on the quadratic model of the averaged gate objective (with ridge);
+        the model's gradient then moves with the step."""
+        avg = self.avg
+        assert avg is not None
+        k1, d = avg.grad.shape
+        if k1 == 0:
+            return W.clone()
+        lam = self.p.gate_ridge
+        free = W[:-1].reshape(-1)
+        H = avg.hess + lam * torch.eye(k1 * d, dtype=W.dtype, device=W.device)
+        g = avg.grad.reshape(-1) - lam * free
+        delta = torch.linalg.solve(H, g)
+        if not bool(torch.isfinite(delta).all()):
+            return W.clone()
+        avg.grad.sub_((avg.hess @ delta).reshape(k1, d))
+        out = W.clone()
+        out[:-1] += delta.reshape(k1, d)
+        return out
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    """Register :class:`OnlineEM`."""
+    register(OnlineEM)

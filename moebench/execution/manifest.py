@@ -143,8 +143,8 @@ def _merge_description(old: dict[str, Any], new: dict[str, Any]) -> dict[str, An
                 v.get("dataset"), v.get("algorithm"), v.get("metric"), v.get("iteration"))),
             "claims": _union(ref_new.get("claims"), ref_old.get("claims"),
                              lambda c: json.dumps(c, sort_keys=True, default=str))}
-    merged["figures"] = _union(new.get("figures"), old.get("figures"),
-                               lambda f: f.get("metric"))
+    merged["figures"] = _union(new.get("figures"), old.get("figures"), lambda f: (
+        f.get("kind", "convergence"), f.get("metric"), f.get("x"), f.get("y")))
     return merged
 
 

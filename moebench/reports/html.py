@@ -35,6 +35,8 @@ from .figures import (
     suboptimality_figure,
 )
 from .leaderboard import experiment_board, format_rows, mark_legend
+from .phase import phase_finding
+from .phase_report import phase_heatmap, phase_tables
 from .results import SUCCESS, RunResults, describe_commit, describe_runs
 from .suboptimality import (
     Reach,
@@ -135,7 +137,7 @@ def _dataset_plots(exp: dict[str, Any], run: RunResults, rank_by: str | None,
     """Per dataset configuration of an experiment: its convergence figures (the suite's, or the
     ranking metric's) and box plots (the ranking metric, then the paper's metrics)."""
     name, results = exp["name"], run.frame
-    wanted = list(exp.get("figures") or [])
+    wanted = [f for f in exp.get("figures") or [] if f.get("kind") != "phase"]
     if not wanted and rank_by:
         wanted = [{"metric": rank_by, "title": None, "log_y": False}]
     datasets = []
@@ -242,6 +244,9 @@ def _section(exp: dict[str, Any], run: RunResults, styles: Styles,
         "references": _reference_items(refs),
         "claims": _claim_items(claims),
         "datasets": datasets,
+        "phases": [{"title": title, "finding": phase_finding(table),
+                    "plot": figures.add(phase_heatmap(table, title))}
+                   for table, title in phase_tables(exp, run)],
         "failures": _failures(sub),
     }
 

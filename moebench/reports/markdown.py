@@ -29,6 +29,7 @@ from .analysis import (
 from .figures import Styles, log_ticks
 from .leaderboard import HEADERS, experiment_board, format_rows, mark_legend
 from .markdown_text import markdown_cell
+from .phase_report import phase_markdown
 from .results import RunResults, describe_commit, describe_runs, unsuccessful_cells
 
 REPORT_FILE = "REPRODUCTION.md"
@@ -303,6 +304,7 @@ def _experiment_section(exp: dict[str, Any], run: RunResults, out: Path,
         lines += [f"**Source:** {markdown_cell(ref['source'])}.{note}", ""]
         lines += _reference_table(refs)
         lines += _claim_table(claim_rows(exp, results, run.directions))
+    lines += phase_markdown(exp, run, out, FIGURE_DIR)
     lines += _figures(exp, run, out, styles, refs)
     board = experiment_board(run, name, exp["rank_by"])
     for (_, dataset), group in board.groupby(["experiment", "dataset"], sort=False):
@@ -364,6 +366,8 @@ def _figures(exp: dict[str, Any], run: RunResults, out: Path, styles: Styles,
     values ``refs`` of their dataset and metric; their image links."""
     name, lines = exp["name"], []
     for fig in exp.get("figures", []):
+        if fig.get("kind") == "phase":
+            continue
         for dataset in exp["datasets"]:
             tables = curve_stats(run.frame, name, dataset, fig["metric"])
             if not tables:

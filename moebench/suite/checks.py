@@ -15,7 +15,7 @@ from .. import plugins
 from ..errors import PluginError
 from .problems import Problems, unknown_parameter, validation_message
 from .resolved import Variant
-from .schema import Experiment, ModelChoice
+from .schema import INIT_AXES, Experiment, ModelChoice, PhaseFigure
 
 
 def validate_params(cls: type, params: dict[str, Any]) -> Exception | None:
@@ -120,3 +120,24 @@ def check_reference(
             check(here + ("metric",), claim.metric, set(metrics), "metric")
     for j, figure in enumerate(exp.figures):
         check(loc + ("figures", j, "metric"), figure.metric, set(metrics), "metric")
+        if isinstance(figure, PhaseFigure):
+            here = loc + ("figures", j)
+            check(here + ("algorithm",), figure.algorithm, algorithm_ids, "algorithm")
+            check(here + ("reference",), figure.reference, algorithm_ids, "algorithm")
+            axes = {name for v in datasets for name in v.params} | set(INIT_AXES)
+            check(here + ("x",), figure.x, axes, "axis (a dataset parameter or init.*)")
+            check(here + ("y",), figure.y, axes, "axis (a dataset parameter or init.*)")
+
+
+def check_phase_experiments(experiments: list[Experiment], prefix: tuple[Any, ...],
+                            problems: Problems) -> None:
+    """The ``experiments`` a phase diagram gathers must be experiments of the suite."""
+    names = {exp.name for exp in experiments}
+    for i, exp in enumerate(experiments):
+        for j, figure in enumerate(exp.figures):
+            for m, name in enumerate(getattr(figure, "experiments", [])):
+                if name not in names:
+                    where = prefix + (i,) if prefix else ()
+                    problems.add(where + ("figures", j, "experiments", m),
+                                 f"unknown experiment {name!r}; this suite has: "
+                                 f"{', '.join(sorted(names))}")

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ..errors import SuiteError
 from .bounded_yaml import YamlRefused, load_yaml
 from .problems import Problems, unknown_key, validation_message
-from .schema import EXTENSION_PREFIX, Suite, form_problem, keys_at
+from .schema import EXTENSION_PREFIX, Suite, form_problem, keys_at, without_figure_kind
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -97,11 +97,12 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
     except ValidationError as exc:
         for err in exc.errors():
             msg = validation_message(err)
+            loc = without_figure_kind(tuple(err["loc"]))
             if err["type"] == "extra_forbidden":
-                msg = _unknown_key(tuple(err["loc"]))
+                msg = _unknown_key(loc)
             elif err["type"] == "missing":
                 msg = "required field is missing"
-            problems.add(tuple(err["loc"]), msg)
+            problems.add(loc, msg)
         if all(err["loc"] for err in exc.errors()):  # pydantic skipped the check of the form
             form = form_problem(*(raw.get(k) is not None
                                   for k in ("datasets", "algorithms", "experiments")))

@@ -20,6 +20,7 @@ from .checks import (
     check_device,
     check_distinct_ids,
     check_model_choice,
+    check_phase_experiments,
     check_reference,
     plugin_failure,
     validate_params,
@@ -265,5 +266,6 @@ def resolve(
         resolved.append(
             _resolve_experiment(suite, exp, loc, metric_names, problems, quick, seeds)
         )
+    check_phase_experiments(raw, prefix, problems)
     problems.raise_if_any()
     return resolved

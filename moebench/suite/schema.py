@@ -17,8 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -169,9 +171,59 @@ class Reference(_Strict):
 class Figure(_Strict):
     """A convergence plot: a metric against iterations, mean and spread over seeds."""
 
+    kind: Literal["convergence"] = Field("convergence", description="a convergence plot "
+                                         "(the default kind of a figure)")
     metric: str
     title: Label | None = None
     log_y: bool = False
+
+
+#: The parameters of an experiment's initialisation that a phase diagram can have as an axis.
+INIT_AXES = ("init.scale", "init.radius")
+
+
+class PhaseFigure(_Strict):
+    """A phase diagram: per setting, the fraction of seeds where ``algorithm`` reached the
+    optimum that ``reference`` found on the same data (its final ``metric`` at most the
+    reference's plus ``tolerance`` times ``max(1, |reference|)``)."""
+
+    kind: Literal["phase"] = Field(description="a phase diagram")
+    x: str = Field(description="x axis: a dataset parameter (`k`, `n`, ...) or an "
+                   "initialisation parameter (`init.scale`, `init.radius`)")
+    y: str = Field(description="y axis, like `x`")
+    algorithm: str = Field(description="algorithm variant id whose seeds are judged")
+    reference: str = Field(description="algorithm variant id that gives the optimum of each "
+                           "seed (e.g. `mle-from-truth`)")
+    experiments: list[Label] = Field(
+        default_factory=list, description="experiments whose seeds the diagram gathers "
+        "(default: this one); for an axis that experiments set, such as `init.scale`")
+    metric: str = Field("train_nll", description="the training objective compared")
+    tolerance: float = Field(1e-4, ge=0, description="relative tolerance of 'reached'")
+    title: Label | None = Field(None, description="plot title")
+
+
+def _figure_kind(value: Any) -> Any:
+    """The figure's ``kind`` (``convergence`` when not given); another value is refused with
+    the kinds that exist."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "convergence" if kind is None else kind
+
+
+#: An experiment's figure: a convergence plot (no ``kind``) or a phase diagram.
+FigureSpec = Annotated[
+    Annotated[Figure, Tag("convergence")] | Annotated[PhaseFigure, Tag("phase")],
+    Discriminator(_figure_kind, custom_error_type="figure_kind",
+                  custom_error_message="unknown figure kind: a figure's kind is 'convergence' "
+                  "(the default) or 'phase'"),
+]
+
+
+def without_figure_kind(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A validation error's YAML path without the figure kind pydantic puts after a figure's
+    position (``figures, 0, phase, x`` -> ``figures, 0, x``): the path in the file."""
+    return tuple(part for i, part in enumerate(loc)
+                 if not (i >= 2 and loc[i - 2] == "figures" and isinstance(loc[i - 1], int)
+                         and part in ("convergence", "phase")))
 
 
 class _Settings(_Strict):
@@ -187,7 +239,7 @@ class Experiment(_Settings):
     name: Label
     description: Text = ""
     reference: Reference | None = None
-    figures: list[Figure] = Field(default_factory=list)
+    figures: list[FigureSpec] = Field(default_factory=list)
     datasets: list[DatasetEntry] = Field(min_length=1)
     algorithms: list[AlgorithmEntry] = Field(min_length=1)
 

@@ -53,7 +53,8 @@ NOTES = {
     ("Experiment", "reference"): "the source paper's numbers and claims (verdicts in "
                                  "REPRODUCTION.md and report.html)",
     ("Experiment", "figures"): "convergence plots to draw (report.html draws the ranking "
-                               "metric when none is given)",
+                               "metric when none is given), and phase diagrams "
+                               "(`kind: phase`)",
     ("Experiment", "datasets"): "dataset entries",
     ("Experiment", "algorithms"): "algorithm entries",
     ("Component", "name"): "plugin name (`moebench list algorithms|datasets`)",

@@ -200,6 +200,20 @@ def _prune_reference(exp: dict[str, Any]) -> None:
                      if c["better"] in algorithms and c["than"] in algorithms]
 
 
+def _prune_phase_figures(exp: dict[str, Any], dropped: set[str]) -> None:
+    """Drop the phase diagrams whose algorithm or reference the selection removed, and the
+    experiments it removed from the rest (a name the suite never had stays, to be refused)."""
+    algorithms, kept = _ids(exp["algorithms"]), []
+    for fig in exp.get("figures") or []:
+        if fig.get("kind") == "phase":
+            if fig["algorithm"] not in algorithms or fig["reference"] not in algorithms:
+                continue
+            fig["experiments"] = [n for n in fig.get("experiments") or [] if n not in dropped]
+        kept.append(fig)
+    if "figures" in exp:
+        exp["figures"] = kept
+
+
 def _apply_timeout(data: dict[str, Any], experiments: list[dict[str, Any]],
                    timeout: float) -> None:
     """Set ``timeout`` in every budget (suite, experiments, quick settings, algorithm entries)
@@ -279,8 +293,10 @@ def select(suite: Suite, experiments: list[str] | tuple[str, ...] = (),
                              "dataset and an algorithm")
     if budget_timeout is not None:
         _apply_timeout(data, kept, budget_timeout)
+    dropped = set(names) - {e["name"] for e in kept}
     for e in kept:
         _prune_reference(e)
+        _prune_phase_figures(e, dropped)
     if single:
         data["datasets"], data["algorithms"] = kept[0]["datasets"], kept[0]["algorithms"]
     else:

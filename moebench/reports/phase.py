@@ -1,0 +1,212 @@
+"""Phase diagrams: per setting, the fraction of seeds where an algorithm reached the optimum.
+
+A phase figure of a suite (``{kind: phase, x: k, y: init.scale, algorithm: joint-em,
+reference: mle-from-truth}``) names two axes, the algorithm judged and a reference that finds
+the optimum of each seed (``mle-from-truth``: joint EM started at the truth). A seed of a
+setting is one dataset variant and repetition of one of the figure's experiments; both
+algorithms fit the same data there. The seed **reached the optimum** when the algorithm's final
+objective ``f`` (``train_nll``) is at most the reference's ``f_ref`` plus ``tolerance * max(1,
+|f_ref|)``, or lower; a seed whose algorithm cell did not succeed (diverged, error, crashed) or
+ended on a non-finite value did not; a seed without a successful reference cell, or without an
+algorithm cell at all, cannot be judged and is counted apart. A second view counts the seeds
+whose final ``param_error`` is at most :data:`PARAM_FACTOR` times the reference's.
+
+Everything is read from the results rows and the manifest (the experiments' ``init`` for an
+``init.*`` axis, the rows' ``dataset_params`` for a dataset axis), never from the plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .results import SUCCESS
+
+__all__ = ["FAILURE_FRACTION", "PARAM_FACTOR", "PhaseCell", "PhaseTable", "axis_text",
+           "phase_finding", "phase_table"]
+
+#: A setting where fewer than this fraction of the judged seeds reached the optimum is where
+#: the algorithm "fails".
+FAILURE_FRACTION = 0.9
+#: The second view: a seed's final ``param_error`` within this factor of the reference's.
+PARAM_FACTOR = 2.0
+
+
+@dataclass
+class PhaseCell:
+    """One setting (``x``, ``y``) of a phase diagram."""
+
+    x: Any
+    y: Any
+    judged: int = 0  #: seeds with a reference and an algorithm cell
+    reached: int = 0  #: of those, seeds where the algorithm reached the optimum
+    unjudged: int = 0  #: seeds without a successful reference cell or without an algorithm cell
+    param_judged: int = 0  #: seeds where both final ``param_error`` values are finite, or failed
+    param_reached: int = 0  #: of those, ``param_error`` <= PARAM_FACTOR x the reference's
+
+    @property
+    def fraction(self) -> float:
+        """``reached / judged`` (NaN without a judged seed)."""
+        return self.reached / self.judged if self.judged else math.nan
+
+
+@dataclass
+class PhaseTable:
+    """The success fractions of one phase figure, and the relative gaps they come from."""
+
+    x: str
+    y: str
+    algorithm: str
+    reference: str
+    metric: str
+    tolerance: float
+    xs: list[Any] = field(default_factory=list)
+    ys: list[Any] = field(default_factory=list)
+    cells: dict[tuple[Any, Any], PhaseCell] = field(default_factory=dict)
+    #: ``(f - f_ref) / max(1, |f_ref|)`` of every judged seed whose algorithm cell succeeded.
+    gaps: list[float] = field(default_factory=list)
+
+    def cell(self, x: Any, y: Any) -> PhaseCell | None:
+        """The setting (``x``, ``y``), or ``None`` where the grid has no seed."""
+        return self.cells.get((x, y))
+
+    def failing(self) -> list[PhaseCell]:
+        """Settings with judged seeds where the fraction is below :data:`FAILURE_FRACTION`."""
+        return [c for c in self.cells.values()
+                if c.judged and c.fraction < FAILURE_FRACTION]
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else (1, str(value))
+
+
+def axis_text(value: Any) -> str:
+    """An axis value as the tables print it (``3.0`` as ``3``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _axis_values(finals: pd.DataFrame, axis: str,
+                 inits: dict[str, dict[str, Any]]) -> pd.Series:
+    """The value of ``axis`` on each row: the experiment's ``init.*`` or the dataset's
+    parameter (``None`` where a row's dataset does not set it)."""
+    if axis.startswith("init."):
+        key = axis.split(".", 1)[1]
+        return finals["experiment"].map(lambda e: (inits.get(e) or {}).get(key))
+    parsed = {text: json.loads(text) if isinstance(text, str) and text else {}
+              for text in finals["dataset_params"].unique()}
+    return finals["dataset_params"].map(lambda t: parsed[t].get(axis))
+
+
+def _finals(results: pd.DataFrame, experiments: list[str], algorithm: str) -> pd.DataFrame:
+    """One final row per (experiment, dataset, repetition) of ``algorithm``."""
+    rows = results[(results["record"] == "final") & results["experiment"].isin(experiments)
+                   & (results["algorithm"] == algorithm)]
+    return rows.drop_duplicates(["experiment", "dataset", "repetition"], keep="last")
+
+
+def phase_table(results: pd.DataFrame, figure: dict[str, Any], owner: str,
+                experiments: list[dict[str, Any]]) -> PhaseTable:
+    """The success fraction of every setting of one phase figure.
+
+    Parameters
+    ----------
+    results
+        A run's rows (``results.parquet``).
+    figure
+        The phase figure as the manifest records it (``x``, ``y``, ``algorithm``,
+        ``reference``, ``experiments``, ``metric``, ``tolerance``).
+    owner
+        The experiment that declares the figure (its seeds when ``experiments`` is empty).
+    experiments
+        The manifest's experiments (their ``init`` gives the ``init.*`` axes).
+
+    Returns
+    -------
+    PhaseTable
+        Settings sorted by axis value; empty where no row of ``algorithm`` exists.
+    """
+    names = list(figure.get("experiments") or []) or [owner]
+    inits = {e["name"]: dict(e.get("init") or {}) for e in experiments}
+    metric, tol = figure.get("metric", "train_nll"), float(figure.get("tolerance", 1e-4))
+    table = PhaseTable(figure["x"], figure["y"], figure["algorithm"], figure["reference"],
+                       metric, tol)
+    if "dataset_params" not in results or results.empty:
+        return table
+    key = ["experiment", "dataset", "repetition"]
+    alg = _finals(results, names, figure["algorithm"])
+    ref = _finals(results, names, figure["reference"])
+    ref = ref[ref["status"].isin(SUCCESS)]
+    columns = [c for c in (metric, "param_error") if c in results]
+    both = alg[[*key, "status", "dataset_params", *columns]].merge(
+        ref[[*key, "dataset_params", *columns]], on=key, how="outer", suffixes=("", "_ref"),
+        indicator="pairing")
+    both["dataset_params"] = both["dataset_params"].fillna(both["dataset_params_ref"])
+    both["x_value"] = _axis_values(both, figure["x"], inits)
+    both["y_value"] = _axis_values(both, figure["y"], inits)
+    for row in both.to_dict("records"):
+        _count(table, row)
+    table.xs = sorted({c.x for c in table.cells.values()}, key=_sort_key)
+    table.ys = sorted({c.y for c in table.cells.values()}, key=_sort_key)
+    return table
+
+
+def _count(table: PhaseTable, row: dict[str, Any]) -> None:
+    """Add one seed (a merged algorithm/reference row) to its setting of ``table``."""
+    x, y = row["x_value"], row["y_value"]
+    cell = table.cells.setdefault((x, y), PhaseCell(x, y))
+    if row["pairing"] != "both":  # no successful reference, or no algorithm cell
+        cell.unjudged += 1
+        return
+    cell.judged += 1
+    f, f_ref = (float(row.get(c, math.nan)) for c in (table.metric, table.metric + "_ref"))
+    ok = row["status"] in SUCCESS and math.isfinite(f)
+    if ok and math.isfinite(f_ref):
+        gap = (f - f_ref) / max(1.0, abs(f_ref))
+        table.gaps.append(gap)
+        cell.reached += gap <= table.tolerance
+    p, p_ref = (float(row.get(c, math.nan)) for c in ("param_error", "param_error_ref"))
+    if math.isfinite(p_ref) and (math.isfinite(p) or not ok):
+        cell.param_judged += 1
+        cell.param_reached += bool(ok and p <= PARAM_FACTOR * p_ref)
+
+
+def _settings(cells: list[PhaseCell], table: PhaseTable) -> str:
+    return "; ".join(f"{table.x}={axis_text(c.x)}, {table.y}={axis_text(c.y)} "
+                     f"({c.reached}/{c.judged})" for c in cells)
+
+
+def phase_finding(table: PhaseTable) -> str:
+    """What the phase diagram found, in one paragraph: the settings where the algorithm
+    reached the optimum in fewer than :data:`FAILURE_FRACTION` of its seeds, or that there
+    were none in the grid tried; with the relative gaps that separate the two outcomes."""
+    grid = (f"{table.x} in {{{', '.join(axis_text(v) for v in table.xs)}}} x {table.y} in "
+            f"{{{', '.join(axis_text(v) for v in table.ys)}}}")
+    judged = sum(c.judged for c in table.cells.values())
+    if not judged:
+        return (f"No seed of {table.algorithm} could be judged ({grid}): no successful "
+                f"{table.reference} cell beside it.")
+    rule = (f"{table.algorithm} reached the optimum ({table.metric} at most "
+            f"{table.reference}'s + {table.tolerance:g} x max(1, |{table.metric}|))")
+    gaps = np.asarray(table.gaps)
+    within, beyond = gaps[gaps <= table.tolerance], gaps[gaps > table.tolerance]
+    spread = (f" Relative gaps to {table.reference}: at most {within.max():.1e} on the seeds "
+              "that reached it" if len(within) else f" Relative gaps to {table.reference}:")
+    spread += (("," if len(within) else "") + f" {beyond.min():.1e} to {beyond.max():.1e} on "
+               "the others." if len(beyond) else ".")
+    failing = sorted(table.failing(), key=lambda c: (_sort_key(c.y), _sort_key(c.x)))
+    if not failing:
+        return (f"{rule} in at least {FAILURE_FRACTION:.0%} of the seeds of every setting "
+                f"tried ({grid}): a regime where it fails was not found in the grid "
+                f"tried.{spread}")
+    return (f"{rule} in fewer than {FAILURE_FRACTION:.0%} of the seeds at "
+            f"{_settings(failing, table)}; in {len(table.cells) - len(failing)} other "
+            f"setting(s) of the grid ({grid}) it did in at least {FAILURE_FRACTION:.0%}."
+            f"{spread}")

@@ -99,7 +99,7 @@ def parse_suite(text: str | bytes, source: str = "<suite>") -> Suite:
             msg = validation_message(err)
             loc = without_figure_kind(tuple(err["loc"]))
             if err["type"] == "extra_forbidden":
-                msg = _unknown_key(loc)
+                msg = _unknown_key(tuple(err["loc"]))  # the figure's kind picks its keys
             elif err["type"] == "missing":
                 msg = "required field is missing"
             problems.add(loc, msg)

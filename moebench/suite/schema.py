@@ -353,7 +353,10 @@ def keys_at(loc: tuple[Any, ...]) -> list[str] | None:
     """
     target: Any = Suite
     for part in loc:
-        if isinstance(target, type) and issubclass(target, BaseModel):
+        tagged = _union_tags(target)
+        if tagged:  # a figure's kind, as pydantic's error path names it
+            target = tagged.get(part)
+        elif isinstance(target, type) and issubclass(target, BaseModel):
             field = target.model_fields.get(part) if isinstance(part, str) else None
             target = None if field is None else _unwrapped(field.annotation)
         elif typing.get_origin(target) in (list, tuple) and isinstance(part, int):
@@ -362,9 +365,38 @@ def keys_at(loc: tuple[Any, ...]) -> list[str] | None:
             target = _unwrapped(typing.get_args(target)[1])
         else:
             return None
+    kinds = _union_models(target)  # a figure: a convergence plot or a phase diagram
+    if kinds:
+        return list(dict.fromkeys(n for model in kinds for n in _shared_settings_last(model)))
     if not (isinstance(target, type) and issubclass(target, BaseModel)):
         return None
     return _shared_settings_last(target)
+
+
+def _union_tags(annotation: Any) -> dict[str, type[BaseModel]]:
+    """``{tag: model}`` of a tagged union of models (the figure kinds), else ``{}``."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    tags = {}
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is Annotated:
+            model, *extra = typing.get_args(member)
+            tags.update({t.tag: model for t in extra if isinstance(t, Tag)})
+    return tags
+
+
+def _union_models(annotation: Any) -> list[type[BaseModel]]:
+    """The models of a union of models (``Figure | PhaseFigure``), else ``[]``."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    members = [_unwrapped(a) for a in typing.get_args(annotation)]
+    if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+        return members
+    return []
 
 
 def _unwrapped(annotation: Any) -> Any:
@@ -374,7 +406,9 @@ def _unwrapped(annotation: Any) -> Any:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         others = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _unwrapped(others[0]) if len(others) == 1 else None
+        if len(others) == 1:
+            return _unwrapped(others[0])
+        return annotation if _union_models(annotation) else None
     return annotation
 
 

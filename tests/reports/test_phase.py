@@ -14,7 +14,7 @@ from moebench.reports.html import build_context, render
 from moebench.reports.phase import phase_finding, phase_table
 from moebench.reports.phase_report import phase_heatmap, phase_markdown
 from moebench.reports.results import RunResults
-from moebench.suite import parse_suite
+from moebench.suite import parse_suite, resolve, select
 
 FIGURE = {"kind": "phase", "x": "k", "y": "init.scale", "algorithm": "em",
           "reference": "oracle", "experiments": ["a", "b"], "metric": "train_nll",
@@ -142,7 +142,22 @@ def test_a_phase_figure_is_strict_and_a_typo_names_its_field():
     with pytest.raises(SuiteError) as info:
         parse_suite(SUITE % "yy: init.scale")
     assert "experiments[0].figures[1].yy" in str(info.value)
-    assert "unknown key 'yy'" in str(info.value)
+    assert "unknown key 'yy'; did you mean 'y'?" in str(info.value)
     with pytest.raises(SuiteError, match=r"figures\[1\].*'convergence' \(the default\) or "
                                          "'phase'"):
         parse_suite((SUITE % "y: n").replace("kind: phase", "kind: phse"))
+
+
+def test_a_selection_drops_the_phase_figures_and_experiments_it_removes():
+    text = (SUITE % "y: init.scale, experiments: [e, f]") + """
+  - name: f
+    datasets: [{name: synthetic-moe, params: {n: 100}, grid: {k: [2, 3]}}]
+    algorithms: [{name: joint-em}, {name: mle-from-truth}]
+"""
+    suite = parse_suite(text)
+    assert resolve(suite)[0].figures[1].experiments == ["e", "f"]
+    assert select(suite, ["e"], [], []).experiments[0].figures[1].experiments == ["e"]
+    assert [f.kind for f in select(suite, [], ["joint-em"], []).experiments[0].figures] == [
+        "convergence"]  # the reference is gone: so is the diagram
+    with pytest.raises(SuiteError, match=r"figures\[1\]\.experiments\[1\].*unknown experiment 'g'"):
+        resolve(parse_suite(text.replace("[e, f]", "[e, g]")))

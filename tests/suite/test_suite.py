@@ -92,7 +92,7 @@ def test_every_misspelt_key_at_any_depth_is_listed_at_once_with_the_keys_valid_t
         "experiments[1].quick.repetition": "'repetitions'",
         "experiments[1].algorithms[0].lable": "'label'"}
     assert found["experiments[0].repetitions"].startswith("Input should be a valid integer")
-    assert found["experiments[0].figures[0].logy"].endswith("(valid: metric, title, log_y)")
+    assert found["experiments[0].figures[0].logy"].endswith("(valid: kind, metric, title, log_y)")
     assert found["experiments[1].quick.repetition"].endswith("(valid: repetitions, budget)")
     assert found["experiments[0].datasets[0].model.nam"].endswith("(valid: name, params)")
     assert found["experiments[0].leaderbord"].endswith(

@@ -197,8 +197,7 @@ _PLOTS_JS = """
   document.querySelectorAll('div.plot').forEach(div => {
     const svg = div.querySelector('svg.main-svg');
     const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
-    const marks = div.querySelectorAll(
-      'path.js-line, g.point, path.box, path.js-fill, g.hm image').length;
+    const marks = div.querySelectorAll('.js-line,g.point,path.box,.js-fill,.hm image').length;
     const logs = [];
     ['x', 'y'].forEach(a => {
       const axis = div.layout && div.layout[a + 'axis'];

@@ -22,7 +22,7 @@ from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Problem, ho
 from moebench.em import EMParams, GateOptions, SupportsEM, check_gate_safeguard
 from moebench.errors import UnsupportedProblem
 
-__all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em"]
+__all__ = ["ExtrasHook", "JointEM", "JointEMParams", "relative_decrease", "run_em", "subsample"]
 
 #: ``hook(params_old, params_new, R) -> extras``: further diagnostics of one EM / mirror step.
 ExtrasHook = Callable[[ParamDict, ParamDict, torch.Tensor], dict[str, float]]
@@ -68,6 +68,11 @@ class JointEMParams(EMParams):
         "gate_ridge, disables the phase; so does tol = 0; 0 needs gate_radius)"
     )
 
+    train_rows: int | None = Field(
+        None, ge=1, description="fit a random subsample of this many training rows (drawn "
+        "with the problem's generator), e.g. the memory online-em holds; None: every row"
+    )
+
     @model_validator(mode="after")
     def _check_final_ridge(self) -> Self:
         if self.gate_ridge_final is not None:
@@ -100,8 +105,8 @@ class JointEM(Algorithm):
         The callback's objective is the training NLL; ``extras`` carries the M-step's
         diagnostics (e.g. ``gate_newton_steps``).
         """
-        return run_em(self, problem, init, callback, eta=1.0,
-                      final_gate=self.params.final_gate_options())
+        return run_em(self, subsample(problem, self.params.train_rows), init, callback,
+                      eta=1.0, final_gate=self.params.final_gate_options())
 
 
 def run_em(
@@ -220,6 +225,17 @@ def _nll(model, X: torch.Tensor, y: torch.Tensor, params: ParamDict, extras: dic
     ``em_step`` does not report it)."""
     nll = extras.pop("nll", None)
     return float(nll) if nll is not None else float(model.nll(params, X, y))
+
+
+def subsample(problem: Problem, rows: int | None) -> Problem:
+    """``problem`` with a random subsample of ``rows`` training rows (all when ``None`` or
+    when there are no more), drawn with the problem's generator."""
+    n = int(problem.X.shape[0])
+    if rows is None or rows >= n:
+        return problem
+    g = problem.generator
+    idx = torch.randperm(n, generator=g, device=g.device)[:rows].to(problem.X.device)
+    return replace(problem, X=problem.X.index_select(0, idx), y=problem.y.index_select(0, idx))
 
 
 def needs_m_step(algorithm: str, model: Model) -> str | None:

@@ -1,12 +1,19 @@
 """Online EM (Cappé & Moulines 2009) for the regression MoE with linear experts.
 
 Each mini-batch of ``batch_size`` rows gets an E-step at the current parameters; running
-averages of the experts' sufficient statistics follow it with step ``gamma_t = t^-alpha``
-(``t`` counts mini-batches, ``1/2 < alpha <= 1``), and the experts' M-step is solved from the
-averages (Cappé & Moulines, eq. 7-8: ``s_t = s_{t-1} + gamma_t (E[s | batch_t] - s_{t-1})``,
-``theta_t = argmax Q(s_t)``). The softmax gate has no finite sufficient statistics; it takes a
-Newton step on a quadratic model of the averaged gate objective, whose gradient and Hessian are
-averaged with the same steps (the gradient carried along each step: ``g <- g - H delta``).
+averages of the experts' sufficient statistics follow it with step ``gamma_t`` (``t`` counts
+mini-batches), and the experts' M-step is solved from the averages (Cappé & Moulines, eq. 7-8:
+``s_t = s_{t-1} + gamma_t (E[s | batch_t] - s_{t-1})``, ``theta_t = argmax Q(s_t)``). The
+softmax gate has no finite sufficient statistics; it takes a Newton step on a quadratic model of
+the averaged gate objective, whose gradient and Hessian are averaged with the same steps (the
+gradient carried along each step: ``g <- g - H delta``).
+
+The steps are ``gamma_t = 1`` for the first ``t0`` mini-batches (EM on each batch: far from a
+maximum, decreasing steps would slow the escape from the start's basin, measured on the
+``online-em-memory`` experiment), then ``gamma_t = (t / t0)^-alpha`` with ``1/2 < alpha <= 1``.
+The parameters reported and returned are the polynomial-decay average of the iterates
+(Shamir & Zhang 2013, ``eta = 3``: weight ``4 / (t + 3)`` for iterate ``t``), which removes most
+of the noise of the last iterates (Polyak-Ruppert averaging, Cappé & Moulines section 2.3).
 
 The data is read only through row slices ``X[s:e]``: a tensor (then visited in a random order
 drawn from the problem's generator), a ``numpy.memmap`` or
@@ -40,8 +47,16 @@ class OnlineEMParams(Params):
         5000, ge=1, description="rows per mini-batch (the memory online EM holds of the data)"
     )
     alpha: float = Field(
-        0.6, gt=0.5, le=1.0, description="step-size exponent: gamma_t = t^-alpha over "
-        "mini-batches t = 1, 2, ... (Cappé & Moulines: 1/2 < alpha <= 1; 1 = running mean)"
+        0.6, gt=0.5, le=1.0, description="step-size exponent: gamma_t = (t / t0)^-alpha after "
+        "the first t0 mini-batches (Cappé & Moulines: 1/2 < alpha <= 1)"
+    )
+    t0: int = Field(
+        50, ge=1, description="mini-batches taken with the full step gamma = 1 (EM on each "
+        "batch) before the steps decrease"
+    )
+    average: bool = Field(
+        True, description="report the polynomial-decay average of the iterates (Shamir & "
+        "Zhang 2013) rather than the last iterate"
     )
     hessian_rows: int | None = Field(
         1000, ge=1, description="rows of each mini-batch whose gate Hessian is averaged (the "
@@ -125,7 +140,8 @@ class OnlineEM(Algorithm):
         The objective of iteration ``t >= 1`` is the mean NLL of the pass's mini-batches, each
         at the parameters it met (progressive validation: no extra pass over the data);
         iteration 0 reports ``None``. ``extras``: ``updates`` (mini-batches so far) and
-        ``step`` (the last ``gamma_t``).
+        ``step`` (the last ``gamma_t``). The parameters reported are the averaged iterates
+        (``average``), the objective that of the iterates themselves.
         """
         model: RegressionMoE = problem.model  # type: ignore[assignment]
         p = self.params
@@ -136,6 +152,7 @@ class OnlineEM(Algorithm):
         n = int(X.shape[0])
         stream = _Stream(model, p)
         previous = math.inf
+        mean = params
         for epoch in range(1, 2**62):
             order = None
             if p.shuffle and isinstance(X, torch.Tensor):
@@ -145,15 +162,18 @@ class OnlineEM(Algorithm):
             for xb, yb in row_batches(X, y, p.batch_size, order):
                 params, nll_sum = stream.step(params, xb, yb)
                 total += nll_sum
+                # polynomial-decay averaging (Shamir & Zhang 2013, eta = 3)
+                w = 4.0 / (stream.t + 3) if p.average else 1.0
+                mean = {k: mean[k] + w * (v - mean[k]) for k, v in params.items()}
             nll = total / n
             extras = {"updates": float(stream.t), "step": stream.gamma}
-            if not callback(Iterate(epoch, params, objective=nll, extras=extras)):
-                return params
+            if not callback(Iterate(epoch, mean, objective=nll, extras=extras)):
+                return mean
             if not math.isfinite(nll) or (
                     p.tol > 0 and (previous - nll) / max(abs(previous), 1e-300) < p.tol):
-                return params
+                return mean
             previous = nll
-        return params
+        return mean
 
 
 class _Stream:
@@ -189,7 +209,7 @@ class _Stream:
         batch = _Averages(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b,
                           st.gate.grad / b, hess / b)
         self.t += 1
-        self.gamma = self.t ** -p.alpha
+        self.gamma = 1.0 if self.t <= p.t0 else (self.t / p.t0) ** -p.alpha
         if self.avg is None:
             self.avg = batch
         else:

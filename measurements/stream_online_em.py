@@ -8,8 +8,10 @@ Writes ``X`` (n x d) and ``y`` of a linear-expert MoE (k experts, softmax gate, 
 once, block by block, as an uncompressed NPZ and as a Parquet file (row groups of 10^5 rows),
 then runs each measurement in a fresh process (so that peak memory is its own):
 
-* ``online-parquet``: online-em passes over the Parquet file (:func:`open_parquet`);
-* ``online-npz``: the same over the memory-mapped NPZ (:func:`open_npz_memmap`);
+* ``online-parquet``: online-em passes over the Parquet file (:func:`open_parquet`, the next
+  row group read in the background);
+* ``online-npz``: the same over the NPZ, its row slices read from the file (:func:`open_npz_rows`);
+* ``online-npz-mmap``: the same over the memory-mapped NPZ (:func:`open_npz_memmap`);
 * ``joint-em``: joint EM on the arrays loaded into memory (the per-row time to compare with),
   run until it stops by itself (its default ``tol``), which gives the maximum likelihood the
   online fits are compared with.
@@ -40,7 +42,7 @@ from moebench import InitSpec, Iterate, Problem
 from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.algorithms.online_em import OnlineEM
-from moebench_plugins.datasets.arrays import open_npz_memmap, open_parquet
+from moebench_plugins.datasets.arrays import open_npz_memmap, open_npz_rows, open_parquet
 from moebench_plugins.models.regression import RegressionMoE
 
 _ROW_GROUP = 100_000
@@ -84,7 +86,10 @@ def measure(kind: str, directory: str, k: int, passes: int, batch_size: int) -> 
     torch.set_grad_enabled(False)
     npz = os.path.join(directory, "moe.npz")
     if kind == "online-parquet":
-        X, y = open_parquet(os.path.join(directory, "moe.parquet"), target="y")
+        X, y = open_parquet(os.path.join(directory, "moe.parquet"), target="y", prefetch=True)
+    elif kind == "online-npz":
+        rows = open_npz_rows(npz)
+        X, y = rows["X"], rows["y"]
     else:
         arrays = open_npz_memmap(npz)
         X, y = arrays["X"], arrays["y"]
@@ -137,14 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"data: {args.n:,} rows, d = {args.d}, k = {args.k}: NPZ "
           f"{os.path.getsize(npz) / 1e9:.2f} GB, Parquet {os.path.getsize(parquet) / 1e9:.2f} GB")
     rows = []
-    for kind in ("online-parquet", "online-npz", "joint-em"):
+    for kind in ("online-parquet", "online-npz", "online-npz-mmap", "joint-em"):
         cmd = [sys.executable, "-m", "measurements.stream_online_em", "--only", kind,
                "--dir", args.dir, "--k", str(args.k), "--passes", str(args.passes),
                "--batch-size", str(args.batch_size)]
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(line.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{kind:15s} {r['iterations']:3d} passes, {r['seconds_per_pass']:7.2f} s/pass, "
+        print(f"{kind:16s} {r['iterations']:3d} passes, {r['seconds_per_pass']:7.2f} s/pass, "
               f"{r['ns_per_row']:6.0f} ns/row, NLL {r['nll']:.7f}, peak RSS "
               f"{r['VmHWM'] / 2**30:.2f} GiB (anon {r['RssAnon'] / 2**30:.2f}, file "
               f"{r['RssFile'] / 2**30:.2f})", flush=True)

@@ -30,15 +30,16 @@ Model families (registered names in brackets)
     ``m_step``, ``em_step``, ``q_value``), with ``GateOptions``.
 Algorithms and their parameters
     ``JointEM`` / ``JointEMParams`` (``joint-em``), ``MirrorEM`` / ``MirrorEMParams``
-    (``mirror-em``), ``TensorEM`` / ``TensorEMParams`` (``tensor-em``), ``GradientDescent``
+    (``mirror-em``), ``OnlineEM`` / ``OnlineEMParams`` (``online-em``), ``TensorEM`` /
+    ``TensorEMParams`` (``tensor-em``), ``GradientDescent``
     (``gd``; its parameters are ``GradientDescent.Params``), ``EMParams`` (``tol`` and the gate
     M-step settings shared by the EM family), ``run_em`` (the EM / mirror-descent loop of
     ``joint-em``), ``relative_decrease``.
 Kernels
     ``fit_softmax_gate`` (the gate M-step: damped Newton on the soft-label softmax
     regression), ``project_rows`` (projection onto ``||w_i|| <= radius``), ``permuted_error``
-    (distance over expert permutations), ``open_npz_memmap`` and ``open_parquet`` (data larger
-    than memory).
+    (distance over expert permutations), ``open_npz_memmap``, ``open_npz_rows`` and
+    ``open_parquet`` (data larger than memory).
 """
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ ENTRY_POINT_GROUP = "moebench.api"
 
 #: Names supplied by plugin distributions (the first-party ones: the ``moebench`` distribution).
 PROVIDED = ("DeepMoE", "GradientDescent", "JointEM", "JointEMParams", "LogisticMoE", "MirrorEM",
-            "MirrorEMParams", "RegressionMoE", "SymMoLinE", "SymMoLogE", "TensorEM",
-            "TensorEMParams", "fit_softmax_gate", "open_npz_memmap", "open_parquet",
-            "permuted_error", "project_rows", "relative_decrease", "run_em")
+            "MirrorEMParams", "OnlineEM", "OnlineEMParams", "RegressionMoE", "SymMoLinE",
+            "SymMoLogE", "TensorEM", "TensorEMParams", "fit_softmax_gate", "open_npz_memmap",
+            "open_npz_rows", "open_parquet", "permuted_error", "project_rows",
+            "relative_decrease", "run_em")
 
 
 def _provider(name: str) -> EntryPoint:
@@ -142,6 +144,8 @@ __all__ = [
     "JointEMParams",
     "MirrorEM",
     "MirrorEMParams",
+    "OnlineEM",
+    "OnlineEMParams",
     "TensorEM",
     "TensorEMParams",
     "relative_decrease",
@@ -149,6 +153,7 @@ __all__ = [
     # kernels
     "fit_softmax_gate",
     "open_npz_memmap",
+    "open_npz_rows",
     "open_parquet",
     "permuted_error",
     "project_rows",

@@ -25,6 +25,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.lib import format as npy_format
 
-__all__ = ["ParquetColumns", "open_npz_memmap", "open_parquet"]
+__all__ = ["NpyRows", "ParquetColumns", "open_npz_memmap", "open_npz_rows", "open_parquet"]
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -52,6 +53,12 @@ class ParquetColumns:
     dtype
         Floating-point dtype of the arrays returned by slicing (default float64). Integer and
         boolean columns are converted to it.
+
+    prefetch
+        Read the next row group in a background thread while the current one is consumed
+        (a sequential pass: pyarrow decodes without the GIL, so reading overlaps the
+        computation; one more row group in memory). Default ``False``: a slice reads only the
+        row groups it overlaps.
 
     Attributes
     ----------
@@ -93,6 +100,7 @@ class ParquetColumns:
         columns: str | Sequence[str],
         *,
         dtype: Any = np.float64,
+        prefetch: bool = False,
     ):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
@@ -135,6 +143,8 @@ class ParquetColumns:
         self.ndim = len(self.shape)
         self._read = list(dict.fromkeys(names))  # the distinct columns, read in one call
         self._cached: tuple[int, np.ndarray] | None = None
+        self._prefetch = ThreadPoolExecutor(max_workers=1) if prefetch else None
+        self._pending: tuple[int, Future[np.ndarray]] | None = None
 
     def _check_null_counts(self) -> None:
         """Fail early on nulls that the row groups' statistics already report."""
@@ -168,10 +178,26 @@ class ParquetColumns:
                 f"dtype={self.dtype}, row_groups={self.n_row_groups})")
 
     def _row_group(self, i: int) -> np.ndarray:
-        """Row group ``i`` as a validated ``(rows, p)`` array (cached: the last one read)."""
+        """Row group ``i`` as a validated ``(rows, p)`` array (cached: the last one read); with
+        ``prefetch``, row group ``i + 1`` is then read in the background."""
         if self._cached is not None and self._cached[0] == i:
             return self._cached[1]
         self._cached = None  # release the previous row group before reading the next one
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == i:
+            out = pending[1].result()
+        else:
+            if pending is not None:
+                pending[1].cancel()
+                wait([pending[1]])  # one reader of the file at a time
+            out = self._load(i)
+        self._cached = (i, out)
+        if self._prefetch is not None and i + 1 < self.n_row_groups:
+            self._pending = (i + 1, self._prefetch.submit(self._load, i + 1))
+        return out
+
+    def _load(self, i: int) -> np.ndarray:
+        """Read and validate row group ``i``."""
         table = self._file.read_row_group(i, columns=self._read)
         start = int(self._starts[i])
         out = np.empty((table.num_rows, len(self.columns)), dtype=self.dtype)
@@ -188,7 +214,6 @@ class ParquetColumns:
                     f"{start + int(bad[0])} (row group {i}); clean or drop those rows before "
                     "streaming the file"
                 )
-        self._cached = (i, out)
         return out
 
     def __getitem__(self, key: slice) -> np.ndarray:
@@ -220,6 +245,7 @@ def open_parquet(
     target: str,
     features: Sequence[str] | None = None,
     dtype: Any = np.float64,
+    prefetch: bool = False,
 ) -> tuple[ParquetColumns, ParquetColumns]:
     """Inputs ``X`` and targets ``y`` of a Parquet file as streamable :class:`ParquetColumns`.
 
@@ -234,6 +260,8 @@ def open_parquet(
         ``target``, in file order (columns that only hold a pandas index are left out).
     dtype
         Floating-point dtype of the slices (default float64).
+    prefetch
+        Read the next row group in the background (see :class:`ParquetColumns`).
 
     Returns
     -------
@@ -252,7 +280,7 @@ def open_parquet(
         (see :class:`ParquetColumns`); NaN, infinite and null values are reported when the
         slice that reads them is taken.
     """
-    y = ParquetColumns(path, target, dtype=dtype)
+    y = ParquetColumns(path, target, dtype=dtype, prefetch=prefetch)
     if features is None:
         schema = y._file.schema_arrow
         index = set()
@@ -269,7 +297,7 @@ def open_parquet(
     elif target in features:
         raise ValueError(f"{y.path}: the target {target!r} is also listed in features; "
                          "leave it out of features")
-    X = ParquetColumns(path, list(features), dtype=dtype)
+    X = ParquetColumns(path, list(features), dtype=dtype, prefetch=prefetch)
     return X, y
 
 
@@ -296,7 +324,94 @@ def open_npz_memmap(path: str | os.PathLike[str]) -> dict[str, np.memmap]:
     ValueError
         A member is compressed (``np.savez_compressed``) and cannot be mapped.
     """
-    out: dict[str, np.memmap] = {}
+    return {
+        name: np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                        order="F" if fortran else "C")
+        for name, offset, shape, fortran, dtype in _npz_members(path)
+    }
+
+
+def open_npz_rows(path: str | os.PathLike[str]) -> dict[str, NpyRows]:
+    """The arrays of an uncompressed ``.npz`` file as :class:`NpyRows`: row slices read from
+    the file, without mapping it.
+
+    A pass over a memory map leaves the pages it touched resident in the process (they count in
+    its RSS until the kernel reclaims them); reading the slices instead keeps the process at the
+    size of one slice. Same members and errors as :func:`open_npz_memmap`.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    dict
+        :class:`NpyRows` by member name (without ``.npy``).
+    """
+    return {name: NpyRows(path, offset, shape, dtype, fortran)
+            for name, offset, shape, fortran, dtype in _npz_members(path)}
+
+
+class NpyRows:
+    """Read-only, array-like rows of a ``.npy`` array stored at ``offset`` of a file: ``shape``,
+    ``ndim``, ``dtype`` and row slices ``a[start:stop]`` (step 1), each read from the file into a
+    new array.
+
+    Parameters
+    ----------
+    path
+        The file.
+    offset
+        Byte offset of the array's data.
+    shape, dtype
+        The array's shape and dtype.
+    fortran
+        Whether the array is stored in Fortran order (rows are then not contiguous: refused).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, shape: tuple[int, ...],
+                 dtype: Any, fortran: bool = False) -> None:
+        self.path = os.fspath(path)
+        if fortran and len(shape) > 1:
+            raise ValueError(f"{self.path!r}: a Fortran-order array has no contiguous rows; "
+                             "save it in C order (np.ascontiguousarray) or use open_npz_memmap")
+        self.offset, self.shape, self.dtype = int(offset), tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"NpyRows({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Rows ``key.start:key.stop`` as a new array (row slices with step 1 only)."""
+        if not isinstance(key, slice) or key.indices(self.shape[0])[2] != 1:
+            raise TypeError(f"NpyRows supports only row slices a[start:stop] (step 1), got "
+                            f"{key!r}; read chunks of rows by slicing")
+        start, stop, _ = key.indices(self.shape[0])
+        stop = max(start, stop)
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        with open(self.path, "rb", buffering=0) as fh:
+            fh.seek(self.offset + start * self._row_bytes)
+            got = 0
+            while got < len(view):
+                chunk = fh.readinto(view[got:])
+                if not chunk:
+                    raise ValueError(f"{self.path!r}: the file ends before row {stop}; it is "
+                                     "truncated")
+                got += chunk
+        return out
+
+
+def _npz_members(path: str | os.PathLike[str]
+                 ) -> list[tuple[str, int, tuple[int, ...], bool, np.dtype]]:
+    """``(name, data offset, shape, fortran order, dtype)`` of each member of an uncompressed
+    NPZ file."""
+    out = []
     with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
         for info in zf.infolist():
             if info.compress_type != zipfile.ZIP_STORED:
@@ -314,6 +429,5 @@ def open_npz_memmap(path: str | os.PathLike[str]) -> dict[str, np.memmap]:
             else:
                 shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
-                                  order="F" if fortran else "C")
+            out.append((name, fh.tell(), shape, fortran, dtype))
     return out

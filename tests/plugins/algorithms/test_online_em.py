@@ -13,7 +13,7 @@ from moebench import InitSpec, Problem
 from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
 from moebench_plugins.algorithms.online_em import OnlineEM, row_batches
-from moebench_plugins.datasets.arrays import open_npz_memmap, open_parquet
+from moebench_plugins.datasets.arrays import open_npz_memmap, open_npz_rows, open_parquet
 from moebench_plugins.datasets.synthetic import SyntheticMoE
 from moebench_plugins.models.regression import RegressionMoE
 
@@ -94,7 +94,7 @@ def test_out_of_core_rows_are_read_one_batch_at_a_time_in_file_order():
         torch.testing.assert_close(out[name], same[name], rtol=1e-10, atol=1e-12)
 
 
-def test_parquet_and_memory_mapped_npz_give_the_tensors_fit(tmp_path):
+def test_parquet_and_npz_give_the_tensors_fit(tmp_path):
     model, X, y, init = problem(3_000, 2, d=4)
     table = pa.table({**{f"x{j}": X[:, j].numpy() for j in range(4)}, "y": y.numpy()})
     pq.write_table(table, tmp_path / "train.parquet", row_group_size=700)
@@ -102,8 +102,8 @@ def test_parquet_and_memory_mapped_npz_give_the_tensors_fit(tmp_path):
     params = OnlineEM.Params(batch_size=500, shuffle=False)
     ref, _ = fit(OnlineEM(params), model, X, y, init, 3)
     Xp, yp = open_parquet(tmp_path / "train.parquet", target="y")
-    arrays = open_npz_memmap(tmp_path / "train.npz")
-    for Xs, ys in ((Xp, yp), (arrays["X"], arrays["y"])):
+    arrays, rows = open_npz_memmap(tmp_path / "train.npz"), open_npz_rows(tmp_path / "train.npz")
+    for Xs, ys in ((Xp, yp), (arrays["X"], arrays["y"]), (rows["X"], rows["y"])):
         out, _ = fit(OnlineEM(params), model, Xs, ys, init, 3)
         for name in ref:
             torch.testing.assert_close(out[name], ref[name], rtol=1e-10, atol=1e-12)

@@ -97,6 +97,19 @@ def test_a_pass_reads_each_row_group_once(path, reads, chunk_size):
     assert reads == expected
 
 
+def test_prefetch_reads_ahead_once_and_gives_the_same_rows(path, data, reads):
+    """``prefetch=True``: a pass still reads each row group once (the next one in the
+    background), and slices in any order return the data."""
+    Xd, yd = data
+    X, y = open_parquet(path, "y", prefetch=True)
+    got = np.concatenate([X[s : s + 97] for s in range(0, N, 97)])
+    np.testing.assert_array_equal(got, Xd)
+    assert reads == {(tuple(FEATURES), i): 1 for i in range(8)}
+    for s, e in [(900, 1000), (0, 5), (300, 700), (-3, None)]:  # backwards and jumps
+        np.testing.assert_array_equal(X[s:e], Xd[s:e])
+        np.testing.assert_array_equal(y[s:e], yd[s:e])
+
+
 def test_em_streamed_from_parquet_equals_in_memory_em(path, data, reads):
     model = RegressionMoE(RegressionMoE.Params(k=3, noise="per_expert", chunk_size=97),
                           n_features=D)

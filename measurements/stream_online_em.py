@@ -5,7 +5,8 @@ Usage::
     python -m measurements.stream_online_em --n 10000000 --dir /tmp/moe-stream
 
 Writes ``X`` (n x d) and ``y`` of a linear-expert MoE (k experts, softmax gate, sigma = 0.5)
-once, block by block, as an uncompressed NPZ and as a Parquet file (row groups of 10^5 rows),
+once, block by block, as an uncompressed NPZ and as a Parquet file (row groups of 10^5 rows,
+plain encoding without compression: random floats do not compress),
 then runs each measurement in a fresh process (so that peak memory is its own):
 
 * ``online-parquet``: online-em passes over the Parquet file (:func:`open_parquet`, the next
@@ -54,7 +55,8 @@ def write_parquet(npz: str, path: str) -> None:
     X, y = arrays["X"], arrays["y"]
     d = X.shape[1]
     schema = pa.schema([(f"x{j}", pa.float64()) for j in range(d)] + [("y", pa.float64())])
-    with pq.ParquetWriter(path, schema) as writer:
+    # random floats do not compress: plain encoding, as a user would store them
+    with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False) as writer:
         for s in range(0, X.shape[0], _ROW_GROUP):
             block = np.asarray(X[s:s + _ROW_GROUP])
             cols = [pa.array(block[:, j]) for j in range(d)] + [pa.array(y[s:s + _ROW_GROUP])]
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         args.n * args.d * 8)
     if fresh or open_npz_memmap(npz)["X"].shape != (args.n, args.d):
         write_npz(npz, args.n, args.k, args.d, seed=0)
+        write_parquet(npz, parquet)
+    elif not os.path.exists(parquet):
         write_parquet(npz, parquet)
     print(f"data: {args.n:,} rows, d = {args.d}, k = {args.k}: NPZ "
           f"{os.path.getsize(npz) / 1e9:.2f} GB, Parquet {os.path.getsize(parquet) / 1e9:.2f} GB")

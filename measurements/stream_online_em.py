@@ -17,7 +17,8 @@ then runs each measurement in a fresh process (so that peak memory is its own):
   run until it stops by itself (its default ``tol``), which gives the maximum likelihood the
   online fits are compared with.
 
-Each prints seconds per pass (iteration), nanoseconds per row, the training NLL (computed
+The kinds run in interleaved rounds (``--rounds``, medians reported). Each prints seconds per
+pass (iteration), wall and CPU nanoseconds per row, the training NLL (computed
 chunk by chunk over the file after the fit) and the peak resident memory of its process
 (``VmHWM``), with ``RssAnon``/``RssFile`` at the end (mapped file pages count as resident; the
 kernel drops them under pressure).
@@ -104,21 +105,21 @@ def measure(kind: str, directory: str, k: int, passes: int, batch_size: int) -> 
         algorithm, limit = JointEM(), 1000
     else:
         algorithm, limit = OnlineEM(OnlineEM.Params(batch_size=batch_size)), passes
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     def callback(it: Iterate) -> bool:
-        stamps.append(time.perf_counter())
+        stamps.append((time.perf_counter(), time.process_time()))
         return it.iteration < limit
 
     out = algorithm.fit(Problem(model, X, y, torch_generator(1)), init, callback)
-    steps = np.diff(stamps)
-    result = {
+    wall, cpu = (np.diff([s[j] for s in stamps]) for j in (0, 1))
+    return {
         "kind": kind, "n": int(n), "d": int(d), "k": k, "threads": torch.get_num_threads(),
-        "iterations": len(steps), "seconds_per_pass": float(np.median(steps)),
-        "ns_per_row": float(np.median(steps)) / n * 1e9, "seconds_total": stamps[-1] - stamps[0],
-        "nll": _nll(model, out, X, y), **_status(),
+        "iterations": len(wall), "seconds_per_pass": float(np.median(wall)),
+        "ns_per_row": float(np.median(wall)) / n * 1e9,
+        "cpu_ns_per_row": float(np.median(cpu)) / n * 1e9,
+        "nll": _nll(model, out, X, y), "load": os.getloadavg()[0], **_status(),
     }
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--passes", type=int, default=2, help="online-em passes")
     ap.add_argument("--batch-size", type=int, default=OnlineEM.Params().batch_size)
     ap.add_argument("--dir", default="moe-stream")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     ap.add_argument("--only", help="run one measurement in this process (internal)")
     args = ap.parse_args(argv)
     if args.only:
@@ -145,23 +147,34 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet(npz, parquet)
     print(f"data: {args.n:,} rows, d = {args.d}, k = {args.k}: NPZ "
           f"{os.path.getsize(npz) / 1e9:.2f} GB, Parquet {os.path.getsize(parquet) / 1e9:.2f} GB")
-    rows = []
-    for kind in ("online-parquet", "online-npz", "online-npz-mmap", "joint-em"):
-        cmd = [sys.executable, "-m", "measurements.stream_online_em", "--only", kind,
-               "--dir", args.dir, "--k", str(args.k), "--passes", str(args.passes),
-               "--batch-size", str(args.batch_size)]
-        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(line.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"{kind:16s} {r['iterations']:3d} passes, {r['seconds_per_pass']:7.2f} s/pass, "
-              f"{r['ns_per_row']:6.0f} ns/row, NLL {r['nll']:.7f}, peak RSS "
-              f"{r['VmHWM'] / 2**30:.2f} GiB (anon {r['RssAnon'] / 2**30:.2f}, file "
-              f"{r['RssFile'] / 2**30:.2f})", flush=True)
-    joint = rows[-1]
-    for r in rows[:-1]:
-        print(f"{r['kind']}: {r['ns_per_row'] / joint['ns_per_row']:.2f}x joint EM's time per "
-              f"row and iteration; NLL {(r['nll'] - joint['nll']) / abs(joint['nll']):+.1e} "
-              "(relative) from joint EM's maximum likelihood")
+    kinds = ("online-parquet", "online-npz", "online-npz-mmap", "joint-em")
+    rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for r in range(args.rounds):  # interleaved, so that a change of load hits every kind
+        for kind in kinds:
+            cmd = [sys.executable, "-m", "measurements.stream_online_em", "--only", kind,
+                   "--dir", args.dir, "--k", str(args.k), "--passes", str(args.passes),
+                   "--batch-size", str(args.batch_size)]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            got = json.loads(line.strip().splitlines()[-1])
+            rows[kind].append(got)
+            print(f"round {r + 1} {kind:16s} {got['iterations']:3d} passes, "
+                  f"{got['seconds_per_pass']:6.2f} s/pass, {got['ns_per_row']:5.0f} ns/row "
+                  f"(cpu {got['cpu_ns_per_row']:5.0f}), load {got['load']:.1f}, NLL "
+                  f"{got['nll']:.7f}, peak RSS {got['VmHWM'] / 2**30:.2f} GiB (anon "
+                  f"{got['RssAnon'] / 2**30:.2f}, file {got['RssFile'] / 2**30:.2f})", flush=True)
+    med = {kind: {key: float(np.median([g[key] for g in got]))
+                  for key in ("ns_per_row", "cpu_ns_per_row", "nll", "VmHWM")}
+           for kind, got in rows.items()}
+    joint = med["joint-em"]
+    print(f"medians over {args.rounds} round(s); joint EM (in memory): {joint['ns_per_row']:.0f} "
+          f"ns/row per iteration (cpu {joint['cpu_ns_per_row']:.0f})")
+    for kind in kinds[:-1]:
+        m = med[kind]
+        print(f"{kind}: {m['ns_per_row'] / joint['ns_per_row']:.2f}x joint EM's wall time per "
+              f"row and iteration ({m['cpu_ns_per_row'] / joint['cpu_ns_per_row']:.2f}x its CPU "
+              f"time); peak RSS {m['VmHWM'] / 2**30:.2f} GiB; NLL "
+              f"{(m['nll'] - joint['nll']) / abs(joint['nll']):+.1e} (relative) from joint EM's "
+              "maximum likelihood")
 
 
 if __name__ == "__main__":

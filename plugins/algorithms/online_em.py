@@ -44,7 +44,7 @@ class OnlineEMParams(Params):
     """Parameters of online EM."""
 
     batch_size: int = Field(
-        5000, ge=1, description="rows per mini-batch (the memory online EM holds of the data)"
+        10000, ge=1, description="rows per mini-batch (the memory online EM holds of the data)"
     )
     alpha: float = Field(
         0.6, gt=0.5, le=1.0, description="step-size exponent: gamma_t = (t / t0)^-alpha after "
@@ -57,10 +57,6 @@ class OnlineEMParams(Params):
     average: bool = Field(
         True, description="report the polynomial-decay average of the iterates (Shamir & "
         "Zhang 2013) rather than the last iterate"
-    )
-    hessian_rows: int | None = Field(
-        1000, ge=1, description="rows of each mini-batch whose gate Hessian is averaged (the "
-        "curvature of the gate's Newton steps; its gradient uses every row); None: all rows"
     )
     gate_ridge: float = Field(
         1e-6, gt=0, description="ridge on the gate's Newton steps (keeps them finite when the "
@@ -192,34 +188,24 @@ class _Stream:
         The batch's statistics come from one fused pass of the family's kernel
         (:func:`~moebench_plugins.models.kernels.em_pass`, as in joint EM's E-step): the
         responsibilities, the log-likelihood, the experts' weighted Grams and the gate's
-        gradient; its Hessian, a curvature estimate only, from the first ``hessian_rows`` rows.
+        gradient and Hessian.
         """
-        p = self.p
         b = int(xb.shape[0])
-        h = b if p.hessian_rows is None else min(b, p.hessian_rows)
-        A, W, log_sigma = params["A"], params["W"], params["log_sigma"]
-        chunks = self._chunks(xb, yb, b)
-        st = em_pass(chunks, A, W, log_sigma, expert_stats=True, gate=True,
-                     gate_hessian=h == b)
-        hess = st.gate.neg_hessian
-        if hess is None:
-            part = self._chunks(xb[:h], yb[:h], h)
-            hess = em_pass(part, A, W, log_sigma, gate=True).gate.neg_hessian * (b / h)
-        ex = st.experts
-        batch = _Averages(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b,
-                          st.gate.grad / b, hess / b)
+        chunks = RowChunks(xb, yb, chunk_size=max(1, b), intercept=self.model.params.intercept,
+                           device=self.model.device, dtype=self.model.dtype)
+        st = em_pass(chunks, params["A"], params["W"], params["log_sigma"], expert_stats=True,
+                     gate=True)
+        ex, gate = st.experts, st.gate
+        batch = _Averages(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b, gate.grad / b,
+                          gate.neg_hessian / b)
         self.t += 1
+        p = self.p
         self.gamma = 1.0 if self.t <= p.t0 else (self.t / p.t0) ** -p.alpha
         if self.avg is None:
             self.avg = batch
         else:
             self.avg.update(batch, self.gamma)
         return self._m_step(params), -st.loglik
-
-    def _chunks(self, X: Any, y: Any, rows: int) -> RowChunks:
-        model = self.model
-        return RowChunks(X, y, chunk_size=max(1, rows), intercept=model.params.intercept,
-                         device=model.device, dtype=model.dtype)
 
     def _m_step(self, params: ParamDict) -> ParamDict:
         """Experts and noise from the averaged statistics, a Newton step for the gate."""

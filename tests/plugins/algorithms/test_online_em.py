@@ -84,11 +84,11 @@ class SpyRows:
 def test_out_of_core_rows_are_read_one_batch_at_a_time_in_file_order():
     model, X, y, init = problem(5_000, 1)
     Xs, ys = SpyRows(X.numpy()), SpyRows(y.numpy())
-    out, _ = fit(OnlineEM(OnlineEM.Params(batch_size=1200, hessian_rows=300)), model, Xs, ys,
+    out, _ = fit(OnlineEM(OnlineEM.Params(batch_size=1200)), model, Xs, ys,
                  init, 2)
     assert Xs.slices == [(0, 1200), (1200, 2400), (2400, 3600), (3600, 4800), (4800, 5000)] * 2
     # the same fit as the tensor visited in file order
-    same, _ = fit(OnlineEM(OnlineEM.Params(batch_size=1200, hessian_rows=300, shuffle=False)),
+    same, _ = fit(OnlineEM(OnlineEM.Params(batch_size=1200, shuffle=False)),
                   model, X, y, init, 2)
     for name in out:
         torch.testing.assert_close(out[name], same[name], rtol=1e-10, atol=1e-12)

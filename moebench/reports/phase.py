@@ -11,6 +11,11 @@ ended on a non-finite value did not; a seed without a successful reference cell,
 algorithm cell at all, cannot be judged and is counted apart. A second view counts the seeds
 whose final ``param_error`` is at most :data:`PARAM_FACTOR` times the reference's.
 
+Two diagrams of the same slice (axes, reference, metric and experiments) judge two algorithms on
+the same seeds; the later one's finding says whether its algorithm reached the optimum where the
+earlier one's failed (:func:`link_baselines`, :func:`phase_comparison`): whether "B succeeds
+where A gets stuck" holds anywhere in the grid.
+
 Everything is read from the results rows and the manifest (the experiments' ``init`` for an
 ``init.*`` axis, the rows' ``dataset_params`` for a dataset axis), never from the plugins.
 """
@@ -28,7 +33,7 @@ import pandas as pd
 from .results import SUCCESS
 
 __all__ = ["FAILURE_FRACTION", "PARAM_FACTOR", "PhaseCell", "PhaseTable", "axis_text",
-           "phase_finding", "phase_table"]
+           "link_baselines", "phase_comparison", "phase_finding", "phase_table", "same_slice"]
 
 #: A setting where fewer than this fraction of the judged seeds reached the optimum is where
 #: the algorithm "fails".
@@ -70,6 +75,11 @@ class PhaseTable:
     cells: dict[tuple[Any, Any], PhaseCell] = field(default_factory=dict)
     #: ``(f - f_ref) / max(1, |f_ref|)`` of every judged seed whose algorithm cell succeeded.
     gaps: list[float] = field(default_factory=list)
+    #: The experiments whose seeds the diagram gathers.
+    experiments: tuple[str, ...] = ()
+    #: A diagram of the same slice for another algorithm, whose failing settings this one's
+    #: finding revisits (set by :func:`link_baselines`).
+    baseline: PhaseTable | None = field(default=None, repr=False, compare=False)
 
     def cell(self, x: Any, y: Any) -> PhaseCell | None:
         """The setting (``x``, ``y``), or ``None`` where the grid has no seed."""
@@ -137,7 +147,7 @@ def phase_table(results: pd.DataFrame, figure: dict[str, Any], owner: str,
     inits = {e["name"]: dict(e.get("init") or {}) for e in experiments}
     metric, tol = figure.get("metric", "train_nll"), float(figure.get("tolerance", 1e-4))
     table = PhaseTable(figure["x"], figure["y"], figure["algorithm"], figure["reference"],
-                       metric, tol)
+                       metric, tol, experiments=tuple(names))
     if "dataset_params" not in results or results.empty:
         return table
     key = ["experiment", "dataset", "repetition"]
@@ -178,9 +188,20 @@ def _count(table: PhaseTable, row: dict[str, Any]) -> None:
         cell.param_reached += bool(ok and p <= PARAM_FACTOR * p_ref)
 
 
+def _setting(cell: PhaseCell, table: PhaseTable) -> str:
+    return f"{table.x}={axis_text(cell.x)}, {table.y}={axis_text(cell.y)}"
+
+
+def _names(cells: list[PhaseCell], table: PhaseTable) -> str:
+    return "; ".join(_setting(c, table) for c in cells)
+
+
 def _settings(cells: list[PhaseCell], table: PhaseTable) -> str:
-    return "; ".join(f"{table.x}={axis_text(c.x)}, {table.y}={axis_text(c.y)} "
-                     f"({c.reached}/{c.judged})" for c in cells)
+    return "; ".join(f"{_setting(c, table)} ({c.reached}/{c.judged})" for c in cells)
+
+
+def _in_grid_order(cells: list[PhaseCell]) -> list[PhaseCell]:
+    return sorted(cells, key=lambda c: (_sort_key(c.y), _sort_key(c.x)))
 
 
 def phase_finding(table: PhaseTable) -> str:
@@ -201,12 +222,82 @@ def phase_finding(table: PhaseTable) -> str:
               "that reached it" if len(within) else f" Relative gaps to {table.reference}:")
     spread += (("," if len(within) else "") + f" {beyond.min():.1e} to {beyond.max():.1e} on "
                "the others." if len(beyond) else ".")
-    failing = sorted(table.failing(), key=lambda c: (_sort_key(c.y), _sort_key(c.x)))
+    failing = _in_grid_order(table.failing())
+    compared = f" {phase_comparison(table, table.baseline)}" if table.baseline else ""
     if not failing:
         return (f"{rule} in at least {FAILURE_FRACTION:.0%} of the seeds of every setting "
                 f"tried ({grid}): a regime where it fails was not found in the grid "
-                f"tried.{spread}")
+                f"tried.{spread}{compared}")
     return (f"{rule} in fewer than {FAILURE_FRACTION:.0%} of the seeds at "
             f"{_settings(failing, table)}; in {len(table.cells) - len(failing)} other "
             f"setting(s) of the grid ({grid}) it did in at least {FAILURE_FRACTION:.0%}."
-            f"{spread}")
+            f"{spread}{compared}")
+
+
+def same_slice(a: PhaseTable, b: PhaseTable) -> bool:
+    """Whether two diagrams judge their algorithms on the same seeds and settings: the same
+    axes, reference, metric, tolerance and experiments."""
+    return ((a.x, a.y, a.reference, a.metric, a.tolerance, a.experiments)
+            == (b.x, b.y, b.reference, b.metric, b.tolerance, b.experiments))
+
+
+def link_baselines(tables: list[PhaseTable]) -> None:
+    """Give each diagram the first earlier diagram of the same slice with another algorithm as
+    its ``baseline`` (the order of the suite's figures: the algorithm that may fail first)."""
+    for n, table in enumerate(tables):
+        table.baseline = next((t for t in tables[:n] if same_slice(t, table)
+                               and t.algorithm != table.algorithm), None)
+
+
+def phase_comparison(table: PhaseTable, baseline: PhaseTable) -> str:
+    """Whether ``table``'s algorithm reached the optimum where ``baseline``'s did not.
+
+    Parameters
+    ----------
+    table, baseline
+        Phase tables of the same slice (:func:`same_slice`), for two algorithms.
+
+    Returns
+    -------
+    str
+        One paragraph: the settings where the baseline reached the optimum in fewer than
+        :data:`FAILURE_FRACTION` of its seeds, with both algorithms' counts there; the claim
+        "``table.algorithm`` reaches the optimum where ``baseline.algorithm`` does not" holds
+        at those of them where ``table.algorithm`` did in at least that fraction, and was
+        not found to hold in the grid tried where it held at none. Empty without a judged
+        seed of the baseline.
+    """
+    alg, base = table.algorithm, baseline.algorithm
+    claim = f"the claim that {alg} reaches the optimum where {base} does not"
+    if not any(c.judged for c in baseline.cells.values()):
+        return ""
+    failing = _in_grid_order(baseline.failing())
+    if not failing:
+        return (f"{base} reached the optimum in at least {FAILURE_FRACTION:.0%} of the seeds "
+                f"of every setting, so {claim} could not be tested in the grid tried.")
+    pairs = [(c, table.cell(c.x, c.y)) for c in failing]
+    judged = [(c, o) for c, o in pairs if o is not None and o.judged]
+    where = "; ".join(
+        f"{_setting(c, table)}: {base} {c.reached}/{c.judged}, {alg} "
+        + (f"{o.reached}/{o.judged}" if o is not None and o.judged else "none judged")
+        for c, o in pairs)
+    lead = (f"Where {base} reached the optimum in fewer than {FAILURE_FRACTION:.0%} of the "
+            f"seeds ({where}), ")
+    if not judged:
+        return f"{lead}no seed of {alg} could be judged: {claim} could not be tested."
+    head = (f"{lead}{alg} reached it in {sum(o.reached for _, o in judged)}/"
+            f"{sum(o.judged for _, o in judged)} seeds")
+    held = [c for c, o in judged if o.fraction >= FAILURE_FRACTION]
+    more = [c for c, o in judged if c.fraction < o.fraction < FAILURE_FRACTION]
+    more_text = (f" It reached it more often than {base}, though in fewer than "
+                 f"{FAILURE_FRACTION:.0%} of the seeds, at {_names(more, table)}."
+                 if more else "")
+    if len(held) == len(pairs):
+        return (f"{head}, in at least {FAILURE_FRACTION:.0%} of the seeds of each: {claim} "
+                "holds there.")
+    if held:
+        return (f"{head}: {claim} holds at {_names(held, table)} (at "
+                f"least {FAILURE_FRACTION:.0%} of the seeds), not at the other "
+                f"{len(pairs) - len(held)} setting(s).{more_text}")
+    return (f"{head}, in fewer than {FAILURE_FRACTION:.0%} of the seeds of each: neither did "
+            f"{alg}, and {claim} was not found to hold in the grid tried.{more_text}")

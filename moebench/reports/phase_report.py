@@ -16,6 +16,7 @@ from .phase import (
     PARAM_FACTOR,
     PhaseTable,
     axis_text,
+    link_baselines,
     phase_finding,
     phase_table,
 )
@@ -39,13 +40,16 @@ def phase_title(table: PhaseTable, figure: dict[str, Any]) -> str:
 
 
 def phase_tables(exp: dict[str, Any], run: RunResults) -> list[tuple[PhaseTable, str]]:
-    """Per phase figure of ``exp`` with judged or unjudged seeds: its table and title."""
+    """Per phase figure of ``exp`` with judged or unjudged seeds: its table and title; a later
+    figure of the same slice as an earlier one has that one as its ``baseline`` (its finding
+    says whether its algorithm reached the optimum where the earlier one's did not)."""
     out = []
     for figure in phase_figures(exp):
         table = phase_table(run.frame, figure, exp["name"],
                             run.manifest.get("experiments") or [])
         if table.cells:
             out.append((table, phase_title(table, figure)))
+    link_baselines([table for table, _ in out])
     return out
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from moebench.errors import SuiteError
 from moebench.reports.html import build_context, render
-from moebench.reports.phase import phase_finding, phase_table
-from moebench.reports.phase_report import phase_heatmap, phase_markdown
+from moebench.reports.phase import phase_comparison, phase_finding, phase_table, same_slice
+from moebench.reports.phase_report import phase_heatmap, phase_markdown, phase_tables
 from moebench.reports.results import RunResults
 from moebench.suite import parse_suite, resolve, select
 
@@ -161,3 +161,64 @@ def test_a_selection_drops_the_phase_figures_and_experiments_it_removes():
         "convergence"]  # the reference is gone: so is the diagram
     with pytest.raises(SuiteError, match=r"figures\[1\]\.experiments\[1\].*unknown experiment 'g'"):
         resolve(parse_suite(text.replace("[e, f]", "[e, g]")))
+
+
+# Two diagrams of one slice: em (the baseline, first) and tm judged on the same seeds.
+EM, TM = ({**FIGURE, "algorithm": alg, "experiments": []} for alg in ("em", "tm"))
+
+
+def _pair_rows(reached: dict[int, tuple[int, int]], seeds: int = 4) -> pd.DataFrame:
+    """Per k, ``(em, tm)`` seeds of ``seeds`` that reached the oracle's -2 (the others end at
+    -1, a local optimum)."""
+    rows = []
+    for k, counts in reached.items():
+        for rep in range(seeds):
+            rows.append(_final("a", k, "oracle", rep, -2.0))
+            rows += [_final("a", k, alg, rep, -2.0 if rep < n else -1.0)
+                     for alg, n in zip(("em", "tm"), counts, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def _compared(reached: dict[int, tuple[int, int]]) -> str:
+    frame = _pair_rows(reached)
+    em, tm = (phase_table(frame, f, "a", EXPERIMENTS) for f in (EM, TM))
+    assert same_slice(em, tm)
+    return phase_comparison(tm, em)
+
+
+def test_the_comparison_says_where_the_second_algorithm_reached_what_the_first_missed():
+    text = _compared({2: (4, 4), 4: (1, 4), 6: (0, 2)})
+    assert ("Where em reached the optimum in fewer than 90% of the seeds (k=4, init.scale=1: "
+            "em 1/4, tm 4/4; k=6, init.scale=1: em 0/4, tm 2/4), tm reached it in 6/8 seeds"
+            in text)
+    assert "the claim that tm reaches the optimum where em does not holds at k=4, init.scale=1" \
+        in text and "not at the other 1 setting(s)" in text
+    assert "more often than em, though in fewer than 90% of the seeds, at k=6, init.scale=1" \
+        in text
+    assert _compared({4: (0, 4), 6: (2, 4)}).endswith(
+        "tm reached it in 8/8 seeds, in at least 90% of the seeds of each: the claim that tm "
+        "reaches the optimum where em does not holds there.")
+
+
+def test_the_comparison_says_when_the_claim_was_not_found_or_could_not_be_tested():
+    text = _compared({2: (4, 0), 4: (1, 1), 6: (0, 0)})
+    assert "tm reached it in 1/8 seeds" in text and "neither did tm" in text
+    assert "was not found to hold in the grid tried" in text and "more often" not in text
+    assert "could not be tested in the grid tried" in _compared({2: (4, 0), 4: (4, 4)})
+
+
+def test_a_later_diagram_of_the_same_slice_revisits_the_first_ones_failures(tmp_path):
+    other = {**TM, "y": "n"}  # another slice: not compared
+    exps = [{**EXPERIMENTS[0], "figures": [EM, TM, other]}, EXPERIMENTS[1]]
+    manifest = {"suite": "s", "experiments": [
+        {**e, "datasets": {}, "algorithms": {}, "metrics": ["train_nll", "param_error"],
+         "rank_by": "train_nll", "repetitions": 4, "description": "",
+         "budget": {"max_iter": 10, "timeout": 1}} for e in exps],
+        "metric_directions": {"train_nll": "min", "param_error": "min"}}
+    run = RunResults(tmp_path, _pair_rows({2: (4, 4), 4: (1, 4)}), manifest)
+    (em, _), (tm, _), (by_n, _) = phase_tables(manifest["experiments"][0], run)
+    assert em.baseline is None and tm.baseline is em and by_n.baseline is None
+    findings = [p["finding"] for p in build_context(run)["sections"][0]["phases"]]
+    assert "Where em reached" not in findings[0] and "Where em reached" not in findings[2]
+    assert "Where em reached the optimum in fewer than 90% of the seeds (k=4, init.scale=1: " \
+        "em 1/4, tm 4/4), tm reached it in 4/4 seeds" in findings[1]

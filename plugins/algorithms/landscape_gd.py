@@ -57,9 +57,10 @@ class LandscapeGDParams(Params):
     gate_lr: float = Field(5.0, gt=0, description="step size of gradient descent on the "
                            "conditional NLL L_log(W) (stage 2; reconstruction's choice)")
     gate_iters: int = Field(300, ge=0, description="maximum gradient steps on L_log (stage 2)")
-    tol: float = Field(1e-6, ge=0, description="stage 1 ends when a step moves A by less than "
+    tol: float = Field(1e-6, ge=0, description="stage 1 ends when a step moves A by at most "
                        "tol relative to ||A||_F; stage 2 (and fit) ends when the relative "
-                       "decrease of L_log falls below tol (0: run all iterations)")
+                       "decrease of L_log is at most tol (0: only once a step changes nothing; "
+                       "both stages also end at their iteration caps)")
     expert_start: Literal["init", "gaussian"] = Field(
         "init", description="stage-1 start: the experts of the shared initialisation (init) or "
         "a fresh N(0, 1/d) matrix drawn with the problem's generator (gaussian)")

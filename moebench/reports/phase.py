@@ -32,7 +32,7 @@ import pandas as pd
 
 from .results import SUCCESS
 
-__all__ = ["FAILURE_FRACTION", "PARAM_FACTOR", "PhaseCell", "PhaseTable", "axis_text",
+__all__ = ["FAILURE_FRACTION", "PARAM_FACTOR", "STOPPED", "PhaseCell", "PhaseTable", "axis_text",
            "link_baselines", "phase_comparison", "phase_finding", "phase_table", "same_slice"]
 
 #: A setting where fewer than this fraction of the judged seeds reached the optimum is where
@@ -40,6 +40,8 @@ __all__ = ["FAILURE_FRACTION", "PARAM_FACTOR", "PhaseCell", "PhaseTable", "axis_
 FAILURE_FRACTION = 0.9
 #: The second view: a seed's final ``param_error`` within this factor of the reference's.
 PARAM_FACTOR = 2.0
+#: Statuses of a cell that the budget stopped before its own convergence test.
+STOPPED = ("max_iter", "timeout")
 
 
 @dataclass
@@ -53,6 +55,9 @@ class PhaseCell:
     unjudged: int = 0  #: seeds without a successful reference cell or without an algorithm cell
     param_judged: int = 0  #: seeds where both final ``param_error`` values are finite, or failed
     param_reached: int = 0  #: of those, ``param_error`` <= PARAM_FACTOR x the reference's
+    #: judged seeds that missed the optimum when the budget stopped them (max_iter, timeout):
+    #: perhaps slow rather than stuck
+    stopped: int = 0
 
     @property
     def fraction(self) -> float:
@@ -182,6 +187,7 @@ def _count(table: PhaseTable, row: dict[str, Any]) -> None:
         gap = (f - f_ref) / max(1.0, abs(f_ref))
         table.gaps.append(gap)
         cell.reached += gap <= table.tolerance
+        cell.stopped += gap > table.tolerance and row["status"] in STOPPED
     p, p_ref = (float(row.get(c, math.nan)) for c in ("param_error", "param_error_ref"))
     if math.isfinite(p_ref) and (math.isfinite(p) or not ok):
         cell.param_judged += 1
@@ -207,7 +213,8 @@ def _in_grid_order(cells: list[PhaseCell]) -> list[PhaseCell]:
 def phase_finding(table: PhaseTable) -> str:
     """What the phase diagram found, in one paragraph: the settings where the algorithm
     reached the optimum in fewer than :data:`FAILURE_FRACTION` of its seeds, or that there
-    were none in the grid tried; with the relative gaps that separate the two outcomes."""
+    were none in the grid tried; with the relative gaps that separate the two outcomes, how
+    many of the misses the budget stopped, and, with a ``baseline``, :func:`phase_comparison`."""
     grid = (f"{table.x} in {{{', '.join(axis_text(v) for v in table.xs)}}} x {table.y} in "
             f"{{{', '.join(axis_text(v) for v in table.ys)}}}")
     judged = sum(c.judged for c in table.cells.values())
@@ -222,6 +229,11 @@ def phase_finding(table: PhaseTable) -> str:
               "that reached it" if len(within) else f" Relative gaps to {table.reference}:")
     spread += (("," if len(within) else "") + f" {beyond.min():.1e} to {beyond.max():.1e} on "
                "the others." if len(beyond) else ".")
+    missed = judged - sum(c.reached for c in table.cells.values())
+    stopped = sum(c.stopped for c in table.cells.values())
+    if stopped:
+        spread += (f" {stopped} of the {missed} seeds that missed it were stopped by the budget "
+                   "(max_iter or timeout) before converging: slow, perhaps, rather than stuck.")
     failing = _in_grid_order(table.failing())
     compared = f" {phase_comparison(table, table.baseline)}" if table.baseline else ""
     if not failing:

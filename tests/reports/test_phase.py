@@ -222,3 +222,14 @@ def test_a_later_diagram_of_the_same_slice_revisits_the_first_ones_failures(tmp_
     assert "Where em reached" not in findings[0] and "Where em reached" not in findings[2]
     assert "Where em reached the optimum in fewer than 90% of the seeds (k=4, init.scale=1: " \
         "em 1/4, tm 4/4), tm reached it in 4/4 seeds" in findings[1]
+
+
+def test_the_finding_counts_the_misses_the_budget_stopped():
+    frame = _pair_rows({4: (1, 4)})
+    miss = (frame["algorithm"] == "em") & (frame["repetition"] == 2)
+    frame.loc[miss, "status"] = "max_iter"  # stopped by the budget, 1 above the oracle
+    text = phase_finding(phase_table(frame, EM, "a", EXPERIMENTS))
+    assert ("1 of the 3 seeds that missed it were stopped by the budget (max_iter or timeout) "
+            "before converging") in text
+    assert "stopped by the budget" not in phase_finding(
+        phase_table(_pair_rows({4: (1, 4)}), EM, "a", EXPERIMENTS))

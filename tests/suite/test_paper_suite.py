@@ -18,7 +18,8 @@ SHARED = ROOT.parent / "shared" / "data"
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared datasets beside the clone")
 def test_paper_suite_quick(fresh_plugins, tmp_path):
     suite = load_suite(ROOT / "suites" / "paper.yaml")
-    directory = run_suite(suite, tmp_path, quick=True, suite_path="suites/paper.yaml")
+    # two workers (one torch thread each): the README's quick run is the same grid on one
+    directory = run_suite(suite, tmp_path, quick=True, suite_path="suites/paper.yaml", jobs=2)
     finals = read_results(directory).query("record == 'final'")
     assert set(finals["experiment"]) == {e.name for e in suite.experiments}
     bad = finals[finals["status"].isin(["error", "diverged"])]

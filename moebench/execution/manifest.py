@@ -111,7 +111,8 @@ def describe_experiment(exp: ResolvedExperiment) -> dict[str, Any]:
                           None),
         "datasets": {v.id: {"name": v.name, "params": v.params} for v in exp.datasets},
         "algorithms": {v.id: {"name": v.name, "params": v.params,
-                              **({"budget": v.budget.model_dump()} if v.budget else {})}
+                              **({"budget": v.budget.model_dump()} if v.budget else {}),
+                              **({"reference": True} if v.reference else {})}
                        for v in exp.algorithms},
         "reference": exp.reference.model_dump() if exp.reference else None,
         "figures": [f.model_dump() for f in exp.figures],

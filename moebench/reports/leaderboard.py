@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ COLUMNS = [
     "cut_short",
     "phase_skipped",
     "over_budget",
+    "reference",
 ]
 
 #: Marks a score some of whose seeds were cut short by the timeout (status ``timeout``).
@@ -48,6 +49,8 @@ TIE_RTOL = 1e-9
 #: Marks a score some of whose seeds skipped a phase of a multi-phase algorithm (reported as
 #: the extra ``joint = 0``: ``tensor-em`` with ``refine`` whose joint EM never started).
 PHASE_MARK = "‡"
+#: The rank column of a reference (an algorithm entry marked ``reference``: not ranked).
+REFERENCE_TEXT = "ref."
 #: Marks a score some of whose seeds ran far beyond their time budget in wall time (the final
 #: row's ``wall_over_budget``: slept, waited or ignored the stop while the budget counted CPU
 #: time): their times are not comparable.
@@ -55,7 +58,8 @@ OVER_BUDGET_MARK = "◊"
 
 
 def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
-                directions: Mapping[str, str] | None = None) -> pd.DataFrame:
+                directions: Mapping[str, str] | None = None,
+                references: Mapping[str, Collection[str]] | None = None) -> pd.DataFrame:
     """Rank algorithms per (experiment, dataset) by the mean of a final metric over seeds.
 
     Parameters
@@ -68,6 +72,9 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
         Which way each metric is better, as recorded with the results
         (:attr:`RunResults.directions`); a metric missing there ranks lower-is-better, with a
         warning.
+    references
+        Per experiment, the algorithms marked ``reference`` in the suite
+        (:attr:`RunResults.references`): listed after the ranked ones, without a rank.
 
     Returns
     -------
@@ -79,12 +86,13 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
         (``phase_skipped``) or ran far beyond their time budget in wall time (``over_budget``).
         Skipped cells do not count towards the success rate; algorithms some of whose seeds
         diverged or failed rank after those whose seeds all succeeded, and algorithms without
-        a finite mean rank last, unranked.
+        a finite mean rank last, unranked. References (``reference``) follow, unranked.
     """
     finals = results[results["record"] == "final"]
     rows = []
     for (exp, ds), group in finals.groupby(["experiment", "dataset"], sort=False):
         metric = rank_by if isinstance(rank_by, str) else rank_by.get(exp)
+        marked = (references or {}).get(exp, ())
         block = []
         for alg, cells in group.groupby("algorithm", sort=False):
             ok = cells[cells["status"].isin(SUCCESS)]
@@ -112,6 +120,7 @@ def leaderboard(results: pd.DataFrame, rank_by: Mapping[str, str] | str,
                     if "extra.joint" in ok else 0,
                     "over_budget": int((ok["wall_over_budget"] == 1).sum())
                     if "wall_over_budget" in ok else 0,
+                    "reference": alg in marked,
                 }
             )
         rows += _ranked(block, metric, directions)
@@ -134,19 +143,24 @@ def _ranked(block: list[dict[str, Any]], metric: str | None,
             directions: Mapping[str, str] | None) -> list[dict[str, Any]]:
     """One leaderboard's rows in rank order, with their ``rank``: by mean in the metric's
     direction, those whose every seed succeeded first; no rank without a finite value (all
-    skipped, diverged or failed); equal means (:func:`same_mean`) share one."""
+    skipped, diverged or failed); equal means (:func:`same_mean`) share one; references
+    (``reference``) come last, unranked."""
     # the direction matters (and is looked up) only when there is something to rank
     ranked = metric is not None and any(not math.isnan(r["mean"]) for r in block)
     sign = -1.0 if ranked and metric_direction(directions, metric) == "max" else 1.0
-    block.sort(key=lambda r: (math.isnan(r["mean"]), _incomplete(r["success_rate"]),
+    block.sort(key=lambda r: (r["reference"], math.isnan(r["mean"]),
+                              _incomplete(r["success_rate"]),
                               sign * r["mean"] if not math.isnan(r["mean"]) else 0.0,
                               r["algorithm"]))
     for i, r in enumerate(block, start=1):
         before = block[i - 2] if i > 1 else None
-        tied = before is not None and not math.isnan(before["mean"]) \
+        tied = before is not None and not math.isnan(before["rank"]) \
             and _incomplete(before["success_rate"]) == _incomplete(r["success_rate"]) \
             and same_mean(r["mean"], before["mean"])
-        r["rank"] = math.nan if math.isnan(r["mean"]) else before["rank"] if tied else i
+        if r["reference"] or math.isnan(r["mean"]):
+            r["rank"] = math.nan
+        else:
+            r["rank"] = before["rank"] if tied else i
     return block
 
 
@@ -198,7 +212,8 @@ def format_rows(board: pd.DataFrame) -> list[list[str]]:
             score += f" {INCOMPLETE_MARK}"
         out.append(
             [
-                rank_text(r.rank, ranks[key]),
+                REFERENCE_TEXT if getattr(r, "reference", False)
+                else rank_text(r.rank, ranks[key]),
                 r.algorithm,
                 score,
                 str(r.n_seeds),
@@ -251,6 +266,9 @@ def mark_legend(group: pd.DataFrame) -> list[str]:
         lines.append(f"{PHASE_MARK} in some seeds a phase of the algorithm did not run "
                      "(e.g. tensor-em's joint-EM refinement: `extra.joint = 0`; see the "
                      "cells' messages).")
+    if "reference" in group and group["reference"].fillna(False).astype(bool).any():
+        lines.append(f"{REFERENCE_TEXT} a reference, not a competitor (e.g. an oracle that reads "
+                     "the ground truth): shown for comparison, not ranked.")
     if "over_budget" in group and group["over_budget"].fillna(0).astype(int).any():
         lines.append(f"{OVER_BUDGET_MARK} some seeds ran far beyond their time budget in wall "
                      f"time (over {WALL_OVER_FACTOR:g} x `budget.timeout` and "
@@ -286,7 +304,7 @@ def leaderboard_of(run: RunResults, rank_by: Mapping[str, str] | str | None = No
     rank_by = run.rank_by if rank_by is None else rank_by
     key = _ranking_key(rank_by)
     if key not in run.boards:
-        run.boards[key] = leaderboard(run.frame, rank_by, run.directions)
+        run.boards[key] = leaderboard(run.frame, rank_by, run.directions, run.references)
     return run.boards[key]
 
 
@@ -297,7 +315,7 @@ def experiment_board(run: RunResults, experiment: str, rank_by: str) -> pd.DataF
         board = leaderboard_of(run)
         return board[board["experiment"] == experiment]
     return leaderboard(run.frame[run.frame["experiment"] == experiment], rank_by,
-                       run.directions)
+                       run.directions, run.references)
 
 
 def write_leaderboards(run: RunResults | str | Path) -> pd.DataFrame:

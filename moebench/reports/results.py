@@ -324,6 +324,19 @@ class RunResults:
         return metric_direction(self.directions, metric)
 
     @property
+    def references(self) -> dict[str, frozenset[str]]:
+        """Per experiment, the algorithm variants its suite marked ``reference`` (shown on the
+        leaderboards, not ranked), as recorded in the manifest."""
+        out = {}
+        for exp in self.manifest.get("experiments") or []:
+            algorithms = exp.get("algorithms") if isinstance(exp, dict) else None
+            if isinstance(algorithms, dict):
+                out[str(exp.get("name"))] = frozenset(
+                    name for name, entry in algorithms.items()
+                    if isinstance(entry, dict) and entry.get("reference") is True)
+        return out
+
+    @property
     def rank_by(self) -> dict[str, str]:
         """The metric each experiment ranks by, as recorded in the manifest (for results
         without one: the first column recorded as a metric, for every experiment)."""

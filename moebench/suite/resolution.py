@@ -9,6 +9,7 @@ the budgets. Every problem found is reported at once, with its YAML path.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,7 +69,9 @@ def _expand(
             continue
         model = entry.model if isinstance(entry, DatasetEntry) else None
         own = entry.budget if isinstance(entry, AlgorithmEntry) else None
-        variants.append(Variant(variant_id(entry, point), entry.name, merged, model, own))
+        reference = isinstance(entry, AlgorithmEntry) and entry.reference
+        variants.append(Variant(variant_id(entry, point), entry.name, merged, model, own,
+                                reference))
     return variants
 
 
@@ -128,10 +131,9 @@ def _with_budget(variant: Variant, base: Budget, own: bool = True) -> Variant:
     if variant.budget is None:
         return variant
     if not own:
-        return Variant(variant.id, variant.name, variant.params, variant.model)
+        return replace(variant, budget=None)
     own = {k: getattr(variant.budget, k) for k in variant.budget.model_fields_set}
-    merged = Budget.model_validate({**base.model_dump(), **own})
-    return Variant(variant.id, variant.name, variant.params, variant.model, merged)
+    return replace(variant, budget=Budget.model_validate({**base.model_dump(), **own}))
 
 
 def _metrics(

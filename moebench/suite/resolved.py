@@ -24,6 +24,8 @@ class Variant:
     model: ModelChoice | None = None
     #: An algorithm entry's own budget (already merged over the experiment's), else ``None``.
     budget: Budget | None = None
+    #: An algorithm entry marked ``reference``: shown on the leaderboards, not ranked.
+    reference: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,11 @@ class AlgorithmEntry(Component):
     budget: Budget | None = Field(
         None, description="this algorithm's budget: its fields override the experiment's"
     )
+    reference: bool = Field(
+        False, description="a reference, not a competitor (e.g. mle-from-truth, an oracle that "
+        "reads the ground truth): on the leaderboards below the ranked algorithms, without a "
+        "rank, and never the best"
+    )
 
 
 class Leaderboard(_Strict):

@@ -110,7 +110,7 @@ def test_a_key_without_a_close_match_lists_the_valid_ones():
 
 def test_keys_at_walks_the_schema_and_knows_where_it_cannot():
     assert keys_at(("experiments", 3, "algorithms", 0)) == ["name", "label", "params", "grid",
-                                                             "quick", "budget"]
+                                                             "quick", "budget", "reference"]
     assert keys_at(("datasets", 1, "model")) == ["name", "params"]
     assert keys_at(("experiments", 0, "reference", "values", 2)) == [
         "dataset", "algorithm", "metric", "mean", "std", "iteration"]

@@ -19,7 +19,9 @@ SHARED = ROOT.parent / "shared" / "data"
 def test_paper_suite_quick(fresh_plugins, tmp_path):
     suite = load_suite(ROOT / "suites" / "paper.yaml")
     # two workers (one torch thread each): the README's quick run is the same grid on one
-    directory = run_suite(suite, tmp_path, quick=True, suite_path="suites/paper.yaml", jobs=2)
+    # (report.html is checked in tests/reports/test_html_report.py)
+    directory = run_suite(suite, tmp_path, quick=True, suite_path="suites/paper.yaml", jobs=2,
+                          html_report=False)
     finals = read_results(directory).query("record == 'final'")
     assert set(finals["experiment"]) == {e.name for e in suite.experiments}
     bad = finals[finals["status"].isin(["error", "diverged"])]

@@ -89,14 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(f"peak RSS {peak:.2f} GB (file {os.path.getsize(args.path) / 1e9:.1f} GB; mapped file "
           f"pages count as resident, the kernel drops them under memory pressure)")
-    status = _proc_status()
+    status = proc_status()
     if status:
         print("now: " + ", ".join(f"{key} {status[key] / 1e9:.2f} GB" for key in
                                   ("RssAnon", "RssFile") if key in status))
 
 
-def _proc_status() -> dict[str, float]:
-    """Resident memory by kind from ``/proc/self/status`` (bytes; empty off Linux)."""
+def proc_status(keys: tuple[str, ...] = ("RssAnon", "RssFile")) -> dict[str, float]:
+    """Memory figures ``keys`` (``VmHWM``, ``RssAnon``, ...) from ``/proc/self/status``, in
+    bytes (empty off Linux)."""
     try:
         with open("/proc/self/status") as fh:
             lines = fh.read().splitlines()
@@ -105,7 +106,7 @@ def _proc_status() -> dict[str, float]:
     out = {}
     for line in lines:
         key, _, value = line.partition(":")
-        if key in ("RssAnon", "RssFile") and value.strip().endswith("kB"):
+        if key in keys and value.strip().endswith("kB"):
             out[key] = 1e3 * float(value.split()[0])
     return out
 

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from measurements.stream_em import write_npz
+from measurements.stream_em import proc_status, write_npz
 from moebench import InitSpec, Iterate, Problem
 from moebench.seeding import torch_generator
 from moebench_plugins.algorithms.joint_em import JointEM
@@ -62,16 +62,6 @@ def write_parquet(npz: str, path: str) -> None:
             block = np.asarray(X[s:s + _ROW_GROUP])
             cols = [pa.array(block[:, j]) for j in range(d)] + [pa.array(y[s:s + _ROW_GROUP])]
             writer.write_table(pa.Table.from_arrays(cols, schema=schema), row_group_size=_ROW_GROUP)
-
-
-def _status() -> dict[str, float]:
-    out: dict[str, float] = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "RssAnon", "RssFile"):
-                out[key] = float(value.split()[0]) * 1e3
-    return out
 
 
 def _nll(model: RegressionMoE, params: dict, X, y) -> float:
@@ -118,7 +108,8 @@ def measure(kind: str, directory: str, k: int, passes: int, batch_size: int) -> 
         "iterations": len(wall), "seconds_per_pass": float(np.median(wall)),
         "ns_per_row": float(np.median(wall)) / n * 1e9,
         "cpu_ns_per_row": float(np.median(cpu)) / n * 1e9,
-        "nll": _nll(model, out, X, y), "load": os.getloadavg()[0], **_status(),
+        "nll": _nll(model, out, X, y), "load": os.getloadavg()[0],
+        **proc_status(("VmHWM", "RssAnon", "RssFile")),
     }
 
 

@@ -34,8 +34,9 @@ import torch
 from pydantic import Field
 
 from moebench import Algorithm, Callback, Iterate, Model, ParamDict, Params, Problem, hookimpl
-from moebench_plugins.models.kernels import RowChunks, em_pass
+from moebench_plugins.models.kernels import ExpertStats, RowChunks, em_pass, solve_experts
 from moebench_plugins.models.regression import RegressionMoE
+from moebench_plugins.models.regression.numerics import noise_from_residuals
 
 __all__ = ["OnlineEM", "OnlineEMParams", "row_batches"]
 
@@ -76,17 +77,17 @@ class OnlineEMParams(Params):
 class _Averages:
     """Running averages of the sufficient statistics and of the gate's quadratic model."""
 
-    mass: torch.Tensor  # (k,)       mean r_i
-    xx: torch.Tensor    # (k, d, d)  mean r_i x x^T
-    xy: torch.Tensor    # (k, d)     mean r_i x y
-    yy: torch.Tensor    # (k,)       mean r_i y^2
-    grad: torch.Tensor  # (k-1, d)   gradient of the mean gate objective at the current W
-    hess: torch.Tensor  # ((k-1)d, (k-1)d) its negated Hessian
+    experts: ExpertStats  # the experts' statistics, as means over rows
+    grad: torch.Tensor    # (k-1, d) gradient of the mean gate objective at the current W
+    hess: torch.Tensor    # ((k-1)d, (k-1)d) its negated Hessian
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        e = self.experts
+        return e.mass, e.G, e.b, e.yy, self.grad, self.hess
 
     def update(self, new: _Averages, gamma: float) -> None:
-        for name in ("mass", "xx", "xy", "yy", "grad", "hess"):
-            old = getattr(self, name)
-            old.add_(getattr(new, name) - old, alpha=gamma)
+        for old, value in zip(self.tensors(), new.tensors(), strict=True):
+            old.add_(value - old, alpha=gamma)
 
 
 def row_batches(X: Any, y: Any, batch_size: int, order: torch.Tensor | None = None
@@ -196,8 +197,8 @@ class _Stream:
         st = em_pass(chunks, params["A"], params["W"], params["log_sigma"], expert_stats=True,
                      gate=True)
         ex, gate = st.experts, st.gate
-        batch = _Averages(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b, gate.grad / b,
-                          gate.neg_hessian / b)
+        batch = _Averages(ExpertStats(ex.mass / b, ex.G / b, ex.b / b, ex.yy / b),
+                          gate.grad / b, gate.neg_hessian / b)
         self.t += 1
         p = self.p
         self.gamma = 1.0 if self.t <= p.t0 else (self.t / p.t0) ** -p.alpha
@@ -208,30 +209,20 @@ class _Stream:
         return self._m_step(params), -st.loglik
 
     def _m_step(self, params: ParamDict) -> ParamDict:
-        """Experts and noise from the averaged statistics, a Newton step for the gate."""
-        avg, model = self.avg, self.model
+        """Experts and noise from the averaged statistics (joint EM's weighted least squares
+        and noise update, the averages standing for the sums over one row), a Newton step for
+        the gate."""
+        avg = self.avg
         assert avg is not None
-        k, d = avg.xy.shape
-        eye = torch.eye(d, dtype=avg.xx.dtype, device=avg.xx.device)
-        scale = avg.xx.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
-        G = avg.xx + 1e-10 * scale[:, None, None] * eye
-        A = torch.linalg.solve(G, avg.xy.unsqueeze(-1)).squeeze(-1)
-        ok = (avg.mass > 1e-12) & torch.isfinite(A).all(dim=1)
-        A = torch.where(ok[:, None], A, params["A"])
+        stats = avg.experts
+        A = solve_experts(stats, params["A"], 1)
         log_sigma = params["log_sigma"].clone()
-        noise = model.params.noise
+        noise = self.model.params.noise
         if noise != "known":
-            sse = (avg.yy - 2 * (A * avg.xy).sum(1)
-                   + torch.einsum("id,ide,ie->i", A, avg.xx, A)).clamp_min(0.0)
-            floor = 1e-12 * float(avg.yy.sum() / avg.mass.sum().clamp_min(1e-300)) + 1e-300
-            if noise == "shared":
-                s2 = (sse.sum() / avg.mass.sum()).clamp_min(floor)
-                log_sigma = torch.full_like(log_sigma, 0.5) * torch.log(s2)
-            else:
-                s2 = (sse / avg.mass.clamp_min(1e-300)).clamp_min(floor)
-                log_sigma = torch.where(ok, 0.5 * torch.log(s2), log_sigma)
-        W = self._gate_step(params["W"])
-        return {"A": A, "W": W, "log_sigma": log_sigma}
+            floor = 1e-12 * (float(stats.yy.sum() / stats.mass.sum().clamp_min(1e-300)) + 1e-300)
+            log_sigma = noise_from_residuals(noise, stats.sse(A).clamp_min(0.0), stats.mass,
+                                             floor, log_sigma, 1)
+        return {"A": A, "W": self._gate_step(params["W"]), "log_sigma": log_sigma}
 
     def _gate_step(self, W: torch.Tensor) -> torch.Tensor:
         """A Newton step on the quadratic model of the averaged gate objective (with ridge);
